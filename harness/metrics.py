@@ -1,0 +1,64 @@
+"""What each metric a bundle records means: its unit, kind and which direction is better.
+
+A metric row in ``metrics.json`` is ``{name, value, unit, phase, rep, kernel}``.  The compare and report
+stages judge changes through :func:`definition`, never by guessing from the value.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+
+TIME = "time"  # wall or CPU time; only comparable on the same accelerator, QEMU and host CPU
+COUNTER = "counter"  # event counts (vmstat deltas, non-zero pages); comparable anywhere
+MEMORY = "memory"  # host or guest memory amounts
+
+
+@dataclass(frozen=True)
+class MetricDef:
+    name: str  # exact name or fnmatch pattern
+    unit: str
+    kind: str
+    better: str | None  # "lower", "higher" or None (informational, never flagged)
+    doc: str
+
+
+_DEFS = [
+    MetricDef("boot_to_ssh_s", "s", TIME, "lower", "QEMU start until the guest's sshd answered"),
+    MetricDef("balloon_inflate_s", "s", TIME, "lower", "balloon target set until query-balloon reached it (inflate)"),
+    MetricDef("balloon_deflate_s", "s", TIME, "lower", "balloon target set until query-balloon reached it (deflate)"),
+    MetricDef("balloon_actual_mib", "MiB", MEMORY, None, "guest memory the balloon leaves to the guest after a step"),
+    MetricDef("reporting_settle_s", "s", TIME, None, "time until free page reporting stopped moving host RSS"),
+    MetricDef("fault_in_ms", "ms", TIME, "lower", "memtouch wall time to fault in and read every page"),
+    MetricDef("cpu_ms", "ms", TIME, "lower", "memtouch user+system CPU time"),
+    MetricDef("sys_ms", "ms", TIME, "lower", "memtouch system CPU time (page faults, zeroing)"),
+    MetricDef("nonzero_pages", "pages", COUNTER, "lower", "pages that were not all-zero on first read (must be 0)"),
+    MetricDef("dirty_ms", "ms", TIME, None, "memdirty wall time"),
+    MetricDef("rss_mib", "MiB", MEMORY, None, "host RSS of the QEMU process at the end of a step"),
+    MetricDef("rss_drop_mib", "MiB", MEMORY, "higher", "host RSS returned by free page reporting during a wait step"),
+    MetricDef("contig_bench_us", "us", TIME, "lower", "in-guest alloc order-9 + split_page + free_contig_range loop"),
+    MetricDef("vmstat.pgzero_skip_*", "pages", COUNTER, "higher", "zeroings skipped because the page was known zero"),
+    MetricDef("vmstat.pgzero_*", "pages", COUNTER, "lower", "base pages zeroed by the kernel"),
+    MetricDef("kprobe.*", "calls", COUNTER, "lower", "calls of a zeroing function counted by a kprobe event"),
+    MetricDef("vmstat.*", "pages", COUNTER, None, "delta of a /proc/vmstat counter over a step"),
+]
+
+
+def definition(name: str) -> MetricDef:
+    """The definition of a metric name; unknown names are informational counters."""
+    for d in _DEFS:
+        if fnmatch.fnmatchcase(name, d.name):
+            return d
+    return MetricDef(name, "", COUNTER, None, "unknown metric")
+
+
+def metric(name: str, value: float, *, phase: str, rep: int, kernel: str, unit: str | None = None) -> dict:
+    """One metrics.json row."""
+    return {
+        "name": name,
+        "value": value,
+        "unit": unit if unit is not None else definition(name).unit,
+        "phase": phase,
+        "rep": rep,
+        "kernel": kernel,
+    }
