@@ -1,0 +1,108 @@
+"""A synchronous face on qemu.qmp's asyncio QMPClient.
+
+The client lives on its own event-loop thread so QMP events are read (and logged to qmp.jsonl) the
+moment QEMU sends them, while the harness itself stays simple blocking code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+import time
+from pathlib import Path
+
+from qemu.qmp import ConnectError, ExecuteError, QMPClient
+
+from harness.errors import HarnessError
+
+
+class QMPError(HarnessError):
+    pass
+
+
+class QMP:
+    def __init__(self, socket_path: Path, log_path: Path, name: str = "vm"):
+        self._socket_path = socket_path
+        self._log = log_path.open("a", buffering=1)
+        self._log_lock = threading.Lock()
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name=f"qmp-{name}", daemon=True)
+        self._client = QMPClient(name)
+        self._events: list[dict] = []
+        self._events_changed = threading.Condition()
+        self._reader: asyncio.Future | None = None
+
+    def connect(self, timeout: float) -> None:
+        """Connect to QEMU's QMP server socket, retrying until it appears."""
+        self._thread.start()
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self._call(self._client.connect(str(self._socket_path)), timeout=5)
+                break
+            except (ConnectError, OSError) as exc:
+                if time.monotonic() > deadline:
+                    raise QMPError(f"could not connect to QMP socket {self._socket_path}: {exc}") from exc
+                time.sleep(0.02)
+        self._reader = asyncio.run_coroutine_threadsafe(self._read_events(), self._loop)
+
+    async def _read_events(self) -> None:
+        async for event in self._client.events:
+            event = dict(event)
+            self._write_log({"event": event})
+            with self._events_changed:
+                self._events.append(event)
+                self._events_changed.notify_all()
+
+    def _write_log(self, record: dict) -> None:
+        record = {"host_time": time.time(), **record}
+        with self._log_lock:
+            self._log.write(json.dumps(record, default=str) + "\n")
+
+    def _call(self, coro, timeout: float):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def execute(self, command: str, arguments: dict | None = None, timeout: float = 30.0):
+        self._write_log({"execute": command, "arguments": arguments})
+        try:
+            result = self._call(self._client.execute(command, arguments), timeout)
+        except ExecuteError as exc:
+            self._write_log({"error": str(exc), "command": command})
+            raise QMPError(f"QMP {command} failed: {exc}") from exc
+        except Exception as exc:  # connection dropped, timeout: QEMU is gone or hung
+            self._write_log({"error": repr(exc), "command": command})
+            raise QMPError(f"QMP {command} failed: {exc!r}") from exc
+        self._write_log({"return": result, "command": command})
+        return result
+
+    def events_since(self, index: int) -> list[dict]:
+        with self._events_changed:
+            return self._events[index:]
+
+    @property
+    def event_count(self) -> int:
+        with self._events_changed:
+            return len(self._events)
+
+    def wait_event(self, timeout: float) -> None:
+        """Block until a new event arrives or the timeout passes."""
+        with self._events_changed:
+            count = len(self._events)
+            self._events_changed.wait_for(lambda: len(self._events) > count, timeout)
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            try:
+                self._call(self._client.disconnect(), timeout=5)
+            except Exception:
+                pass  # QEMU may already be gone; nothing left to tell it
+            if self._reader is not None:
+                self._loop.call_soon_threadsafe(self._reader.cancel)
+                try:
+                    self._reader.result(timeout=2)
+                except BaseException:
+                    pass  # cancelled, as intended
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+        self._log.close()

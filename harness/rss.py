@@ -1,0 +1,66 @@
+"""Host-side sampling of the QEMU process's resident memory into rss.csv."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from pathlib import Path
+
+PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
+
+
+def read_rss_kib(pid: int) -> int | None:
+    try:
+        with open(f"/proc/{pid}/statm") as f:
+            return int(f.read().split()[1]) * PAGE_KIB
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return None
+
+
+class RssSampler:
+    """Samples at `hz` on a thread from start() to stop(); time is seconds since `t0` (monotonic)."""
+
+    def __init__(self, pid: int, csv_path: Path, t0: float, hz: float = 20.0):
+        self.pid = pid
+        self.csv_path = csv_path
+        self.t0 = t0
+        self.period = 1.0 / hz
+        self.samples: list[tuple[float, int]] = []
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="rss", daemon=True)
+
+    def start(self) -> "RssSampler":
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        with self.csv_path.open("w", buffering=1) as f:
+            f.write("t_s,rss_kib\n")
+            next_at = time.monotonic()
+            while not self._stop.is_set():
+                rss = read_rss_kib(self.pid)
+                if rss is None:
+                    return
+                t = time.monotonic() - self.t0
+                with self._lock:
+                    self.samples.append((t, rss))
+                f.write(f"{t:.3f},{rss}\n")
+                next_at += self.period
+                self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    def current_kib(self) -> int | None:
+        return read_rss_kib(self.pid)
+
+    def window(self, since_s: float) -> list[tuple[float, int]]:
+        with self._lock:
+            return [s for s in self.samples if s[0] >= since_s]
+
+    def now_s(self) -> float:
+        return time.monotonic() - self.t0
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)

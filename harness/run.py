@@ -1,0 +1,166 @@
+"""`harness run`: a scenario on one or more kernels, several repetitions, into one result bundle."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from harness import accel as accel_mod
+from harness import expect
+from harness.bundle import Bundle
+from harness.errors import HarnessError, InputError
+from harness.image import build_image, ssh_keys
+from harness.kernel import GuestKernel, parse_kernel_spec, resolve_kernel
+from harness.paths import REPO_ROOT
+from harness.scenario import Scenario, load_scenario
+from harness.steps import RepRunner
+
+DEFAULT_RESULTS = REPO_ROOT / "results"
+
+
+@dataclass
+class RunOutcome:
+    bundle: Path
+    ok: bool
+    status: str
+    error: str | None
+
+
+def make_progress(console: Console) -> Progress:
+    return Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TaskProgressColumn(),
+                    TimeElapsedColumn(), console=console, transient=True)
+
+
+def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, reps: int | None = None,
+                 results_dir: Path | None = None, junit: Path | None = None,
+                 console: Console | None = None) -> RunOutcome:
+    """Run a scenario end to end; bad input raises InputError before anything starts."""
+    console = console or Console(stderr=True)
+    scenario = load_scenario(scenario_path)
+    specs = [parse_kernel_spec(k) for k in kernels] if kernels else scenario.kernels
+    if reps is not None and reps < 1:
+        raise InputError(f"--reps must be at least 1, got {reps}")
+    reps = reps or scenario.repetitions
+    bundle = Bundle(results_dir or DEFAULT_RESULTS, scenario.name, [s.slug for s in specs])
+    bundle.manifest.update(
+        scenario={"name": scenario.name, "path": str(scenario.path), "content": scenario.content},
+        reps=reps,
+    )
+    status, error = "failed", None
+    try:
+        _execute(scenario, specs, reps, bundle, console)
+        failed = [r for r in bundle.expectations if not r["ok"]]
+        if failed:
+            error = "expectations failed: " + "; ".join(f"{r['name']} [{r['kernel']}]: {r['detail']}" for r in failed)
+        else:
+            status = "complete"
+    except KeyboardInterrupt:
+        error = "interrupted"
+        _finish(bundle, status, error, junit, console)
+        raise
+    except HarnessError as exc:
+        error = str(exc)
+    except Exception as exc:  # a harness bug must still leave a failed bundle behind
+        error = f"internal error: {exc!r}"
+        console.print_exception()
+    path = _finish(bundle, status, error, junit, console)
+    return RunOutcome(path, status == "complete", status, error)
+
+
+def _finish(bundle: Bundle, status: str, error: str | None, junit: Path | None, console: Console) -> Path:
+    path = bundle.finish(status, error)
+    if junit is not None:
+        from harness.junit import write_junit
+
+        write_junit(junit, [path])
+    if error:
+        console.print(f"[bold red]run failed:[/] {error}")
+    return path
+
+
+def _execute(scenario: Scenario, specs, reps: int, bundle: Bundle, console: Console) -> None:
+    choice = accel_mod.choose_accel()
+    console.print(accel_mod.describe(choice))
+    bundle.manifest["accel"] = choice.accel
+    bundle.manifest["qemu"] = {"version": accel_mod.qemu_version(), "binary": "qemu-system-x86_64", "argv": None}
+    keys = ssh_keys()
+    with make_progress(console) as progress:
+        kernels: list[GuestKernel] = []
+        images = {}
+        for spec in specs:
+            kernel = resolve_kernel(spec, progress)
+            kernels.append(kernel)
+            images[spec.text] = build_image(kernel)
+            bundle.manifest["kernels"].append(dict(kernel.record, zeroing_counters=None, guest_release=None))
+        results = []
+        # Repetition-major order, so slow drift on the host affects every kernel alike.
+        for rep in range(1, reps + 1):
+            for i, kernel in enumerate(kernels):
+                console.print(f"[bold]{scenario.name}[/] rep {rep}/{reps} on [cyan]{kernel.spec.text}[/]")
+                runner = RepRunner(scenario=scenario, kernel=kernel, initrd=images[kernel.spec.text],
+                                   accel=choice.accel, keys=keys, bundle=bundle, rep=rep, progress=progress,
+                                   console=console)
+                try:
+                    result = runner.run()
+                finally:
+                    record = bundle.manifest["kernels"][i]
+                    record["zeroing_counters"] = runner.result.zeroing
+                    record["guest_release"] = runner.result.guest_release
+                    if bundle.manifest["qemu"]["argv"] is None and runner.result.qemu_argv:
+                        bundle.manifest["qemu"]["argv"] = runner.result.qemu_argv
+                results.append(result)
+    bundle.expectations = expect.evaluate(scenario, bundle, results)
+    _print_summary(scenario, bundle, console)
+
+
+def _print_summary(scenario: Scenario, bundle: Bundle, console: Console) -> None:
+    kernels = [k["spec"] for k in bundle.manifest["kernels"]]
+    table = Table(title=f"{scenario.name}: medians over {bundle.manifest['reps']} repetition(s)")
+    table.add_column("metric")
+    table.add_column("phase")
+    for k in kernels:
+        table.add_column(k, justify="right")
+    seen = []
+    for m in bundle.metrics:
+        key = (m["name"], m["phase"])
+        if key not in seen and not (m["name"].startswith("vmstat.") and m["value"] == 0):
+            seen.append(key)
+    for name, phase in seen:
+        cells = []
+        for k in kernels:
+            values = bundle.values(name, phase, k)
+            cells.append(f"{statistics.median(values):g}" if values else "-")
+        table.add_row(name, phase, *cells)
+    console.print(table)
+    checks = Table(title="expectations")
+    for col in ("expectation", "kernel", "result", "detail"):
+        checks.add_column(col)
+    for r in bundle.expectations:
+        checks.add_row(r["name"], r["kernel"], "[green]ok[/]" if r["ok"] else "[red]FAILED[/]", r["detail"])
+    console.print(checks)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    outcome = run_scenario(args.scenario, kernels=args.kernel, reps=args.reps,
+                           results_dir=Path(args.results) if args.results else None,
+                           junit=Path(args.junit) if args.junit else None)
+    print(outcome.bundle)
+    sys.stdout.flush()
+    return 0 if outcome.ok else 1
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run a scenario and write a result bundle")
+    p.add_argument("scenario", help="scenario YAML file")
+    p.add_argument("--kernel", action="append", help="kernel spec (repeatable); overrides the scenario's kernels")
+    p.add_argument("--reps", type=int, help="repetitions per kernel (overrides the scenario)")
+    p.add_argument("--results", help=f"results directory (default {DEFAULT_RESULTS})")
+    p.add_argument("--junit", help="also write JUnit XML with one test case per expectation")
+    p.set_defaults(func=cmd_run)

@@ -1,0 +1,210 @@
+"""One repetition of a scenario on one kernel: boot, run the steps, record metrics and raw files."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import balloon, probes
+from harness.bundle import Bundle
+from harness.errors import HarnessError
+from harness.image import SshKeys
+from harness.kernel import GuestKernel
+from harness.rss import RssSampler
+from harness.scenario import Scenario, Step
+from harness.vm import VM
+
+BOOT_TIMEOUT_S = 180
+
+
+@dataclass
+class StepRecord:
+    """What expectations need to know about a step beyond its metrics."""
+
+    kind: str
+    phase: str
+    data: dict = field(default_factory=dict)
+
+
+@dataclass
+class RepResult:
+    kernel: str
+    rep: int
+    steps: list[StepRecord] = field(default_factory=list)
+    zeroing: str = "unknown"
+    guest_release: str | None = None
+    qemu_argv: list[str] = field(default_factory=list)
+
+
+class RepRunner:
+    def __init__(self, *, scenario: Scenario, kernel: GuestKernel, initrd: Path, accel: str, keys: SshKeys,
+                 bundle: Bundle, rep: int, progress, console):
+        self.scenario = scenario
+        self.kernel = kernel
+        self.initrd = initrd
+        self.accel = accel
+        self.keys = keys
+        self.bundle = bundle
+        self.rep = rep
+        self.progress = progress
+        self.console = console
+        self.dir = bundle.rep_dir(kernel.spec.slug, rep)
+        self.result = RepResult(kernel.spec.text, rep)
+        self.vm: VM | None = None
+        self.rss: RssSampler | None = None
+        self.zeroing: probes.ZeroingSource | None = None
+
+    def metric(self, name: str, value: float, phase: str, unit: str | None = None) -> None:
+        self.bundle.add_metric(name, value, phase=phase, rep=self.rep, kernel=self.kernel.spec.text, unit=unit)
+
+    def run(self) -> RepResult:
+        vm = VM(kernel=self.kernel, initrd=self.initrd, guest=self.scenario.guest, qemu=self.scenario.qemu,
+                accel=self.accel, logdir=self.dir, keys=self.keys)
+        self.vm = vm
+        try:
+            with vm:
+                self.result.qemu_argv = vm.argv
+                self.rss = RssSampler(vm.pid, self.dir / "rss.csv", vm.started_at).start()
+                self._boot()
+                for step in self.scenario.steps:
+                    if step.kind != "boot":
+                        self._run_step(step)
+                self._snapshot("final")
+        finally:
+            if self.rss is not None:
+                self.rss.stop()
+        return self.result
+
+    # -- boot --------------------------------------------------------------------------------
+    def _boot(self) -> None:
+        task = self.progress.add_task(f"boot {self.kernel.spec.text} (rep {self.rep})", total=None)
+        try:
+            seconds = self.vm.wait_ready(BOOT_TIMEOUT_S, self.dir / "transcript.log")
+        finally:
+            self.progress.remove_task(task)
+        self.metric("boot_to_ssh_s", round(seconds, 3), "boot")
+        guest = self.vm.ssh
+        self.result.guest_release = guest.run("uname -r").stdout.strip()
+        if self.scenario.qemu.balloon.stats_interval_s:
+            balloon.enable_stats(self.vm, self.scenario.qemu.balloon.stats_interval_s)
+        self.zeroing = probes.setup_zeroing_source(guest, probes.vmstat(guest))
+        self.result.zeroing = self.zeroing.describe()
+        self._snapshot("boot")
+        self.console.print(f"  booted {self.kernel.spec.text} ({self.result.guest_release}) in {seconds:.1f} s; "
+                           f"zeroing counts: {self.zeroing.describe()}"
+                           + (f" ({self.zeroing.detail})" if self.zeroing.detail else ""))
+
+    # -- steps -------------------------------------------------------------------------------
+    def _counters(self) -> tuple[dict, dict]:
+        guest = self.vm.ssh
+        hits = probes.kprobe_hits(guest) if self.zeroing.kind == "kprobe" else {}
+        return probes.vmstat(guest), hits
+
+    def _run_step(self, step: Step) -> None:
+        self.vm.check_alive()
+        before, hits_before = self._counters()
+        record = StepRecord(step.kind, step.phase)
+        handler = getattr(self, f"_step_{step.kind}")
+        task = self.progress.add_task(f"{step.phase}: {step.kind} {_describe(step.params)}", total=None)
+        try:
+            handler(step, record)
+        finally:
+            self.progress.remove_task(task)
+        after, hits_after = self._counters()
+        record.data["vmstat_delta"] = probes.tracked_deltas(before, after)
+        for name, delta in record.data["vmstat_delta"].items():
+            self.metric(f"vmstat.{name}", delta, step.phase)
+        for func, hits in hits_after.items():
+            self.metric(f"kprobe.{func}", hits - hits_before.get(func, 0), step.phase)
+        rss = self.rss.current_kib()
+        if rss is not None:
+            self.metric("rss_mib", round(rss / 1024, 1), step.phase)
+        self.result.steps.append(record)
+
+    def _step_balloon(self, step: Step, record: StepRecord) -> None:
+        p = step.params
+        res = balloon.set_target(self.vm, p["target_mib"], p["timeout_s"], self.progress)
+        inflate = res.target_mib < res.start_mib
+        self.metric("balloon_inflate_s" if inflate else "balloon_deflate_s", round(res.seconds, 3), step.phase)
+        self.metric("balloon_actual_mib", round(res.actual_mib, 2), step.phase)
+        record.data.update(start_mib=res.start_mib, target_mib=res.target_mib, actual_mib=res.actual_mib,
+                           events=res.events, inflate=inflate)
+        self.console.print(f"  {step.phase}: balloon {res.start_mib:.0f} -> {res.actual_mib:.0f} MiB "
+                           f"in {res.seconds:.1f} s ({res.events} BALLOON_CHANGE events)")
+
+    def _step_memdirty(self, step: Step, record: StepRecord) -> None:
+        out = probes.memdirty(self.vm.ssh, step.params["size_mib"], step.params["thp"], timeout=600)
+        self.metric("dirty_ms", out["wall_ms"], step.phase)
+        record.data.update(out)
+
+    def _step_memtouch(self, step: Step, record: StepRecord) -> None:
+        out = probes.memtouch(self.vm.ssh, step.params["size_mib"], step.params["thp"], timeout=600)
+        self.metric("fault_in_ms", out["wall_ms"], step.phase)
+        self.metric("cpu_ms", round(out["user_ms"] + out["sys_ms"], 3), step.phase)
+        self.metric("sys_ms", out["sys_ms"], step.phase)
+        self.metric("nonzero_pages", out["nonzero_pages"], step.phase)
+        self.metric("stale_pattern_pages", out["pattern_pages"], step.phase, unit="pages")
+        record.data.update(out)
+        self.console.print(f"  {step.phase}: memtouch {out['mib']} MiB{' THP' if out['thp'] else ''}: "
+                           f"{out['wall_ms']:.0f} ms wall, {out['sys_ms']:.0f} ms sys, "
+                           f"{out['nonzero_pages']} non-zero pages")
+
+    def _step_wait_reporting(self, step: Step, record: StepRecord) -> None:
+        """Wait until free page reporting stops moving host RSS (reporting runs ~2 s after frees)."""
+        settle, timeout = step.params["settle_s"], step.params["timeout_s"]
+        t0 = time.monotonic()
+        start_kib = last_kib = self.rss.current_kib()
+        last_change = t0
+        while True:
+            self.vm.check_alive()
+            time.sleep(0.25)
+            now = time.monotonic()
+            kib = self.rss.current_kib()
+            if abs(kib - last_kib) > 4096:
+                last_kib, last_change = kib, now
+            if now - last_change >= settle and now - t0 >= settle + 2:
+                break
+            if now - t0 > timeout:
+                break  # not an error: the expectation on rss_drop_mib judges the outcome
+        drop = (start_kib - self.rss.current_kib()) / 1024
+        self.metric("rss_drop_mib", round(drop, 1), step.phase)
+        self.metric("reporting_settle_s", round(last_change - t0, 2), step.phase)
+        record.data.update(rss_drop_mib=drop, settled=now - last_change >= settle)
+        self.console.print(f"  {step.phase}: host RSS fell by {drop:.0f} MiB (settled after {last_change - t0:.1f} s)")
+
+    def _step_sleep(self, step: Step, record: StepRecord) -> None:
+        end = time.monotonic() + step.params["seconds"]
+        while time.monotonic() < end:
+            self.vm.check_alive()
+            time.sleep(min(0.25, max(0.0, end - time.monotonic())))
+
+    def _step_snapshot(self, step: Step, record: StepRecord) -> None:
+        self._snapshot(step.phase)
+
+    def _step_contig_bench(self, step: Step, record: StepRecord) -> None:
+        out = probes.contig_bench(self.vm.ssh, step.params["iterations"], step.params["order"], timeout=1800)
+        self.metric("contig_bench_us", out["elapsed_us"], step.phase)
+        record.data.update(out)
+        self.console.print(f"  {step.phase}: contig_bench {out['iterations']} x order-{out['order']}: "
+                           f"{out['elapsed_us']} us")
+
+    def _step_shell(self, step: Step, record: StepRecord) -> None:
+        res = self.vm.ssh.run(step.params["command"], timeout=step.params["timeout_s"])
+        record.data.update(stdout=res.stdout[-4000:])
+
+    def _snapshot(self, phase: str) -> None:
+        guest = self.vm.ssh
+        for src in ("vmstat", "meminfo", "buddyinfo"):
+            (self.dir / f"{src}-{phase}.txt").write_text(guest.run(f"cat /proc/{src}").stdout)
+        if self.scenario.qemu.balloon.stats_interval_s:
+            try:
+                stats = balloon.guest_stats(self.vm)
+                (self.dir / f"guest-stats-{phase}.json").write_text(json.dumps(stats, indent=1))
+            except HarnessError:
+                pass  # the guest has not sent statistics yet
+
+
+def _describe(params: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items())
