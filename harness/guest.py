@@ -82,6 +82,8 @@ class Guest:
                 time.sleep(0.005)
             rc = channel.recv_exit_status()
             channel.close()
+            if rc == -1:  # the channel closed without an exit status: the connection is gone
+                raise EOFError("the SSH channel closed without an exit status")
         except (paramiko.SSHException, OSError, EOFError) as exc:
             raise GuestCommandError(f"SSH connection lost running {command!r}: {exc!r}") from exc
         result = Result(command, rc, out.decode(errors="replace"), err.decode(errors="replace"),

@@ -72,6 +72,9 @@ class RepRunner:
                     if step.kind != "boot":
                         self._run_step(step)
                 self._snapshot("final")
+        except HarnessError:
+            vm.explain_failure()
+            raise
         finally:
             if self.rss is not None:
                 self.rss.stop()

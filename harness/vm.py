@@ -258,6 +258,15 @@ class VM:
         if panic:
             raise GuestDied(f"guest kernel failure: {panic}")
 
+    def explain_failure(self, grace_s: float = 2.0) -> None:
+        """After a failed step: raise GuestDied if a dead QEMU or a panicked guest is the real cause."""
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout=grace_s)
+            except subprocess.TimeoutExpired:
+                pass  # still running: the step's own error stands, unless the guest panicked
+        self.check_alive()
+
     def exited(self) -> bool:
         return self._proc is not None and self._proc.poll() is not None
 

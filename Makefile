@@ -1,0 +1,54 @@
+# balloon testbed.  Every target installs what it needs first (idempotent, fast when already done).
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+HARNESS := $(VENV)/bin/harness
+SCENARIO ?= scenarios/smoke.yaml
+KERNEL ?=
+REPS ?=
+NIGHTLY ?= scenarios/nightly.yaml
+APT_PACKAGES := qemu-system-x86 busybox-static dropbear-bin linux-source-6.12 build-essential flex bison bc \
+	libelf-dev libssl-dev cpio ccache kmod xz-utils zstd file git python3-venv
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: deps apt venv run-scenario test test-kernels bench nightly doctor clean
+
+deps: apt venv
+
+apt:
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages: $$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+run-scenario: deps
+	$(HARNESS) run $(SCENARIO) $(if $(KERNEL),$(foreach k,$(KERNEL),--kernel $(k))) $(if $(REPS),--reps $(REPS))
+
+doctor: deps
+	$(HARNESS) doctor
+
+# Unit tests, real-guest integration tests, and the one cold kernel build (base).
+test: deps
+	$(PY) -m pytest -m "not kernels" -rs $(PYTEST_ARGS)
+
+# Every patch series: apply, build (cached), boot, and check what each one claims.
+test-kernels: deps
+	$(PY) -m pytest -m kernels -rs $(PYTEST_ARGS)
+
+bench: deps
+	$(HARNESS) bench boot
+
+nightly: deps
+	$(HARNESS) nightly $(NIGHTLY)
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,51 @@
+"""The QEMU command line the VM class builds (no QEMU started here)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from harness.kernel import parse_kernel_spec
+from harness.scenario import BalloonOptions, GuestOptions, QemuOptions
+from harness.vm import qemu_argv
+
+
+def argv(**qemu) -> list[str]:
+    return qemu_argv(kernel=Path("/k/bzImage"), initrd=Path("/k/initrd"), guest=GuestOptions(memory_mib=2048, cpus=2),
+                     qemu=QemuOptions(**qemu), accel="tcg", rundir=Path("/run/x"), serial_log=Path("/b/serial.log"),
+                     ssh_port=2222)
+
+
+def value_after(args: list[str], flag: str) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args) if a == flag]
+
+
+def test_ssh_forward_is_loopback_only_and_qmp_in_run_dir():
+    a = argv()
+    (netdev,) = value_after(a, "-netdev")
+    assert "hostfwd=tcp:127.0.0.1:2222-:22" in netdev
+    assert any("path=/run/x/qmp.sock" in c for c in value_after(a, "-chardev"))
+    assert "-no-reboot" in a and "-nodefaults" in a
+
+
+def test_balloon_device_options():
+    a = argv(balloon=BalloonOptions(free_page_reporting=True, deflate_on_oom=True))
+    assert "virtio-balloon-pci,id=balloon0,free-page-reporting=on,deflate-on-oom=on" in value_after(a, "-device")
+    a = argv(balloon=BalloonOptions(free_page_reporting=False))
+    assert any("free-page-reporting=off" in d for d in value_after(a, "-device"))
+
+
+def test_memory_backends():
+    assert value_after(argv(), "-object") == ["memory-backend-ram,id=mem0,size=2048M"]
+    assert value_after(argv(memory_backend="memfd", prealloc=True), "-object") == [
+        "memory-backend-memfd,id=mem0,size=2048M,share=on,prealloc=on"]
+    assert "hugetlb=on" in value_after(argv(memory_backend="hugetlb"), "-object")[0]
+    assert "mem-path=/tmp/m" in value_after(argv(memory_backend="file", mem_path="/tmp/m"), "-object")[0]
+    assert value_after(argv(mem_lock=True), "-overcommit") == ["mem-lock=on"]
+    assert "memory-backend=mem0" in value_after(argv(), "-machine")[0]
+
+
+def test_kernel_specs():
+    assert parse_kernel_spec("stock").kind == "stock"
+    spec = parse_kernel_spec("base+zeroing-stats+pg-zeroed")
+    assert spec.kind == "build" and spec.series == ("zeroing-stats", "pg-zeroed")
+    assert parse_kernel_spec("base").series == ()

@@ -1,0 +1,91 @@
+"""Scenario validation: every bad input is one clear error naming the file and the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.errors import InputError
+from harness.paths import REPO_ROOT
+from harness.scenario import load_scenario
+
+GOOD = """
+name: t
+guest: {memory: 2G, cpus: 2}
+steps:
+  - balloon: 1G
+  - memtouch: {size: 256M, thp: true}
+expect: {nonzero_pages: 0}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_good_scenario_parses(tmp_path):
+    s = load_scenario(write(tmp_path, GOOD))
+    assert s.guest.memory_mib == 2048
+    assert [st.kind for st in s.steps] == ["balloon", "memtouch"]
+    assert s.steps[0].params["target_mib"] == 1024
+    assert s.steps[1].params == {"size_mib": 256, "thp": True}
+    assert [k.text for k in s.kernels] == ["stock"]
+
+
+def test_every_shipped_scenario_is_valid():
+    for path in sorted((REPO_ROOT / "scenarios").glob("*.yaml")):
+        if path.name != "nightly.yaml":
+            load_scenario(path)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("name: t\nsteps: [snapshot]\nbogus: 1\n", "bogus: unknown key"),
+        ("name: t\nguest: {memory: lots}\nsteps: [snapshot]\n", "guest.memory: expected a size"),
+        ("name: t\nguest: {memory: 2G, cpus: two}\nsteps: [snapshot]\n", "guest.cpus: expected int"),
+        ("name: t\nguest: {memory: 2G}\nsteps: [{balloon: 3G}]\n", "above the guest memory"),
+        ("name: t\nguest: {memory: 2G}\nsteps: [{memtouch: 4G}]\n", "does not fit"),
+        ("name: t\nsteps: [{explode: 1}]\n", "steps[0]: a step has exactly one of"),
+        ("name: t\nsteps: [snapshot]\nqemu: {memory_backend: nvme}\n", "qemu.memory_backend"),
+        ("name: t\nsteps: [snapshot]\nqemu: {balloon: {free_page_reporting: 1}}\n", "expected bool"),
+        ("name: t\nsteps: [snapshot]\nkernels: [linux-9]\n", "kernels[0]"),
+        ("name: t\nsteps: [snapshot, boot]\n", "boot can only be the first step"),
+        ("steps: [snapshot]\n", "name: missing"),
+        ("name: t\nsteps: [{memtouch: 12}]\n", "expected a size with a unit"),
+        ("name: t\nsteps: [snapshot]\nexpect: {metrics: [{name: x}]}\n", "expect.metrics[0]"),
+        ("name: t\nsteps: [{memtouch: 1M, phase: a}, {memtouch: 1M, phase: a}]\n", "used twice"),
+        ("name: [unclosed\n", "malformed YAML"),
+    ],
+)
+def test_bad_scenarios_name_the_problem(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(InputError) as exc:
+        load_scenario(path)
+    assert str(path) in str(exc.value)
+    assert message in str(exc.value)
+
+
+def test_cli_bad_scenario_exits_2_with_one_line(tmp_path):
+    path = write(tmp_path, "name: t\nguest: {memory: 2G}\nsteps: [{balloon: 3G}]\n")
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(path), "--results", str(tmp_path / "r")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "steps[0].balloon.target" in lines[0], proc.stderr
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_cli_missing_scenario_and_kernel(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(tmp_path / "nope.yaml")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "no such scenario file" in proc.stderr
+    good = write(tmp_path, GOOD)
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(good), "--kernel", "/no/such/bzImage"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "no such kernel image file" in proc.stderr
