@@ -48,7 +48,7 @@ bench: deps
 	$(HARNESS) bench boot
 
 nightly: deps
-	$(HARNESS) nightly $(NIGHTLY)
+	$(HARNESS) nightly $(NIGHTLY) --results results --out results/report --junit results/nightly-junit.xml
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -33,6 +33,7 @@ _DEFS = [
     MetricDef("cpu_ms", "ms", TIME, "lower", "memtouch user+system CPU time"),
     MetricDef("sys_ms", "ms", TIME, "lower", "memtouch system CPU time (page faults, zeroing)"),
     MetricDef("nonzero_pages", "pages", COUNTER, "lower", "pages that were not all-zero on first read (must be 0)"),
+    MetricDef("stale_pattern_pages", "pages", COUNTER, "lower", "non-zero pages still holding memdirty's pattern"),
     MetricDef("dirty_ms", "ms", TIME, None, "memdirty wall time"),
     MetricDef("rss_mib", "MiB", MEMORY, None, "host RSS of the QEMU process at the end of a step"),
     MetricDef("rss_drop_mib", "MiB", MEMORY, "higher", "host RSS returned by free page reporting during a wait step"),

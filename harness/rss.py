@@ -13,9 +13,10 @@ PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
 def read_rss_kib(pid: int) -> int | None:
     try:
         with open(f"/proc/{pid}/statm") as f:
-            return int(f.read().split()[1]) * PAGE_KIB
+            pages = int(f.read().split()[1])
     except (FileNotFoundError, ProcessLookupError, IndexError):
         return None
+    return pages * PAGE_KIB if pages else None  # an exited (zombie) process reads as 0
 
 
 class RssSampler:
