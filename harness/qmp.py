@@ -31,7 +31,6 @@ class QMP:
         self._client = QMPClient(name)
         self._events: list[dict] = []
         self._events_changed = threading.Condition()
-        self._reader: asyncio.Future | None = None
 
     def connect(self, timeout: float) -> None:
         """Connect to QEMU's QMP server socket, retrying until it appears."""
@@ -45,7 +44,7 @@ class QMP:
                 if time.monotonic() > deadline:
                     raise QMPError(f"could not connect to QMP socket {self._socket_path}: {exc}") from exc
                 time.sleep(0.02)
-        self._reader = asyncio.run_coroutine_threadsafe(self._read_events(), self._loop)
+        asyncio.run_coroutine_threadsafe(self._read_events(), self._loop)
 
     async def _read_events(self) -> None:
         async for event in self._client.events:
@@ -91,18 +90,24 @@ class QMP:
             count = len(self._events)
             self._events_changed.wait_for(lambda: len(self._events) > count, timeout)
 
+    @staticmethod
+    async def _cancel_pending_tasks() -> None:
+        """Cancel the event reader (and anything qemu.qmp left) and let them finish cancelling."""
+        others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in others:
+            task.cancel()
+        await asyncio.gather(*others, return_exceptions=True)
+
     def close(self) -> None:
         if self._thread.is_alive():
             try:
                 self._call(self._client.disconnect(), timeout=5)
             except Exception:
                 pass  # QEMU may already be gone; nothing left to tell it
-            if self._reader is not None:
-                self._loop.call_soon_threadsafe(self._reader.cancel)
-                try:
-                    self._reader.result(timeout=2)
-                except BaseException:
-                    pass  # cancelled, as intended
+            try:
+                self._call(self._cancel_pending_tasks(), timeout=5)
+            except Exception:
+                pass  # the loop is stopped below either way
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
         self._log.close()

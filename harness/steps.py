@@ -67,14 +67,15 @@ class RepRunner:
             with vm:
                 self.result.qemu_argv = vm.argv
                 self.rss = RssSampler(vm.pid, self.dir / "rss.csv", vm.started_at).start()
-                self._boot()
-                for step in self.scenario.steps:
-                    if step.kind != "boot":
-                        self._run_step(step)
-                self._snapshot("final")
-        except HarnessError:
-            vm.explain_failure()
-            raise
+                try:
+                    self._boot()
+                    for step in self.scenario.steps:
+                        if step.kind != "boot":
+                            self._run_step(step)
+                    self._snapshot("final")
+                except HarnessError:
+                    vm.explain_failure()
+                    raise
         finally:
             if self.rss is not None:
                 self.rss.stop()
