@@ -30,7 +30,7 @@ QEMU_BINARY = "qemu-system-x86_64"
 READY_MARKER = "balloon-testbed: guest ready"
 PANIC_MARKERS = ("Kernel panic", "BUG: unable to handle", "Oops:", "general protection fault")
 QBOOT = Path("/usr/share/qemu/qboot.rom")
-BASE_CMDLINE = "console=ttyS0 panic=-1 rdinit=/init 8250.nr_uarts=1 loglevel=6"
+BASE_CMDLINE = "console=ttyS0 panic=-1 rdinit=/init 8250.nr_uarts=1 loglevel=6 i8042.noaux i8042.nokbd i8042.nopnp"
 
 
 class GuestDied(HarnessError):
