@@ -7,6 +7,7 @@ moment QEMU sends them, while the harness itself stays simple blocking code.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 import threading
 import time
@@ -32,18 +33,25 @@ class QMP:
         self._events: list[dict] = []
         self._events_changed = threading.Condition()
 
-    def connect(self, timeout: float) -> None:
-        """Connect to QEMU's QMP server socket, retrying until it appears."""
+    def connect(self, timeout: float, alive=lambda: None) -> None:
+        """Connect to QEMU's QMP server socket, retrying until it accepts; `alive` raises if QEMU died.
+
+        QEMU sends its greeting only once guest memory is set up, which takes a while with
+        prealloc or mem-lock, so one attempt may wait for most of the timeout.
+        """
         self._thread.start()
         deadline = time.monotonic() + timeout
         while True:
+            alive()
             try:
-                self._call(self._client.connect(str(self._socket_path)), timeout=5)
+                self._call(self._client.connect(str(self._socket_path)), timeout=max(0.1, deadline - time.monotonic()))
                 break
             except (ConnectError, OSError) as exc:
                 if time.monotonic() > deadline:
                     raise QMPError(f"could not connect to QMP socket {self._socket_path}: {exc}") from exc
                 time.sleep(0.02)
+            except concurrent.futures.TimeoutError:
+                raise QMPError(f"QEMU did not greet on its QMP socket within {timeout:.0f} s") from None
         asyncio.run_coroutine_threadsafe(self._read_events(), self._loop)
 
     async def _read_events(self) -> None:

@@ -169,7 +169,7 @@ class VM:
         try:
             self._start_qemu()
             self.qmp = QMP(self.rundir / "qmp.sock", self.logdir / "qmp.jsonl")
-            self.qmp.connect(timeout=10)
+            self.qmp.connect(timeout=120, alive=self.check_alive)
         except BaseException:
             self.shutdown()
             raise
