@@ -267,9 +267,6 @@ class VM:
                 pass  # still running: the step's own error stands, unless the guest panicked
         self.check_alive()
 
-    def exited(self) -> bool:
-        return self._proc is not None and self._proc.poll() is not None
-
     # -- readiness ---------------------------------------------------------------------------
     def wait_for_marker(self, timeout: float, marker: str = READY_MARKER) -> float:
         """Wait until the guest prints `marker` on the serial console; seconds since QEMU started."""

@@ -1,7 +1,6 @@
 """`harness compare` on synthetic bundles (and, marked vm, on real ones)."""
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
@@ -12,15 +11,7 @@ from harness import compare
 from harness.errors import InputError
 
 
-def _load_synth():
-    path = Path(__file__).parent / "data" / "bundles" / "synth.py"
-    spec = importlib.util.spec_from_file_location("bundle_synth", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-synth = _load_synth()
+import bundle_synth as synth
 
 
 def run(argv, capsys):

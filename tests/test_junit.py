@@ -1,21 +1,12 @@
 """harness.junit.write_junit: one testcase per expectation plus a "run" testcase per bundle."""
 
-import importlib.util
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 from harness.junit import write_junit
 
 
-def _load_synth():
-    path = Path(__file__).parent / "data" / "bundles" / "synth.py"
-    spec = importlib.util.spec_from_file_location("bundle_synth", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-synth = _load_synth()
+import bundle_synth as synth
 
 
 def cases(root):

@@ -1,7 +1,6 @@
 """`harness report` on synthetic bundles (a failed run, an unparsable dir) and, marked vm, real ones."""
 
 import argparse
-import importlib.util
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -11,15 +10,7 @@ import pytest
 from harness import report
 
 
-def _load_synth():
-    path = Path(__file__).parent / "data" / "bundles" / "synth.py"
-    spec = importlib.util.spec_from_file_location("bundle_synth", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-synth = _load_synth()
+import bundle_synth as synth
 
 
 class Page(HTMLParser):

@@ -1,0 +1,362 @@
+"""Kernel build stage: series parsing, cache keys, config checks, cache hits, failing patches, real builds."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from harness import kernel_build as kb
+from harness.errors import HarnessError, InputError
+from harness.kernel import parse_kernel_spec
+
+DATA = Path(__file__).parent / "data" / "kernel_build"
+FIXTURE_PATCHES = DATA / "patches"
+
+MAIL = """From 0000000000000000000000000000000000000000 Mon Sep 17 00:00:00 2001
+From: Test <test@example.org>
+Date: Thu, 1 Jan 2026 00:00:00 +0000
+Subject: [PATCH] {subject}
+
+---
+diff --git a/mm/x.c b/mm/x.c
+--- a/mm/x.c
++++ b/mm/x.c
+@@ -1 +1 @@
+-a
++{line}
+"""
+
+
+def make_series(root: Path, name: str, patches: dict[str, str], order: list[str] | None = None) -> Path:
+    d = root / name
+    d.mkdir(parents=True, exist_ok=True)
+    for fname, text in patches.items():
+        (d / fname).write_text(text)
+    (d / "series").write_text("# test series\n\n" + "\n".join(order or list(patches)) + "\n")
+    return d
+
+
+def key_for(root: Path, names: list[str], frags=None, gcc="gcc (Debian 12.2.0-14) 12.2.0", module=None):
+    base = kb.load_base()
+    return kb.compute_key(base, [kb.load_series(n, root) for n in names], frags or kb.load_fragments(), gcc, module)
+
+
+# ---- series files
+
+
+def test_parse_series_file_skips_comments_and_blanks():
+    text = "# a comment\n\n0001-a.patch\n  0002-b.patch   # trailing comment\n\t\n#0003-c.patch\n0004-d.patch -p1\n"
+    assert kb.parse_series_file(text) == ["0001-a.patch", "0002-b.patch", "0004-d.patch"]
+
+
+@pytest.mark.parametrize("line", ["0001-a.patch -p0", "../evil.patch", "/etc/passwd"])
+def test_parse_series_file_rejects(line):
+    with pytest.raises(InputError):
+        kb.parse_series_file(line + "\n")
+
+
+def test_load_series(tmp_path):
+    make_series(tmp_path, "A", {"0001-x.patch": MAIL.format(subject="x", line="b"),
+                                "0002-y.patch": MAIL.format(subject="y", line="c")})
+    s = kb.load_series("A", tmp_path)
+    assert s.name == "A"
+    assert [p.file for p in s.patches] == ["0001-x.patch", "0002-y.patch"]
+    assert all(len(p.sha256) == 64 for p in s.patches)
+
+
+def test_load_series_errors_name_what_is_missing(tmp_path):
+    with pytest.raises(InputError, match="nope"):
+        kb.load_series("nope", tmp_path)
+    (tmp_path / "noseries").mkdir()
+    with pytest.raises(InputError, match=r"noseries.*series"):
+        kb.load_series("noseries", tmp_path)
+    make_series(tmp_path, "missing", {}, order=["0001-gone.patch"])
+    with pytest.raises(InputError, match="0001-gone.patch"):
+        kb.load_series("missing", tmp_path)
+    make_series(tmp_path, "empty", {}, order=[])
+    with pytest.raises(InputError, match="no patches"):
+        kb.load_series("empty", tmp_path)
+
+
+def test_patches_root_env(tmp_path, monkeypatch):
+    monkeypatch.setenv(kb.PATCHES_ENV, str(tmp_path))
+    assert kb.patches_root() == tmp_path.resolve()
+    assert kb.patches_root(FIXTURE_PATCHES) == FIXTURE_PATCHES.resolve()
+    monkeypatch.delenv(kb.PATCHES_ENV)
+    assert kb.patches_root() == kb.DEFAULT_PATCHES_ROOT.resolve()
+
+
+def test_fixture_series_parse():
+    s = kb.load_series("bad-sublevel", FIXTURE_PATCHES)
+    assert [p.file for p in s.patches] == ["0001-bump-sublevel-999.patch"]
+
+
+# ---- cache key
+
+
+@pytest.fixture
+def two_series(tmp_path):
+    make_series(tmp_path, "A", {"0001-x.patch": MAIL.format(subject="x", line="b"),
+                                "0002-y.patch": MAIL.format(subject="y", line="c")})
+    make_series(tmp_path, "B", {"0001-z.patch": MAIL.format(subject="z", line="d")})
+    return tmp_path
+
+
+def test_key_is_stable(two_series):
+    assert key_for(two_series, ["A", "B"]) == key_for(two_series, ["A", "B"])
+    assert len(key_for(two_series, ["A", "B"])) == 64
+
+
+def test_key_changes_with_one_byte_of_one_patch(two_series):
+    before = key_for(two_series, ["A", "B"])
+    p = two_series / "A" / "0002-y.patch"
+    p.write_text(p.read_text().replace("+c", "+C"))
+    assert key_for(two_series, ["A", "B"]) != before
+
+
+def test_key_changes_with_order(two_series):
+    assert key_for(two_series, ["A", "B"]) != key_for(two_series, ["B", "A"])
+    before = key_for(two_series, ["A"])
+    (two_series / "A" / "series").write_text("0002-y.patch\n0001-x.patch\n")
+    assert key_for(two_series, ["A"]) != before
+
+
+def test_key_changes_with_series_and_base(two_series):
+    assert key_for(two_series, []) != key_for(two_series, ["A"])
+    base = kb.load_base()
+    other = kb.BaseInfo(base.package, "6.12.118-1~deb12u1", "6.12.118", base.tarball, base.tarball_dir)
+    frags = kb.load_fragments()
+    assert kb.compute_key(base, [], frags, "gcc", None) != kb.compute_key(other, [], frags, "gcc", None)
+
+
+def test_key_changes_with_fragment_gcc_module(two_series, tmp_path):
+    frag = tmp_path / "extra.config"
+    frag.write_text("CONFIG_DEBUG_INFO_NONE=y\n")
+    k0 = key_for(two_series, ["A"])
+    k1 = key_for(two_series, ["A"], frags=kb.load_fragments([frag]))
+    frag.write_text("CONFIG_DEBUG_INFO_NONE=n\n")
+    k2 = key_for(two_series, ["A"], frags=kb.load_fragments([frag]))
+    assert len({k0, k1, k2}) == 3
+    assert key_for(two_series, ["A"], gcc="gcc 13") != k0
+    assert key_for(two_series, ["A"], module="abc") != k0
+
+
+def test_missing_fragment_is_input_error(tmp_path):
+    with pytest.raises(InputError, match="nofile"):
+        kb.load_fragments([tmp_path / "nofile.config"])
+
+
+def test_module_source_hash(tmp_path):
+    assert kb.module_source_sha256(tmp_path / "absent") is None
+    (tmp_path / "contig_bench.c").write_text("int x;\n")
+    (tmp_path / "Makefile").write_text("obj-m := contig_bench.o\n")
+    h = kb.module_source_sha256(tmp_path)
+    (tmp_path / "contig_bench.o").write_bytes(b"\0\1")  # build artifacts do not count
+    (tmp_path / ".contig_bench.o.cmd").write_text("x")
+    assert kb.module_source_sha256(tmp_path) == h
+    (tmp_path / "contig_bench.c").write_text("int y;\n")
+    assert kb.module_source_sha256(tmp_path) != h
+
+
+# ---- config fragment checks
+
+
+def test_dropped_options():
+    frag = kb.Fragment(Path("f"), b"CONFIG_A=y\nCONFIG_B=8\n# CONFIG_C is not set\n# comment\nCONFIG_D=y\n")
+    wants = kb.parse_fragment_wants([frag, kb.Fragment(Path("g"), b"# CONFIG_D is not set\n")])
+    assert wants == {"CONFIG_A": "y", "CONFIG_B": "8", "CONFIG_C": None, "CONFIG_D": None}
+    config = "CONFIG_A=y\nCONFIG_B=8\n# CONFIG_C is not set\n"
+    assert kb.dropped_options(wants, config) == []
+    bad = kb.dropped_options(wants, "CONFIG_B=4\nCONFIG_C=y\nCONFIG_D=m\n")
+    assert [b.split(":")[0] for b in bad] == ["CONFIG_A", "CONFIG_B", "CONFIG_C", "CONFIG_D"]
+
+
+def test_default_fragment_wants_what_the_issue_needs():
+    wants = kb.parse_fragment_wants(kb.load_fragments())
+    for opt in ("CONFIG_MODULES", "CONFIG_VM_EVENT_COUNTERS", "CONFIG_VIRTIO_BALLOON", "CONFIG_PAGE_REPORTING"):
+        assert wants[opt] == "y"
+
+
+def test_error_excerpt():
+    log = "\n".join([f"  CC      f{i}.o" for i in range(100)]
+                    + ["mm/x.c:3:1: error: expected ';'", "   3 | foo", "make[3]: *** [x.o] Error 1"]
+                    + [f"  CC      g{i}.o" for i in range(5)])
+    ex = kb.error_excerpt(log)
+    assert "error: expected ';'" in ex and "Error 1" in ex
+    assert len(ex.splitlines()) <= 30
+    assert kb.error_excerpt("a\nb\n") == "a\nb"
+
+
+def test_unit_line_regex():
+    assert kb.UNIT_LINE.match("  CC      mm/page_alloc.o")
+    assert kb.UNIT_LINE.match("  CC [M]  /x/contig_bench.o")
+    assert kb.UNIT_LINE.match("  AR      mm/built-in.a")
+    assert not kb.UNIT_LINE.match("mm/x.c:1:2: warning: CC")
+    assert not kb.UNIT_LINE.match("    3 | CC")
+
+
+# ---- cache hit without building, list, CLI
+
+
+def _fake_cached_build(monkeypatch, tmp_path, spec_text="base"):
+    monkeypatch.setenv("BALLOON_TESTBED_CACHE", str(tmp_path / "cache"))
+    spec = parse_kernel_spec(spec_text)
+    base = kb.load_base()
+    frags = kb.load_fragments()
+    key = kb.compute_key(base, [], frags, kb.gcc_version(), kb.module_source_sha256())
+    bdir = kb.kernel_cache() / "builds" / key
+    (bdir / "modules").mkdir(parents=True)
+    (bdir / "bzImage").write_bytes(b"fake")
+    (bdir / "modules" / "contig_bench.ko").write_bytes(b"ko")
+    record = {"spec": "base", "slug": "base", "version": "6.12.117+", "sha256": "0" * 64, "cache_key": key,
+              "config": "x", "config_fragment_sha256": kb.fragment_sha256(frags), "series": [],
+              "base": {"package": base.package, "version": base.version}}
+    (bdir / "build.json").write_text(json.dumps({
+        "key": key, "spec": "base", "kernelrelease": "6.12.117+", "built_at": "2026-01-01T00:00:00+00:00",
+        "extra_files": {kb.CONTIG_BENCH_GUEST_PATH: "modules/contig_bench.ko"}, "record": record}))
+    return spec, key, bdir
+
+
+def test_cache_hit_is_fast_and_builds_nothing(monkeypatch, tmp_path):
+    spec, key, bdir = _fake_cached_build(monkeypatch, tmp_path)
+    monkeypatch.setattr(kb, "ensure_base_repo", lambda *a, **k: pytest.fail("cache hit must not extract"))
+    t = time.monotonic()
+    gk = kb.build_kernel(spec)
+    assert time.monotonic() - t < 1.0
+    assert gk.bzimage == bdir / "bzImage"
+    assert gk.version == "6.12.117+"
+    assert gk.modules == []
+    assert gk.extra_files == {"/lib/modules/contig_bench.ko": bdir / "modules" / "contig_bench.ko"}
+    assert gk.record["cache_key"] == key and gk.record["config"] == str(bdir / "config")
+    assert gk.record["base"] == {"package": "linux-source-6.12", "version": "6.12.117-1~deb12u1"}
+
+
+def test_half_published_build_is_not_a_hit(monkeypatch, tmp_path):
+    spec, key, bdir = _fake_cached_build(monkeypatch, tmp_path)
+    (bdir / "bzImage").unlink()
+    assert kb._load_build(key) is None
+    assert kb.list_cached() == []
+
+
+def test_list_cached(monkeypatch, tmp_path):
+    spec, key, bdir = _fake_cached_build(monkeypatch, tmp_path)
+    (bdir.parent / ".tmp-deadbeef").mkdir()
+    rows = kb.list_cached()
+    assert [r["key"] for r in rows] == [key]
+    assert rows[0]["bzimage_size"] == 4
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="harness")
+    kb.register(p.add_subparsers(dest="command", required=True))
+    return p
+
+
+def test_cli_parses():
+    args = _parser().parse_args(["kernel", "build", "base+A", "--config-fragment", "x.config",
+                                 "--config-fragment", "y.config"])
+    assert args.spec == "base+A" and args.config_fragment == ["x.config", "y.config"] and args.tree is None
+    args = _parser().parse_args(["kernel", "build", "--tree", "/src/linux"])
+    assert args.spec is None and args.tree == "/src/linux"
+    assert _parser().parse_args(["kernel", "list"]).func is kb._cmd_list
+
+
+def test_cli_build_prints_bzimage_last(monkeypatch, tmp_path, capsys):
+    spec, key, bdir = _fake_cached_build(monkeypatch, tmp_path)
+    args = _parser().parse_args(["kernel", "build", "base"])
+    assert args.func(args) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == str(bdir / "bzImage")
+    args = _parser().parse_args(["kernel", "list"])
+    assert args.func(args) == 0
+    assert key[:12] in capsys.readouterr().out
+
+
+def test_cli_build_rejects_bad_specs():
+    for argv in (["kernel", "build"], ["kernel", "build", "stock"]):
+        args = _parser().parse_args(argv)
+        with pytest.raises(InputError):
+            args.func(args)
+
+
+def test_tree_mode_rejects_series_and_dirty_trees(tmp_path):
+    with pytest.raises(InputError, match="spec"):
+        kb.build_kernel("base+A", tree=tmp_path)
+    with pytest.raises(InputError, match="not a kernel source tree"):
+        kb.build_kernel(None, tree=tmp_path)
+    (tmp_path / "Makefile").write_text("all:\n")
+    (tmp_path / "scripts" / "kconfig").mkdir(parents=True)
+    (tmp_path / "scripts" / "kconfig" / "merge_config.sh").write_text("")
+    (tmp_path / ".config").write_text("")
+    with pytest.raises(InputError, match="mrproper"):
+        kb.build_kernel(None, tree=tmp_path)
+
+
+def test_tree_state_tracks_diff_and_untracked(tmp_path):
+    import subprocess
+
+    def git(*a):
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *a],
+                       check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "a.c").write_text("a\n")
+    git("add", "a.c")
+    git("commit", "-qm", "a")
+    s0 = kb.tree_state(tmp_path)
+    assert not s0["dirty"]
+    (tmp_path / "a.c").write_text("b\n")
+    s1 = kb.tree_state(tmp_path)
+    assert s1["diff_sha256"] != s0["diff_sha256"] and s1["dirty"]
+    (tmp_path / "new.c").write_text("n\n")
+    s2 = kb.tree_state(tmp_path)
+    assert s2["untracked_sha256"] != s1["untracked_sha256"]
+
+
+# ---- with the real base (extracts linux-source once, ~1.5 min cold)
+
+
+@pytest.mark.kernelbuild
+def test_failing_patch_names_series_patch_and_hunk():
+    spec = parse_kernel_spec("base+bad-sublevel")
+    with pytest.raises(HarnessError) as info:
+        kb.build_kernel(spec, patches_root=FIXTURE_PATCHES)
+    msg = str(info.value)
+    assert not isinstance(info.value, InputError)
+    assert "bad-sublevel" in msg
+    assert "0001-bump-sublevel-999.patch" in msg
+    assert "Makefile" in msg and "SUBLEVEL = 999" in msg  # the rejected hunk
+    key = kb.compute_key(kb.load_base(), [kb.load_series("bad-sublevel", FIXTURE_PATCHES)], kb.load_fragments(),
+                         kb.gcc_version(), kb.module_source_sha256())
+    assert not (kb.kernel_cache() / "trees" / key).exists()  # the half-made worktree is gone
+    assert kb._load_build(key) is None
+
+
+@pytest.mark.kernelbuild
+def test_build_base_cached():
+    spec = parse_kernel_spec("base")
+    gk = kb.build_kernel(spec)  # cold: ~12-20 min on 2 cores, much less with a warm ccache
+    assert gk.bzimage.is_file() and gk.bzimage.stat().st_size > 500_000
+    bdir = gk.bzimage.parent
+    info = json.loads((bdir / "build.json").read_text())
+    assert info["key"] == gk.record["cache_key"]
+    assert info["base"]["version"] == "6.12.117-1~deb12u1"
+    assert info["kernelrelease"].startswith("6.12.117")
+    assert gk.version == info["kernelrelease"]
+    assert info["gcc"].startswith("gcc")
+    for f in ("config", "System.map", "build.log"):
+        assert (bdir / f).is_file()
+    config = (bdir / "config").read_text()
+    assert "CONFIG_VM_EVENT_COUNTERS=y" in config.splitlines()
+    assert "CONFIG_MODULES=y" in config.splitlines()
+    assert gk.record["sha256"] == info["bzimage_sha256"]
+    if kb.CONTIG_BENCH_DIR.is_dir():
+        assert gk.extra_files["/lib/modules/contig_bench.ko"].is_file()
+    t = time.monotonic()
+    again = kb.build_kernel(spec)
+    assert time.monotonic() - t < 1.0
+    assert again.bzimage == gk.bzimage and again.record == gk.record
+    assert any(r["key"] == info["key"] for r in kb.list_cached())
