@@ -22,7 +22,7 @@ SERIES_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 @dataclass(frozen=True)
 class KernelSpec:
     text: str
-    kind: str  # "stock", "build" or "file"
+    kind: str  # "stock", "build", "file" or "tree" (a developer's checkout, see kernel_build)
     series: tuple[str, ...] = ()
     path: Path | None = None
 
@@ -31,7 +31,7 @@ class KernelSpec:
         """A file-name-safe name for this spec."""
         if self.kind == "file":
             return re.sub(r"[^A-Za-z0-9._+-]", "_", self.path.name) if self.path else "file"
-        return self.text
+        return re.sub(r"[^A-Za-z0-9._+-]", "_", self.text)
 
 
 @dataclass

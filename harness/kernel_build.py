@@ -66,8 +66,8 @@ UNIT_LINE = re.compile(r"^\s+(CC|CC \[M\]|AS|LD|LD \[M\]|AR|HOSTCC|HOSTLD|CPP|LD
                        r"UPD|SYSHDR|SYSTBL|VDSO|VDSO2C|RELOCS|ZOFFSET|VOFFSET|MKPIGGY|BUILD|POLICY|"
                        r"MKCAP|WRAP|KSYMS|SORTTAB|NM|CHKSHA1|DESCEND|INSTALL|CALL|GZIP)\s")
 # Expected number of such lines for a cold build of this config when no earlier build.json knows better
-# (measured: see build.json "compile_units").
-DEFAULT_COMPILE_UNITS = 1950
+# (measured 1959 for base with guest.config as of 2026-11-22; see build.json "compile_units").
+DEFAULT_COMPILE_UNITS = 1960
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -88,6 +88,7 @@ class PatchFile:
     file: str  # as listed in the series file
     path: Path
     sha256: str
+    data: bytes = field(default=b"", repr=False, compare=False)  # the bytes hashed (and applied)
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class Series:
     dir: Path
     patches: tuple[PatchFile, ...]
     series_sha256: str  # of the series file itself
+    series_data: bytes = field(default=b"", repr=False, compare=False)
 
 
 @dataclass(frozen=True)
@@ -166,8 +168,9 @@ def load_series(name: str, root: Path | str | None = None) -> Series:
         p = sdir / fname
         if not p.is_file():
             raise InputError(f"patch series {name!r}: {sfile} lists {fname}, but {p} does not exist")
-        patches.append(PatchFile(fname, p, hashlib.sha256(p.read_bytes()).hexdigest()))
-    return Series(name, sdir, tuple(patches), hashlib.sha256(data).hexdigest())
+        pdata = p.read_bytes()
+        patches.append(PatchFile(fname, p, hashlib.sha256(pdata).hexdigest(), pdata))
+    return Series(name, sdir, tuple(patches), hashlib.sha256(data).hexdigest(), data)
 
 
 def load_fragments(fragments: list[Path | str] | None = None) -> list[Fragment]:
@@ -239,6 +242,38 @@ def compute_key(
         "contig_bench": module_sha,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def snapshot_inputs(tmp: Path, series: list[Series], frags: list[Fragment], module_sha: str | None,
+                    mod_dir: Path = CONTIG_BENCH_DIR) -> tuple[list[Path], Path | None]:
+    """Write the exact bytes that were hashed into the build dir, so the build uses what the key says.
+
+    tmp/series/<name>/ (series file + patches, applied from here), tmp/fragments/NN-<name> (merged from here),
+    tmp/modules/contig_bench-build/ (the module is built from this copy; its hash must still match the key).
+    Returns the fragment paths and the module copy (None when there is no module).
+    """
+    for s in series:
+        d = tmp / "series" / s.name
+        d.mkdir(parents=True)
+        (d / "series").write_bytes(s.series_data)
+        for p in s.patches:
+            (d / p.file).parent.mkdir(parents=True, exist_ok=True)
+            (d / p.file).write_bytes(p.data)
+    fdir = tmp / "fragments"
+    fdir.mkdir()
+    frag_paths = []
+    for i, f in enumerate(frags):
+        fp = fdir / f"{i:02d}-{f.path.name}"
+        fp.write_bytes(f.data)
+        frag_paths.append(fp)
+    mod_copy = None
+    if module_sha is not None:
+        mod_copy = tmp / "modules" / "contig_bench-build"
+        shutil.copytree(mod_dir, mod_copy,
+                        ignore=lambda d, names: [n for n in names if _is_build_artifact(Path(d) / n)])
+        if module_source_sha256(mod_copy) != module_sha:
+            raise HarnessError(f"{mod_dir} changed while the build started; run the build again")
+    return frag_paths, mod_copy
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -503,7 +538,7 @@ def _remove_worktree(src: Path, tree: Path):
     _git(src, "worktree", "prune", check=False)
 
 
-def prepare_tree(src: Path, key: str, series: list[Series], rep: _Reporter) -> Path:
+def prepare_tree(src: Path, key: str, series: list[Series], rep: _Reporter, snapshot: Path | None = None) -> Path:
     """trees/<key>: a worktree of the base with the series applied (reused if complete, else recreated)."""
     trees = kernel_cache() / "trees"
     trees.mkdir(exist_ok=True)
@@ -515,13 +550,14 @@ def prepare_tree(src: Path, key: str, series: list[Series], rep: _Reporter) -> P
         if head and head == ready.read_text().strip() and dirty.returncode == 0 and not dirty.stdout.strip():
             return tree
     ready.unlink(missing_ok=True)
+    check_series_applies(src, series, rep, snapshot)  # fail fast, before checking out a 1.5 GB worktree
     with _flock("src"):
         with rep.status(f"creating worktree trees/{key[:12]}"):
             _remove_worktree(src, tree)
             _git(src, "worktree", "add", "-q", "--detach", str(tree), "base",
                  what=f"git worktree add {tree}")
     try:
-        apply_series(tree, series, rep)
+        apply_series(tree, series, rep, snapshot)
     except BaseException:
         with _flock("src"):
             _remove_worktree(src, tree)
@@ -530,21 +566,52 @@ def prepare_tree(src: Path, key: str, series: list[Series], rep: _Reporter) -> P
     return tree
 
 
-def apply_series(tree: Path, series: list[Series], rep: _Reporter | None = None):
-    """`git am` each patch of each series in order; a patch that does not apply raises HarnessError."""
+def check_series_applies(src: Path, series: list[Series], rep: _Reporter | None = None,
+                         snapshot: Path | None = None):
+    """Apply the series in order to a scratch index of the base (no checkout); raise naming the first misfit.
+
+    Uses the same `git apply` machinery `git am` uses, so a series that passes here applies in the worktree.
+    """
+    if not series:
+        return
+    rep = rep or _Reporter(quiet=True)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="kb-index-") as td, rep.status("checking that the series apply"):
+        env = dict(os.environ, GIT_INDEX_FILE=str(Path(td) / "index"))
+        _git(src, "read-tree", "base", env=env, what="git read-tree base")
+        for s in series:
+            for i, p in enumerate(s.patches, 1):
+                ppath = snapshot / s.name / p.file if snapshot is not None else p.path
+                res = _git(src, "apply", "--cached", "--verbose", str(ppath), check=False, env=env)
+                if res.returncode != 0:
+                    out = "\n".join(line for line in (res.stdout + res.stderr).splitlines()
+                                    if not line.startswith("Checking patch"))
+                    raise HarnessError(
+                        f"patch series {s.name!r}: patch {i}/{len(s.patches)} {p.file} ({p.path}) does not apply"
+                        f" to the base{' after the series before it' if series.index(s) else ''}:\n"
+                        f"{_tail(out.strip(), 40)}")
+
+
+def apply_series(tree: Path, series: list[Series], rep: _Reporter | None = None, snapshot: Path | None = None):
+    """`git am` each patch of each series in order; a patch that does not apply raises HarnessError.
+
+    snapshot: a directory with <series>/<patch file> copies to apply instead of the originals.
+    """
     rep = rep or _Reporter(quiet=True)
     env = dict(os.environ, GIT_COMMITTER_DATE=GIT_DATE)
     for s in series:
         with rep.status(f"applying series {s.name} ({len(s.patches)} patches)"):
             for i, p in enumerate(s.patches, 1):
-                res = _git(tree, "am", "--no-3way", "--keep-cr", str(p.path), check=False, env=env)
+                ppath = snapshot / s.name / p.file if snapshot is not None else p.path
+                res = _git(tree, "am", "--no-3way", "--keep-cr", str(ppath), check=False, env=env)
                 if res.returncode != 0:
-                    raise HarnessError(_patch_failure(tree, s, i, p, res.stdout + res.stderr))
+                    raise HarnessError(_patch_failure(tree, s, i, p, ppath, res.stdout + res.stderr))
 
 
-def _patch_failure(tree: Path, s: Series, index: int, p: PatchFile, am_out: str) -> str:
+def _patch_failure(tree: Path, s: Series, index: int, p: PatchFile, ppath: Path, am_out: str) -> str:
     _git(tree, "am", "--abort", check=False)
-    rej = _run(["git", "-C", str(tree), "apply", "--reject", "--verbose", str(p.path)], check=False)
+    rej = _run(["git", "-C", str(tree), "apply", "--reject", "--verbose", str(ppath)], check=False)
     rej_texts = []
     for r in sorted(tree.rglob("*.rej")):
         rel = r.relative_to(tree)
@@ -680,13 +747,13 @@ def _make(jobs: int, tree_args: list[str], *targets: str) -> list[str]:
 
 
 def _configure_and_compile(b: _Build, srcdir: Path, tree_args: list[str], cfgdir: Path, frags: list[Fragment],
-                           timings: dict, label: str) -> str:
+                           frag_paths: list[Path], timings: dict, label: str) -> str:
     """tinyconfig + merge_config + olddefconfig, check fragments, bzImage, modules. Returns kernelrelease."""
     jobs = os.cpu_count() or 1
     t = time.monotonic()
     with b.rep.status(f"configuring {label}"):
         b.run(_make(jobs, tree_args, "tinyconfig"), srcdir, "make tinyconfig")
-        b.run([str(srcdir / "scripts/kconfig/merge_config.sh"), "-m", ".config", *[str(f.path) for f in frags]],
+        b.run([str(srcdir / "scripts/kconfig/merge_config.sh"), "-m", ".config", *map(str, frag_paths)],
               cfgdir, "merge_config.sh")
         b.run(_make(jobs, tree_args, "olddefconfig"), srcdir, "make olddefconfig")
     bad = dropped_options(parse_fragment_wants(frags), (cfgdir / ".config").read_text())
@@ -706,19 +773,18 @@ def _configure_and_compile(b: _Build, srcdir: Path, tree_args: list[str], cfgdir
     return rel.strip().splitlines()[-1].strip()
 
 
-def _build_contig_bench(b: _Build, objdir: Path, tmp: Path, mod_src: Path | None, timings: dict) -> dict:
-    if mod_src is None or not mod_src.is_dir():
+def _build_contig_bench(b: _Build, objdir: Path, work: Path | None, timings: dict) -> dict:
+    """Build the snapshot copy `work` of the contig_bench module against objdir; keep only the .ko."""
+    if work is None:
         return {}
     t = time.monotonic()
-    mdir = tmp / "modules"
-    work = mdir / "contig_bench-build"
-    shutil.copytree(mod_src, work, ignore=lambda d, names: [n for n in names if _is_build_artifact(Path(d) / n)])
+    mdir = work.parent
     with b.rep.status("building contig_bench.ko"):
         b.run(["make", f"-j{os.cpu_count() or 1}", "-C", str(objdir), *MAKE_FLAGS, f"M={work}", "modules"],
               objdir, "building contig_bench.ko", count=True)
     ko = work / "contig_bench.ko"
     if not ko.is_file():
-        raise HarnessError(f"building {mod_src}: make succeeded but {ko} was not produced")
+        raise HarnessError(f"building contig_bench: make succeeded but {ko} was not produced")
     shutil.copy2(ko, mdir / "contig_bench.ko")
     shutil.rmtree(work)
     timings["contig_bench_s"] = round(time.monotonic() - t, 2)
@@ -750,7 +816,8 @@ def build_kernel(spec: KernelSpec | str, *, fragments: list[Path | str] | None =
     series = [load_series(n, patches_root) for n in spec.series]
     frags = load_fragments(fragments)
     gcc = gcc_version()
-    key = compute_key(base, series, frags, gcc, module_source_sha256())
+    mod_sha = module_source_sha256()
+    key = compute_key(base, series, frags, gcc, mod_sha)
     info = _load_build(key)
     if info is not None:
         return _guest_kernel(spec, info)
@@ -766,35 +833,36 @@ def build_kernel(spec: KernelSpec | str, *, fragments: list[Path | str] | None =
             _check_package(base, rep)
             src = ensure_base_repo(base, progress=rep.progress)
             timings["base_s"] = round(time.monotonic() - t, 2)
-            t = time.monotonic()
-            wtree = prepare_tree(src, key, series, rep)
-            timings["tree_s"] = round(time.monotonic() - t, 2)
             builds = kernel_cache() / "builds"
             builds.mkdir(exist_ok=True)
             tmp = builds / f".tmp-{key}"
             if tmp.exists():
                 shutil.rmtree(tmp)
             tmp.mkdir()
-            b = _Build(tmp / "build.log", _build_env(wtree), rep, _expected_units())
-            b.log.write(f"# harness kernel build {spec.text} key {key}\n# tree {wtree}\n")
+            b = None
             try:
-                release = _configure_and_compile(b, wtree, [], wtree, frags, timings, spec.text)
-                mods = _build_contig_bench(b, wtree, tmp, CONTIG_BENCH_DIR, timings)
+                (tmp / "series").mkdir()
+                frag_paths, mod_copy = snapshot_inputs(tmp, series, frags, mod_sha)
+                t = time.monotonic()
+                wtree = prepare_tree(src, key, series, rep, snapshot=tmp / "series")
+                timings["tree_s"] = round(time.monotonic() - t, 2)
+                b = _Build(tmp / "build.log", _build_env(wtree), rep, _expected_units())
+                b.log.write(f"# harness kernel build {spec.text} key {key}\n# tree {wtree}\n")
+                release = _configure_and_compile(b, wtree, [], wtree, frags, frag_paths, timings, spec.text)
+                mods = _build_contig_bench(b, wtree, mod_copy, timings)
                 rep.update(b.task, total=b.units, completed=b.units)
+                b.close()
             except _MakeFailed as exc:
                 b.close()
                 _fail(key, tmp, exc, wtree / ".config")
             except BaseException:
-                b.close()
+                if b is not None:
+                    b.close()
+                shutil.rmtree(tmp, ignore_errors=True)
                 raise
-            b.close()
             for name, dst in (("arch/x86/boot/bzImage", "bzImage"), (".config", "config"),
                               ("System.map", "System.map")):
                 shutil.copy2(wtree / name, tmp / dst)
-            (tmp / "series").mkdir()
-            for s in series:
-                shutil.copytree(s.dir, tmp / "series" / s.name,
-                                ignore=shutil.ignore_patterns("*.rej", "*.orig", "*~"))
             timings["total_s"] = round(time.monotonic() - t_start, 2)
             fsha = fragment_sha256(frags)
             series_rec = [{"name": s.name, "patches": [{"file": p.file, "sha256": p.sha256} for p in s.patches]}
@@ -826,7 +894,7 @@ def build_kernel(spec: KernelSpec | str, *, fragments: list[Path | str] | None =
                 "config_fragment_sha256": fsha,
                 "modules": sorted(mods.values()),
                 "extra_files": mods,
-                "contig_bench_sha256": module_source_sha256(),
+                "contig_bench_sha256": mod_sha,
                 "compile_units": b.units,
                 "bzimage_sha256": bz_sha,
                 "tree": str(wtree),
@@ -900,7 +968,8 @@ def _build_tree(spec, path: Path, fragments, progress) -> GuestKernel:
     state = tree_state(path)
     frags = load_fragments(fragments)
     gcc = gcc_version()
-    key = compute_key({"tree": state}, [], frags, gcc, module_source_sha256())
+    mod_sha = module_source_sha256()
+    key = compute_key({"tree": state}, [], frags, gcc, mod_sha)
     kspec = KernelSpec(f"tree:{path}@{state['head']}", "tree", path=path)
     info = _load_build(key)
     if info is not None:
@@ -920,21 +989,25 @@ def _build_tree(spec, path: Path, fragments, progress) -> GuestKernel:
             shutil.rmtree(tmp)
         tmp.mkdir()
         basedir = Path(os.path.commonpath([path, out]))
-        b = _Build(tmp / "build.log", _build_env(None if basedir == Path("/") else basedir), rep,
-                   _expected_units())
-        b.log.write(f"# harness kernel build --tree {path} key {key}\n# O={out}\n")
+        b = None
         try:
-            release = _configure_and_compile(b, path, ["-C", str(path), f"O={out}"], out, frags, timings,
-                                             f"tree {path.name}")
-            mods = _build_contig_bench(b, out, tmp, CONTIG_BENCH_DIR, timings)
+            frag_paths, mod_copy = snapshot_inputs(tmp, [], frags, mod_sha)
+            b = _Build(tmp / "build.log", _build_env(None if basedir == Path("/") else basedir), rep,
+                       _expected_units())
+            b.log.write(f"# harness kernel build --tree {path} key {key}\n# O={out}\n")
+            release = _configure_and_compile(b, path, ["-C", str(path), f"O={out}"], out, frags, frag_paths,
+                                             timings, f"tree {path.name}")
+            mods = _build_contig_bench(b, out, mod_copy, timings)
             rep.update(b.task, total=b.units, completed=b.units)
+            b.close()
         except _MakeFailed as exc:
             b.close()
             _fail(key, tmp, exc, out / ".config")
         except BaseException:
-            b.close()
+            if b is not None:
+                b.close()
+            shutil.rmtree(tmp, ignore_errors=True)
             raise
-        b.close()
         for name, dst in (("arch/x86/boot/bzImage", "bzImage"), (".config", "config"), ("System.map", "System.map")):
             shutil.copy2(out / name, tmp / dst)
         timings["total_s"] = round(time.monotonic() - t_start, 2)
@@ -960,7 +1033,7 @@ def _build_tree(spec, path: Path, fragments, progress) -> GuestKernel:
             "kernelrelease": release, "series": [],
             "fragments": [{"path": str(f.path), "sha256": f.sha256} for f in frags],
             "config_fragment_sha256": fsha, "modules": sorted(mods.values()), "extra_files": mods,
-            "contig_bench_sha256": module_source_sha256(), "compile_units": b.units, "bzimage_sha256": bz_sha,
+            "contig_bench_sha256": mod_sha, "compile_units": b.units, "bzimage_sha256": bz_sha,
             "objdir": str(out), "record": record,
         }
         _publish(key, tmp, info)

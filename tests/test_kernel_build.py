@@ -360,3 +360,52 @@ def test_build_base_cached():
     assert time.monotonic() - t < 1.0
     assert again.bzimage == gk.bzimage and again.record == gk.record
     assert any(r["key"] == info["key"] for r in kb.list_cached())
+
+
+def test_snapshot_inputs_writes_the_hashed_bytes(two_series, tmp_path):
+    series = [kb.load_series("A", two_series)]
+    frags = kb.load_fragments()
+    # the originals change after hashing: the snapshot still has what the key was computed from
+    (two_series / "A" / "0001-x.patch").write_text("changed\n")
+    out = tmp_path / "build"
+    out.mkdir()
+    frag_paths, mod_copy = kb.snapshot_inputs(out, series, frags, None)
+    assert mod_copy is None
+    assert (out / "series" / "A" / "0001-x.patch").read_bytes() == series[0].patches[0].data
+    assert (out / "series" / "A" / "series").is_file()
+    assert [p.read_bytes() for p in frag_paths] == [f.data for f in frags]
+    mod = tmp_path / "mod"
+    mod.mkdir()
+    (mod / "contig_bench.c").write_text("int x;\n")
+    out2 = tmp_path / "build2"
+    out2.mkdir()
+    _, mod_copy = kb.snapshot_inputs(out2, [], frags, kb.module_source_sha256(mod), mod_dir=mod)
+    assert (mod_copy / "contig_bench.c").is_file()
+    out3 = tmp_path / "build3"
+    out3.mkdir()
+    with pytest.raises(HarnessError, match="changed"):
+        kb.snapshot_inputs(out3, [], frags, "0" * 64, mod_dir=mod)
+
+
+def _tiny_repo(path: Path):
+    import subprocess
+
+    path.mkdir()
+    (path / "Makefile").write_text("# SPDX-License-Identifier: GPL-2.0\nVERSION = 6\nPATCHLEVEL = 12\n"
+                                   "SUBLEVEL = 117\nEXTRAVERSION =\nNAME = Baby Opossum Posse\n")
+    for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "base"], ["tag", "base"]):
+        subprocess.run(["git", *kb.GIT_IDENTITY, "-C", str(path), *cmd], check=True, capture_output=True)
+    return path
+
+
+def test_apply_series_in_a_tree_reports_rejects(tmp_path):
+    """The worktree path (git am, then git apply --reject for the .rej hunks) on a tiny repo."""
+    repo = _tiny_repo(tmp_path / "repo")
+    bad = kb.load_series("bad-sublevel", FIXTURE_PATCHES)
+    with pytest.raises(HarnessError) as info:
+        kb.apply_series(repo, [bad])
+    msg = str(info.value)
+    assert "bad-sublevel" in msg and "0001-bump-sublevel-999.patch" in msg
+    assert "Makefile.rej" in msg and "-SUBLEVEL = 999" in msg
+    with pytest.raises(HarnessError, match="0001-bump-sublevel-999.patch"):
+        kb.check_series_applies(repo, [bad])
