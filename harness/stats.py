@@ -25,7 +25,6 @@ import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats as sps
 
 from harness.metrics import COUNTER, definition
 
@@ -125,6 +124,8 @@ def _median_change(a, b, axis=-1):
 
 def bootstrap_ci(a, b, seed: int = SEED) -> tuple[float | None, float | None]:
     """95% percentile-bootstrap CI of the % change of medians; (None, None) if it cannot be had."""
+    from scipy import stats as sps  # slow to import: only when comparing, not on every CLI start
+
     a = np.asarray(a, dtype=float)
     b = np.asarray(b, dtype=float)
     if a.size < 2 or b.size < 2 or np.median(a) == 0:
@@ -143,6 +144,8 @@ def bootstrap_ci(a, b, seed: int = SEED) -> tuple[float | None, float | None]:
 
 
 def mann_whitney_p(a, b) -> float:
+    from scipy import stats as sps
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         p = float(sps.mannwhitneyu(a, b, alternative="two-sided").pvalue)
