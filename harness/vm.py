@@ -43,6 +43,18 @@ def free_local_port() -> int:
         return s.getsockname()[1]
 
 
+def check_hugepages(memory_mib: int, meminfo: str | None = None) -> None:
+    """A hugetlb-backed guest needs that many free 2 MiB pages reserved on the host."""
+    text = meminfo if meminfo is not None else Path("/proc/meminfo").read_text()
+    free = int(next((line.split()[1] for line in text.splitlines() if line.startswith("HugePages_Free:")), 0))
+    if free * 2 < memory_mib:
+        need = memory_mib // 2
+        raise HarnessError(
+            f"memory_backend hugetlb needs {need} free 2 MiB huge pages on the host, {free} are free: "
+            f"echo {need} > /proc/sys/vm/nr_hugepages"
+        )
+
+
 def memory_backend_args(guest: GuestOptions, qemu: QemuOptions, rundir: Path) -> list[str]:
     size = f"size={guest.memory_mib}M"
     backend = qemu.memory_backend
@@ -167,6 +179,8 @@ class VM:
         self.rundir = Path(tempfile.mkdtemp(prefix="vm-", dir=private_dir(cache_root() / "run")))
         self.rundir.chmod(0o700)
         try:
+            if self.qemu_opts.memory_backend == "hugetlb":
+                check_hugepages(self.guest_opts.memory_mib)
             self._start_qemu()
             self.qmp = QMP(self.rundir / "qmp.sock", self.logdir / "qmp.jsonl")
             self.qmp.connect(timeout=120, alive=self.check_alive)

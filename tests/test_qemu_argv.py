@@ -49,3 +49,14 @@ def test_kernel_specs():
     spec = parse_kernel_spec("base+zeroing-stats+pg-zeroed")
     assert spec.kind == "build" and spec.series == ("zeroing-stats", "pg-zeroed")
     assert parse_kernel_spec("base").series == ()
+
+
+def test_hugetlb_backend_needs_reserved_pages():
+    import pytest
+
+    from harness.errors import HarnessError
+    from harness.vm import check_hugepages
+
+    check_hugepages(2048, "HugePages_Total: 1024\nHugePages_Free: 1024\n")
+    with pytest.raises(HarnessError, match="echo 1024 > /proc/sys/vm/nr_hugepages"):
+        check_hugepages(2048, "HugePages_Total: 0\nHugePages_Free: 0\n")
