@@ -116,7 +116,7 @@ def _execute(scenario: Scenario, specs, reps: int, bundle: Bundle, console: Cons
                     if bundle.manifest["qemu"]["argv"] is None and runner.result.qemu_argv:
                         bundle.manifest["qemu"]["argv"] = runner.result.qemu_argv
                 results.append(result)
-    bundle.expectations = expect.evaluate(scenario, bundle, results)
+    bundle.expectations = expect.evaluate(scenario, bundle, results, [k.spec.text for k in kernels])
     _print_summary(scenario, bundle, console)
 
 

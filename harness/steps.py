@@ -139,12 +139,14 @@ class RepRunner:
                            f"in {res.seconds:.1f} s ({res.events} BALLOON_CHANGE events)")
 
     def _step_memdirty(self, step: Step, record: StepRecord) -> None:
-        out = probes.memdirty(self.vm.ssh, step.params["size_mib"], step.params["thp"], timeout=600)
+        out = probes.memdirty(self.vm.ssh, step.params["size_mib"], step.params["thp"],
+                              timeout=_probe_timeout(step.params["size_mib"]))
         self.metric("dirty_ms", out["wall_ms"], step.phase)
         record.data.update(out)
 
     def _step_memtouch(self, step: Step, record: StepRecord) -> None:
-        out = probes.memtouch(self.vm.ssh, step.params["size_mib"], step.params["thp"], timeout=600)
+        out = probes.memtouch(self.vm.ssh, step.params["size_mib"], step.params["thp"],
+                              timeout=_probe_timeout(step.params["size_mib"]))
         self.metric("fault_in_ms", out["wall_ms"], step.phase)
         self.metric("cpu_ms", round(out["user_ms"] + out["sys_ms"], 3), step.phase)
         self.metric("sys_ms", out["sys_ms"], step.phase)
@@ -208,6 +210,11 @@ class RepRunner:
                 (self.dir / f"guest-stats-{phase}.json").write_text(json.dumps(stats, indent=1))
             except HarnessError:
                 pass  # the guest has not sent statistics yet
+
+
+def _probe_timeout(size_mib: int) -> float:
+    """Generous for TCG (about 15 s per GiB here), yet a hung probe fails the run in minutes."""
+    return 120 + size_mib / 5
 
 
 def _describe(params: dict) -> str:
