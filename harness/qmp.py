@@ -43,6 +43,11 @@ class QMP:
         deadline = time.monotonic() + timeout
         while True:
             alive()
+            if not self._socket_path.exists():  # QEMU has not created it yet
+                if time.monotonic() > deadline:
+                    raise QMPError(f"QEMU never created its QMP socket {self._socket_path}")
+                time.sleep(0.02)
+                continue
             try:
                 self._call(self._client.connect(str(self._socket_path)), timeout=max(0.1, deadline - time.monotonic()))
                 break

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TaskProgressColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -81,7 +82,7 @@ def _finish(bundle: Bundle, status: str, error: str | None, junit: Path | None, 
 
         write_junit(junit, [path])
     if error:
-        console.print(f"[bold red]run failed:[/] {error}")
+        console.print(f"[bold red]run failed:[/] {escape(error)}")
     return path
 
 
