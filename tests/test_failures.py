@@ -72,10 +72,11 @@ def test_killing_qemu_mid_run_gives_failed_bundle_and_no_qemu_left(tmp_path):
     assert not qemu_pids_matching(str(results))
 
 
-def test_interrupting_the_harness_leaves_no_qemu(tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupting_the_harness_leaves_no_qemu(tmp_path, sig):
     proc, results = start_run(tmp_path, LONG)
     wait_for_qemu(results)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     proc.communicate(timeout=60)
     assert proc.returncode != 0
     assert json.loads((only_bundle(results) / "manifest.json").read_text())["status"] == "failed"
