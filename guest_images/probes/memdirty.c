@@ -13,23 +13,15 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "pattern.h"
+#include "probe.h"
 
 int main(int argc, char **argv)
 {
-	size_t mib = 0;
-	int thp = 0;
+	int thp;
+	size_t mib = parse_size_args(argc, argv, &thp);
 
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--thp"))
-			thp = 1;
-		else
-			mib = strtoull(argv[i], NULL, 10);
-	}
-	if (!mib) {
-		fprintf(stderr, "usage: memdirty MIB [--thp]\n");
+	if (!mib)
 		return 2;
-	}
 
 	size_t len = mib << 20;
 	struct timespec t0, t1;

@@ -18,7 +18,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "pattern.h"
+#include "probe.h"
 
 static double now_ms(void)
 {
@@ -43,19 +43,11 @@ static int page_is_zero(const uint64_t *p, size_t words)
 
 int main(int argc, char **argv)
 {
-	size_t mib = 0;
-	int thp = 0;
+	int thp;
+	size_t mib = parse_size_args(argc, argv, &thp);
 
-	for (int i = 1; i < argc; i++) {
-		if (!strcmp(argv[i], "--thp"))
-			thp = 1;
-		else
-			mib = strtoull(argv[i], NULL, 10);
-	}
-	if (!mib) {
-		fprintf(stderr, "usage: memtouch MIB [--thp]\n");
+	if (!mib)
 		return 2;
-	}
 
 	size_t page = sysconf(_SC_PAGESIZE), len = mib << 20, pages = len / page;
 	/* Over-map by 2 MiB so a THP-aligned start can be chosen. */
