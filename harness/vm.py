@@ -124,6 +124,24 @@ def qemu_argv(
     return argv
 
 
+def run_dir_root() -> Path:
+    return private_dir(cache_root() / "run")
+
+
+def run_dir_owner(path: Path) -> int | None:
+    """The harness PID a run dir (vm-<pid>-<random>) belongs to."""
+    parts = path.name.split("-")
+    return int(parts[1]) if len(parts) >= 3 and parts[0] == "vm" and parts[1].isdigit() else None
+
+
+def sweep_stale_run_dirs() -> None:
+    """Remove run dirs whose harness process is gone (it was SIGKILLed before it could clean up)."""
+    for path in run_dir_root().iterdir():
+        owner = run_dir_owner(path)
+        if owner is not None and owner != os.getpid() and not Path(f"/proc/{owner}").exists():
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _die_with_parent() -> None:
     """Runs in the QEMU child: SIGKILL it when the harness dies, so no QEMU outlives us."""
     PR_SET_PDEATHSIG = 1
@@ -176,8 +194,8 @@ class VM:
 
     def launch(self) -> None:
         self.logdir.mkdir(parents=True, exist_ok=True)
-        self.rundir = Path(tempfile.mkdtemp(prefix="vm-", dir=private_dir(cache_root() / "run")))
-        self.rundir.chmod(0o700)
+        sweep_stale_run_dirs()
+        self.rundir = Path(tempfile.mkdtemp(prefix=f"vm-{os.getpid()}-", dir=run_dir_root()))
         try:
             if self.qemu_opts.memory_backend == "hugetlb":
                 check_hugepages(self.guest_opts.memory_mib)

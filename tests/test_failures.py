@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from conftest import qemu_pids_matching
+from harness.paths import cache_root
+from harness.vm import run_dir_owner
 
 pytestmark = pytest.mark.vm
 
@@ -38,6 +40,10 @@ def start_run(tmp_path: Path, text: str) -> tuple[subprocess.Popen, Path]:
     proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(scenario), "--results", str(results)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return proc, results
+
+
+def run_dirs_of(pid: int) -> list[Path]:
+    return [p for p in (cache_root() / "run").iterdir() if run_dir_owner(p) == pid]
 
 
 def only_bundle(results: Path) -> Path:
@@ -70,6 +76,7 @@ def test_killing_qemu_mid_run_gives_failed_bundle_and_no_qemu_left(tmp_path):
     assert "QEMU exited" in manifest["error"]
     assert (bundle / "stock/rep1/serial.log").exists()
     assert not qemu_pids_matching(str(results))
+    assert not run_dirs_of(proc.pid)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
@@ -81,6 +88,7 @@ def test_interrupting_the_harness_leaves_no_qemu(tmp_path, sig):
     assert proc.returncode != 0
     assert json.loads((only_bundle(results) / "manifest.json").read_text())["status"] == "failed"
     assert not qemu_pids_matching(str(results))
+    assert not run_dirs_of(proc.pid), "the interrupted harness left its VM run dir behind"
 
 
 def test_guest_panic_is_reported(tmp_path):

@@ -60,3 +60,20 @@ def test_hugetlb_backend_needs_reserved_pages():
     check_hugepages(2048, "HugePages_Total: 1024\nHugePages_Free: 1024\n")
     with pytest.raises(HarnessError, match="echo 1024 > /proc/sys/vm/nr_hugepages"):
         check_hugepages(2048, "HugePages_Total: 0\nHugePages_Free: 0\n")
+
+
+def test_stale_run_dirs_of_dead_harnesses_are_swept(tmp_path, monkeypatch):
+    import subprocess
+
+    from harness.vm import run_dir_root, sweep_stale_run_dirs
+
+    monkeypatch.setenv("BALLOON_TESTBED_CACHE", str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = run_dir_root() / f"vm-{dead.pid}-abc"
+    live = run_dir_root() / "vm-1-abc"  # init never dies
+    foreign = run_dir_root() / "not-ours"
+    for d in (stale, live, foreign):
+        d.mkdir()
+    sweep_stale_run_dirs()
+    assert not stale.exists() and live.exists() and foreign.exists()

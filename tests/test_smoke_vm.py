@@ -10,6 +10,7 @@ import stat
 import pytest
 
 from harness.paths import cache_root
+from harness.vm import run_dir_owner
 
 pytestmark = pytest.mark.vm
 
@@ -83,5 +84,7 @@ def test_private_state_stays_private(smoke_bundles):
     for key in ssh_dir.iterdir():
         if "id_" in key.name or "host_key" in key.name:
             assert stat.S_IMODE(key.stat().st_mode) == 0o600, key
-    assert stat.S_IMODE((cache_root() / "run").stat().st_mode) == 0o700
-    assert not any((cache_root() / "run").iterdir()), "a VM run dir was left behind"
+    run_root = cache_root() / "run"
+    assert stat.S_IMODE(run_root.stat().st_mode) == 0o700
+    left = [p for p in run_root.iterdir() if run_dir_owner(p) == os.getpid()]
+    assert not left, f"a VM run dir was left behind: {left}"
