@@ -7,7 +7,9 @@ SCENARIO ?= scenarios/smoke.yaml
 KERNEL ?=
 REPS ?=
 NIGHTLY ?= scenarios/nightly.yaml
-APT_PACKAGES := qemu-system-x86 busybox-static dropbear-bin linux-source-6.12 build-essential flex bison bc \
+# The kernel base is installed at the exact version kernel_patches/base.yaml pins.
+BASE_PACKAGE := $(shell sed -n 's/^package: *//p' kernel_patches/base.yaml)=$(shell sed -n 's/^version: *//p' kernel_patches/base.yaml)
+APT_PACKAGES := qemu-system-x86 busybox-static dropbear-bin $(BASE_PACKAGE) build-essential flex bison bc \
 	libelf-dev libssl-dev cpio ccache kmod xz-utils zstd file git python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
@@ -16,7 +18,10 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 deps: apt venv
 
 apt:
-	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	@missing=$$(for p in $(APT_PACKAGES); do \
+		name=$${p%%=*}; want=$${p#$$name}; want=$${want#=}; \
+		dpkg-query -W -f='$${Status} $${Version}\n' $$name 2>/dev/null | grep -q "^install ok installed $${want:-.*}$$" || echo $$p; \
+	done); \
 	if [ -n "$$missing" ]; then \
 		echo "installing Debian packages: $$missing"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq --no-install-recommends $$missing; \
