@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 
 from harness import kernel_build as kb
+from harness import kernel_cache as kcache
+from harness import kernel_config as kconf
+from harness import kernel_inputs as ki
+from harness import kernel_tree as kt
 from harness.errors import HarnessError, InputError
 from harness.kernel import parse_kernel_spec
 
@@ -41,8 +45,8 @@ def make_series(root: Path, name: str, patches: dict[str, str], order: list[str]
 
 
 def key_for(root: Path, names: list[str], frags=None, gcc="gcc (Debian 12.2.0-14) 12.2.0", module=None):
-    base = kb.load_base()
-    return kb.compute_key(base, [kb.load_series(n, root) for n in names], frags or kb.load_fragments(), gcc, module)
+    base = ki.load_base()
+    return ki.compute_key(base, [ki.load_series(n, root) for n in names], frags or ki.load_fragments(), gcc, module)
 
 
 # ---- series files
@@ -50,19 +54,19 @@ def key_for(root: Path, names: list[str], frags=None, gcc="gcc (Debian 12.2.0-14
 
 def test_parse_series_file_skips_comments_and_blanks():
     text = "# a comment\n\n0001-a.patch\n  0002-b.patch   # trailing comment\n\t\n#0003-c.patch\n0004-d.patch -p1\n"
-    assert kb.parse_series_file(text) == ["0001-a.patch", "0002-b.patch", "0004-d.patch"]
+    assert ki.parse_series_file(text) == ["0001-a.patch", "0002-b.patch", "0004-d.patch"]
 
 
 @pytest.mark.parametrize("line", ["0001-a.patch -p0", "../evil.patch", "/etc/passwd"])
 def test_parse_series_file_rejects(line):
     with pytest.raises(InputError):
-        kb.parse_series_file(line + "\n")
+        ki.parse_series_file(line + "\n")
 
 
 def test_load_series(tmp_path):
     make_series(tmp_path, "A", {"0001-x.patch": MAIL.format(subject="x", line="b"),
                                 "0002-y.patch": MAIL.format(subject="y", line="c")})
-    s = kb.load_series("A", tmp_path)
+    s = ki.load_series("A", tmp_path)
     assert s.name == "A"
     assert [p.file for p in s.patches] == ["0001-x.patch", "0002-y.patch"]
     assert all(len(p.sha256) == 64 for p in s.patches)
@@ -70,28 +74,28 @@ def test_load_series(tmp_path):
 
 def test_load_series_errors_name_what_is_missing(tmp_path):
     with pytest.raises(InputError, match="nope"):
-        kb.load_series("nope", tmp_path)
+        ki.load_series("nope", tmp_path)
     (tmp_path / "noseries").mkdir()
     with pytest.raises(InputError, match=r"noseries.*series"):
-        kb.load_series("noseries", tmp_path)
+        ki.load_series("noseries", tmp_path)
     make_series(tmp_path, "missing", {}, order=["0001-gone.patch"])
     with pytest.raises(InputError, match="0001-gone.patch"):
-        kb.load_series("missing", tmp_path)
+        ki.load_series("missing", tmp_path)
     make_series(tmp_path, "empty", {}, order=[])
     with pytest.raises(InputError, match="no patches"):
-        kb.load_series("empty", tmp_path)
+        ki.load_series("empty", tmp_path)
 
 
 def test_patches_root_env(tmp_path, monkeypatch):
-    monkeypatch.setenv(kb.PATCHES_ENV, str(tmp_path))
-    assert kb.patches_root() == tmp_path.resolve()
-    assert kb.patches_root(FIXTURE_PATCHES) == FIXTURE_PATCHES.resolve()
-    monkeypatch.delenv(kb.PATCHES_ENV)
-    assert kb.patches_root() == kb.DEFAULT_PATCHES_ROOT.resolve()
+    monkeypatch.setenv(ki.PATCHES_ENV, str(tmp_path))
+    assert ki.patches_root() == tmp_path.resolve()
+    assert ki.patches_root(FIXTURE_PATCHES) == FIXTURE_PATCHES.resolve()
+    monkeypatch.delenv(ki.PATCHES_ENV)
+    assert ki.patches_root() == ki.DEFAULT_PATCHES_ROOT.resolve()
 
 
 def test_fixture_series_parse():
-    s = kb.load_series("bad-sublevel", FIXTURE_PATCHES)
+    s = ki.load_series("bad-sublevel", FIXTURE_PATCHES)
     assert [p.file for p in s.patches] == ["0001-bump-sublevel-999.patch"]
 
 
@@ -127,19 +131,19 @@ def test_key_changes_with_order(two_series):
 
 def test_key_changes_with_series_and_base(two_series):
     assert key_for(two_series, []) != key_for(two_series, ["A"])
-    base = kb.load_base()
-    other = kb.BaseInfo(base.package, "6.12.118-1~deb12u1", "6.12.118", base.tarball, base.tarball_dir)
-    frags = kb.load_fragments()
-    assert kb.compute_key(base, [], frags, "gcc", None) != kb.compute_key(other, [], frags, "gcc", None)
+    base = ki.load_base()
+    other = ki.BaseInfo(base.package, "6.12.118-1~deb12u1", "6.12.118", base.tarball, base.tarball_dir)
+    frags = ki.load_fragments()
+    assert ki.compute_key(base, [], frags, "gcc", None) != ki.compute_key(other, [], frags, "gcc", None)
 
 
 def test_key_changes_with_fragment_gcc_module(two_series, tmp_path):
     frag = tmp_path / "extra.config"
     frag.write_text("CONFIG_DEBUG_INFO_NONE=y\n")
     k0 = key_for(two_series, ["A"])
-    k1 = key_for(two_series, ["A"], frags=kb.load_fragments([frag]))
+    k1 = key_for(two_series, ["A"], frags=ki.load_fragments([frag]))
     frag.write_text("CONFIG_DEBUG_INFO_NONE=n\n")
-    k2 = key_for(two_series, ["A"], frags=kb.load_fragments([frag]))
+    k2 = key_for(two_series, ["A"], frags=ki.load_fragments([frag]))
     assert len({k0, k1, k2}) == 3
     assert key_for(two_series, ["A"], gcc="gcc 13") != k0
     assert key_for(two_series, ["A"], module="abc") != k0
@@ -147,36 +151,36 @@ def test_key_changes_with_fragment_gcc_module(two_series, tmp_path):
 
 def test_missing_fragment_is_input_error(tmp_path):
     with pytest.raises(InputError, match="nofile"):
-        kb.load_fragments([tmp_path / "nofile.config"])
+        ki.load_fragments([tmp_path / "nofile.config"])
 
 
 def test_module_source_hash(tmp_path):
-    assert kb.module_source_sha256(tmp_path / "absent") is None
+    assert ki.module_source_sha256(tmp_path / "absent") is None
     (tmp_path / "contig_bench.c").write_text("int x;\n")
     (tmp_path / "Makefile").write_text("obj-m := contig_bench.o\n")
-    h = kb.module_source_sha256(tmp_path)
+    h = ki.module_source_sha256(tmp_path)
     (tmp_path / "contig_bench.o").write_bytes(b"\0\1")  # build artifacts do not count
     (tmp_path / ".contig_bench.o.cmd").write_text("x")
-    assert kb.module_source_sha256(tmp_path) == h
+    assert ki.module_source_sha256(tmp_path) == h
     (tmp_path / "contig_bench.c").write_text("int y;\n")
-    assert kb.module_source_sha256(tmp_path) != h
+    assert ki.module_source_sha256(tmp_path) != h
 
 
 # ---- config fragment checks
 
 
 def test_dropped_options():
-    frag = kb.Fragment(Path("f"), b"CONFIG_A=y\nCONFIG_B=8\n# CONFIG_C is not set\n# comment\nCONFIG_D=y\n")
-    wants = kb.parse_fragment_wants([frag, kb.Fragment(Path("g"), b"# CONFIG_D is not set\n")])
+    frag = ki.Fragment(Path("f"), b"CONFIG_A=y\nCONFIG_B=8\n# CONFIG_C is not set\n# comment\nCONFIG_D=y\n")
+    wants = kconf.parse_fragment_wants([frag, ki.Fragment(Path("g"), b"# CONFIG_D is not set\n")])
     assert wants == {"CONFIG_A": "y", "CONFIG_B": "8", "CONFIG_C": None, "CONFIG_D": None}
     config = "CONFIG_A=y\nCONFIG_B=8\n# CONFIG_C is not set\n"
-    assert kb.dropped_options(wants, config) == []
-    bad = kb.dropped_options(wants, "CONFIG_B=4\nCONFIG_C=y\nCONFIG_D=m\n")
+    assert kconf.dropped_options(wants, config) == []
+    bad = kconf.dropped_options(wants, "CONFIG_B=4\nCONFIG_C=y\nCONFIG_D=m\n")
     assert [b.split(":")[0] for b in bad] == ["CONFIG_A", "CONFIG_B", "CONFIG_C", "CONFIG_D"]
 
 
 def test_default_fragment_wants_what_the_issue_needs():
-    wants = kb.parse_fragment_wants(kb.load_fragments())
+    wants = kconf.parse_fragment_wants(ki.load_fragments())
     for opt in ("CONFIG_MODULES", "CONFIG_VM_EVENT_COUNTERS", "CONFIG_VIRTIO_BALLOON", "CONFIG_PAGE_REPORTING"):
         assert wants[opt] == "y"
 
@@ -205,15 +209,15 @@ def test_unit_line_regex():
 def _fake_cached_build(monkeypatch, tmp_path, spec_text="base"):
     monkeypatch.setenv("BALLOON_TESTBED_CACHE", str(tmp_path / "cache"))
     spec = parse_kernel_spec(spec_text)
-    base = kb.load_base()
-    frags = kb.load_fragments()
-    key = kb.compute_key(base, [], frags, kb.gcc_version(), kb.module_source_sha256())
-    bdir = kb.kernel_cache() / "builds" / key
+    base = ki.load_base()
+    frags = ki.load_fragments()
+    key = ki.compute_key(base, [], frags, ki.gcc_version(), ki.module_source_sha256())
+    bdir = kcache.kernel_cache() / "builds" / key
     (bdir / "modules").mkdir(parents=True)
     (bdir / "bzImage").write_bytes(b"fake")
     (bdir / "modules" / "contig_bench.ko").write_bytes(b"ko")
     record = {"spec": "base", "slug": "base", "version": "6.12.117+", "sha256": "0" * 64, "cache_key": key,
-              "config": "x", "config_fragment_sha256": kb.fragment_sha256(frags), "series": [],
+              "config": "x", "config_fragment_sha256": ki.fragment_sha256(frags), "series": [],
               "base": {"package": base.package, "version": base.version}}
     (bdir / "build.json").write_text(json.dumps({
         "key": key, "spec": "base", "kernelrelease": "6.12.117+", "built_at": "2026-01-01T00:00:00+00:00",
@@ -238,14 +242,14 @@ def test_cache_hit_is_fast_and_builds_nothing(monkeypatch, tmp_path):
 def test_half_published_build_is_not_a_hit(monkeypatch, tmp_path):
     spec, key, bdir = _fake_cached_build(monkeypatch, tmp_path)
     (bdir / "bzImage").unlink()
-    assert kb._load_build(key) is None
-    assert kb.list_cached() == []
+    assert kcache.load_build(key) is None
+    assert kcache.list_cached() == []
 
 
 def test_list_cached(monkeypatch, tmp_path):
     spec, key, bdir = _fake_cached_build(monkeypatch, tmp_path)
     (bdir.parent / ".tmp-deadbeef").mkdir()
-    rows = kb.list_cached()
+    rows = kcache.list_cached()
     assert [r["key"] for r in rows] == [key]
     assert rows[0]["bzimage_size"] == 4
 
@@ -306,13 +310,13 @@ def test_tree_state_tracks_diff_and_untracked(tmp_path):
     (tmp_path / "a.c").write_text("a\n")
     git("add", "a.c")
     git("commit", "-qm", "a")
-    s0 = kb.tree_state(tmp_path)
+    s0 = kt.tree_state(tmp_path)
     assert not s0["dirty"]
     (tmp_path / "a.c").write_text("b\n")
-    s1 = kb.tree_state(tmp_path)
+    s1 = kt.tree_state(tmp_path)
     assert s1["diff_sha256"] != s0["diff_sha256"] and s1["dirty"]
     (tmp_path / "new.c").write_text("n\n")
-    s2 = kb.tree_state(tmp_path)
+    s2 = kt.tree_state(tmp_path)
     assert s2["untracked_sha256"] != s1["untracked_sha256"]
 
 
@@ -329,10 +333,10 @@ def test_failing_patch_names_series_patch_and_hunk():
     assert "bad-sublevel" in msg
     assert "0001-bump-sublevel-999.patch" in msg
     assert "Makefile" in msg and "SUBLEVEL = 999" in msg  # the rejected hunk
-    key = kb.compute_key(kb.load_base(), [kb.load_series("bad-sublevel", FIXTURE_PATCHES)], kb.load_fragments(),
-                         kb.gcc_version(), kb.module_source_sha256())
-    assert not (kb.kernel_cache() / "trees" / key).exists()  # the half-made worktree is gone
-    assert kb._load_build(key) is None
+    key = ki.compute_key(ki.load_base(), [ki.load_series("bad-sublevel", FIXTURE_PATCHES)], ki.load_fragments(),
+                         ki.gcc_version(), ki.module_source_sha256())
+    assert not (kcache.kernel_cache() / "trees" / key).exists()  # the half-made worktree is gone
+    assert kcache.load_build(key) is None
 
 
 @pytest.mark.kernelbuild
@@ -353,23 +357,23 @@ def test_build_base_cached():
     assert "CONFIG_VM_EVENT_COUNTERS=y" in config.splitlines()
     assert "CONFIG_MODULES=y" in config.splitlines()
     assert gk.record["sha256"] == info["bzimage_sha256"]
-    if kb.CONTIG_BENCH_DIR.is_dir():
+    if ki.CONTIG_BENCH_DIR.is_dir():
         assert gk.extra_files["/lib/modules/contig_bench.ko"].is_file()
     t = time.monotonic()
     again = kb.build_kernel(spec)
     assert time.monotonic() - t < 1.0
     assert again.bzimage == gk.bzimage and again.record == gk.record
-    assert any(r["key"] == info["key"] for r in kb.list_cached())
+    assert any(r["key"] == info["key"] for r in kcache.list_cached())
 
 
 def test_snapshot_inputs_writes_the_hashed_bytes(two_series, tmp_path):
-    series = [kb.load_series("A", two_series)]
-    frags = kb.load_fragments()
+    series = [ki.load_series("A", two_series)]
+    frags = ki.load_fragments()
     # the originals change after hashing: the snapshot still has what the key was computed from
     (two_series / "A" / "0001-x.patch").write_text("changed\n")
     out = tmp_path / "build"
     out.mkdir()
-    frag_paths, mod_copy = kb.snapshot_inputs(out, series, frags, None)
+    frag_paths, mod_copy = ki.snapshot_inputs(out, series, frags, None)
     assert mod_copy is None
     assert (out / "series" / "A" / "0001-x.patch").read_bytes() == series[0].patches[0].data
     assert (out / "series" / "A" / "series").is_file()
@@ -379,12 +383,12 @@ def test_snapshot_inputs_writes_the_hashed_bytes(two_series, tmp_path):
     (mod / "contig_bench.c").write_text("int x;\n")
     out2 = tmp_path / "build2"
     out2.mkdir()
-    _, mod_copy = kb.snapshot_inputs(out2, [], frags, kb.module_source_sha256(mod), mod_dir=mod)
+    _, mod_copy = ki.snapshot_inputs(out2, [], frags, ki.module_source_sha256(mod), mod_dir=mod)
     assert (mod_copy / "contig_bench.c").is_file()
     out3 = tmp_path / "build3"
     out3.mkdir()
     with pytest.raises(HarnessError, match="changed"):
-        kb.snapshot_inputs(out3, [], frags, "0" * 64, mod_dir=mod)
+        ki.snapshot_inputs(out3, [], frags, "0" * 64, mod_dir=mod)
 
 
 def _tiny_repo(path: Path):
@@ -394,18 +398,18 @@ def _tiny_repo(path: Path):
     (path / "Makefile").write_text("# SPDX-License-Identifier: GPL-2.0\nVERSION = 6\nPATCHLEVEL = 12\n"
                                    "SUBLEVEL = 117\nEXTRAVERSION =\nNAME = Baby Opossum Posse\n")
     for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "base"], ["tag", "base"]):
-        subprocess.run(["git", *kb.GIT_IDENTITY, "-C", str(path), *cmd], check=True, capture_output=True)
+        subprocess.run(["git", *kt.GIT_IDENTITY, "-C", str(path), *cmd], check=True, capture_output=True)
     return path
 
 
 def test_apply_series_in_a_tree_reports_rejects(tmp_path):
     """The worktree path (git am, then git apply --reject for the .rej hunks) on a tiny repo."""
     repo = _tiny_repo(tmp_path / "repo")
-    bad = kb.load_series("bad-sublevel", FIXTURE_PATCHES)
+    bad = ki.load_series("bad-sublevel", FIXTURE_PATCHES)
     with pytest.raises(HarnessError) as info:
-        kb.apply_series(repo, [bad])
+        kt.apply_series(repo, [bad])
     msg = str(info.value)
     assert "bad-sublevel" in msg and "0001-bump-sublevel-999.patch" in msg
     assert "Makefile.rej" in msg and "-SUBLEVEL = 999" in msg
     with pytest.raises(HarnessError, match="0001-bump-sublevel-999.patch"):
-        kb.check_series_applies(repo, [bad])
+        kt.check_series_applies(repo, [bad])
