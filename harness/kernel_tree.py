@@ -45,9 +45,9 @@ def _git(repo: Path, *args: str, check: bool = True, what: str | None = None, en
 
 
 def apt_install(package: str):
-    """apt-get install -y `package` (through sudo -n when not root)."""
+    """apt-get install -y `package` (`name` or `name=version`; through sudo -n when not root)."""
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    cmd = ["apt-get", "install", "-y", package]
+    cmd = ["apt-get", "install", "-y", "--allow-downgrades", package]
     if os.geteuid() != 0 and shutil.which("sudo"):
         cmd = ["sudo", "-n", *cmd]
     _run(cmd, env=env, what=f"apt-get install -y {package}")
@@ -62,18 +62,23 @@ def _dpkg_version(package: str) -> str | None:
 
 
 def check_package(base: BaseInfo, rep: Reporter):
-    """The pinned base package is installed at its pinned version (apt-get installs it if its tarball is missing)."""
-    if not base.tarball.is_file():
-        with rep.status(f"installing {base.package} (apt-get)"):
-            apt_install(base.package)
-        if not base.tarball.is_file():
-            raise HarnessError(f"apt-get install {base.package} did not provide {base.tarball}")
+    """The pinned base package is installed at its pinned version: apt-get installs exactly that version
+    when the tarball is missing or another version is installed."""
+    pinned = f"{base.package}={base.version}"
+    if not base.tarball.is_file() or _dpkg_version(base.package) != base.version:
+        with rep.status(f"installing {pinned} (apt-get)"):
+            try:
+                apt_install(pinned)
+            except HarnessError as exc:
+                raise HarnessError(
+                    f"cannot install the pinned kernel base {pinned} (kernel_patches/base.yaml): {exc}; "
+                    f"if the archive no longer has that version, update base.yaml deliberately"
+                ) from None
     installed = _dpkg_version(base.package)
-    if installed != base.version:
+    if not base.tarball.is_file() or installed != base.version:
         raise HarnessError(
-            f"base kernel pin mismatch: kernel_patches/base.yaml pins {base.package} {base.version}, "
-            f"but dpkg reports {installed or 'not installed'}; install the pinned version "
-            f"(apt-get install {base.package}={base.version}) or update base.yaml deliberately"
+            f"base kernel pin mismatch: kernel_patches/base.yaml pins {pinned} with {base.tarball}, "
+            f"but dpkg reports {installed or 'not installed'}"
         )
 
 

@@ -16,6 +16,7 @@ from harness import kernel_inputs as ki
 from harness import kernel_tree as kt
 from harness.errors import HarnessError, InputError
 from harness.kernel import parse_kernel_spec
+from harness.kernel_progress import Reporter
 
 DATA = Path(__file__).parent / "data" / "kernel_build"
 FIXTURE_PATCHES = DATA / "patches"
@@ -413,3 +414,11 @@ def test_apply_series_in_a_tree_reports_rejects(tmp_path):
     assert "Makefile.rej" in msg and "-SUBLEVEL = 999" in msg
     with pytest.raises(HarnessError, match="0001-bump-sublevel-999.patch"):
         kt.check_series_applies(repo, [bad])
+
+
+def test_a_pin_the_archive_does_not_have_is_refused_by_name():
+    """apt-get is asked for exactly the pinned version; one it cannot find fails naming the pin."""
+    base = ki.load_base()
+    missing = ki.BaseInfo(base.package, "0.0.1-1~nonexistent", "0.0.1", base.tarball, base.tarball_dir)
+    with pytest.raises(HarnessError, match=r"pinned kernel base linux-source-6\.12=0\.0\.1-1~nonexistent"):
+        kt.check_package(missing, Reporter(None))
