@@ -11,6 +11,7 @@ import json
 import re
 from dataclasses import dataclass, field
 
+from harness.errors import HarnessError
 from harness.guest import Guest
 
 # vmstat counters whose per-step deltas become metrics (prefix match for the pgzero_ family).
@@ -116,7 +117,5 @@ def contig_bench(guest: Guest, iterations: int, order: int, timeout: float) -> d
     guest.run("rmmod contig_bench", check=False)
     m = CONTIG_BENCH_LINE.search(out)
     if not m:
-        from harness.errors import HarnessError
-
         raise HarnessError(f"contig_bench printed no result line; dmesg: {out.strip()[-300:]}")
     return {"iterations": int(m.group(1)), "order": int(m.group(2)), "elapsed_us": int(m.group(3))}
