@@ -474,11 +474,16 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table(title="cached guest kernels")
-    for col in ("spec", "version", "size", "key", "built"):
-        table.add_column(col)
-    for info in list_cached():
+    table.add_column("spec", overflow="fold")  # long base+A+B specs wrap instead of being cut off
+    for col in ("version", "size", "key", "built"):
+        table.add_column(col, no_wrap=True)
+    cached = list_cached()
+    for info in cached:
         table.add_row(info.get("spec", "?"), info.get("kernelrelease") or "?",
                       f"{info['bzimage_size'] / 2**20:.1f} MiB", info["key"][:12],
                       (info.get("built_at") or "?").replace("T", " ")[:16])
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:  # piped: no terminal width to respect, so print whole specs on one line
+        console.width = max([console.width] + [len(info.get("spec", "")) + 64 for info in cached])
+    console.print(table)
     return 0
