@@ -272,6 +272,7 @@ VERDICT_MARK = {
     stats.UNCHANGED: "",
     stats.INFO: "info",
     stats.NOT_JUDGED: "not judged",
+    stats.TOO_FEW: "too few samples",
 }
 
 COLUMNS = ["metric", "phase", "unit", "n", "A median", "B median", "change", "95% CI", "p", "verdict",
@@ -296,8 +297,11 @@ def title(c: KernelComparison) -> str:
 
 
 def summary_line(c: KernelComparison) -> str:
+    too_few = c.count(stats.TOO_FEW)
     return (f"{c.count(stats.REGRESSION)} regression(s), {c.count(stats.IMPROVEMENT)} improvement(s), "
-            f"{len(c.rows)} metric(s) compared")
+            f"{len(c.rows)} metric(s) compared"
+            + (f"; {too_few} change(s) above the threshold with too few samples to test (use at least 4 "
+               f"repetitions)" if too_few else ""))
 
 
 def md_escape(s: str) -> str:
@@ -359,7 +363,8 @@ def print_rich(comparisons: list[KernelComparison], warnings: list[str], thresho
     columns = ["metric @ phase", "median A -> B", "change [95% CI]", "p", "verdict"] if compact else COLUMNS
     for w in warnings:
         console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
-    style = {stats.REGRESSION: "bold red", stats.IMPROVEMENT: "bold green", stats.NOT_JUDGED: "dim"}
+    style = {stats.REGRESSION: "bold red", stats.IMPROVEMENT: "bold green", stats.NOT_JUDGED: "dim",
+             stats.TOO_FEW: "yellow"}
     for c in comparisons:
         table = Table(title=title(c), caption=c.reason or None)
         for col in columns:

@@ -8,7 +8,9 @@ The rules, which `harness compare` and `harness report` both apply:
   (:func:`scipy.stats.bootstrap`, 2000 resamples, fixed seed); it needs at least 2 samples on each side.
 * Time and memory metrics are tested with a two-sided Mann-Whitney U test
   (:func:`scipy.stats.mannwhitneyu`).  They are flagged only when p < 0.05 **and** |change| > threshold.
-  (With the exact test, 4 samples a side is the least that can reach p < 0.05.)
+  (With the exact test, 4 samples a side is the least that can reach p < 0.05.)  A change above the
+  threshold with too few samples for the test ever to reach p < 0.05 gets the verdict TOO_FEW, never a
+  silent "unchanged".
 * Counters are counts, not noisy measurements, so there is no test (``p`` is None).  A counter is
   flagged when |change| > threshold **and** the samples do not overlap: every sample of B is above
   every sample of A, or every one is below.  With one sample each that is simply "the counts differ
@@ -38,6 +40,7 @@ IMPROVEMENT = "improvement"
 UNCHANGED = "unchanged"  # judged, not flagged
 INFO = "info"  # better=None: never flagged
 NOT_JUDGED = "not-judged"  # timings from incomparable environments
+TOO_FEW = "too-few-samples"  # a change above the threshold that n samples a side can never make significant
 
 
 @dataclass
@@ -152,6 +155,11 @@ def mann_whitney_p(a, b) -> float:
     return p if math.isfinite(p) else 1.0
 
 
+def smallest_mann_whitney_p(na: int, nb: int) -> float:
+    """The smallest two-sided p the exact Mann-Whitney U test can give for these sample sizes."""
+    return min(1.0, 2 / math.comb(na + nb, na))
+
+
 def _direction(better: str | None, change: float) -> str:
     if change == 0 or better is None:
         return UNCHANGED
@@ -189,6 +197,10 @@ def judge(
         test, hit = "mann-whitney-u", over and p < ALPHA
     if d.better is None:
         verdict = INFO
+    elif hit:
+        verdict = _direction(d.better, change)
+    elif over and d.kind != COUNTER and smallest_mann_whitney_p(sa.n, sb.n) >= ALPHA:
+        verdict = TOO_FEW
     else:
-        verdict = _direction(d.better, change) if hit else UNCHANGED
+        verdict = UNCHANGED
     return Judgement(**common, p=p, test=test, verdict=verdict, reason="")

@@ -109,3 +109,13 @@ def test_ci_deterministic():
     a, b = noisy(100, 0.05, 10, 15), noisy(110, 0.05, 10, 16)
     assert stats.bootstrap_ci(a, b) == stats.bootstrap_ci(a, b)
     assert stats.bootstrap_ci([1.0], [2.0]) == (None, None)
+
+
+def test_large_change_with_three_samples_a_side_says_too_few_samples():
+    """3 vs 3 can never reach p < 0.05 with the exact test: a big change is reported as untestable."""
+    a, b = [480701, 468150, 500941], [64632, 63990, 65742]
+    assert stats.smallest_mann_whitney_p(3, 3) == 0.1
+    j = stats.judge("contig_bench_us", a, b)
+    assert j.verdict == stats.TOO_FEW and not j.flagged
+    assert stats.judge("contig_bench_us", a * 2, b * 2).verdict == stats.IMPROVEMENT
+    assert stats.judge("contig_bench_us", a, [v * 1.01 for v in a]).verdict == stats.UNCHANGED
