@@ -68,6 +68,12 @@ def evaluate(scenario: Scenario, bundle: Bundle, results: list[RepResult], kerne
                    for rep, s in touches if s.data["nonzero_pages"] != want]
             rows.append(_row("nonzero_pages", k, bool(touches) and not bad,
                              "; ".join(bad) or f"{len(touches)} memtouch runs, each with {want} non-zero pages"))
+        if e.get("kernel_log_clean", True):
+            reps = [r for r in results if r.kernel == k]
+            bad = [f"rep{r.rep}: {line}" for r in reps for line in r.kernel_problems]
+            rows.append(_row("kernel_log_clean", k, bool(reps) and not bad,
+                             "; ".join(bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "") if bad else
+                             f"no kernel warning, BUG or bad page in dmesg of {len(reps)} boot(s)"))
     rows += _metric_checks(scenario, bundle, kernels)
     rows += _ratio_checks(scenario, bundle, kernels)
     return rows

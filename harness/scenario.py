@@ -329,6 +329,7 @@ def _parse_expect(w: _Where, value) -> dict:
             "balloon_inflate_matches": bool,
             "rss_fell_after_reporting": dict,
             "nonzero_pages": int,
+            "kernel_log_clean": bool,
             "metrics": list,
             "ratios": list,
         },

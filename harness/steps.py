@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,10 @@ from harness.scenario import Scenario, Step
 from harness.vm import VM
 
 BOOT_TIMEOUT_S = 180
+# What a kernel prints when it caught itself misbehaving: a run that hits one of these is not a clean
+# result, whatever the counters say.
+KERNEL_PROBLEM = re.compile(r"WARNING: CPU: \d+ PID:|BUG:|Bad page (state|map)|Oops|general protection fault|"
+                            r"list_(add|del) corruption|page dumped because")
 
 
 @dataclass
@@ -36,6 +41,7 @@ class RepResult:
     zeroing: str = "unknown"
     guest_release: str | None = None
     qemu_argv: list[str] = field(default_factory=list)
+    kernel_problems: list[str] = field(default_factory=list)  # WARNING/BUG/bad page lines from dmesg
 
 
 class RepRunner:
@@ -73,6 +79,7 @@ class RepRunner:
                         if step.kind != "boot":
                             self._run_step(step)
                     self._snapshot("final")
+                    self._save_kernel_log()
                 except HarnessError:
                     vm.explain_failure()
                     raise
@@ -200,6 +207,11 @@ class RepRunner:
         res = self.vm.ssh.run(step.params["command"], timeout=step.params["timeout_s"])
         record.data.update(stdout=res.stdout[-4000:])
 
+    def _save_kernel_log(self) -> None:
+        dmesg = self.vm.ssh.run("dmesg").stdout
+        (self.dir / "dmesg.txt").write_text(dmesg)
+        self.result.kernel_problems = kernel_problems(dmesg)
+
     def _snapshot(self, phase: str) -> None:
         guest = self.vm.ssh
         for src in ("vmstat", "meminfo", "buddyinfo"):
@@ -210,6 +222,11 @@ class RepRunner:
                 (self.dir / f"guest-stats-{phase}.json").write_text(json.dumps(stats, indent=1))
             except HarnessError:
                 pass  # the guest has not sent statistics yet
+
+
+def kernel_problems(dmesg: str) -> list[str]:
+    """Lines of a kernel log that say the kernel itself misbehaved (warnings, BUGs, bad pages)."""
+    return [line.strip() for line in dmesg.splitlines() if KERNEL_PROBLEM.search(line)]
 
 
 def _probe_timeout(size_mib: int) -> float:

@@ -89,3 +89,19 @@ def test_cli_missing_scenario_and_kernel(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(good), "--kernel", "/no/such/bzImage"],
                           capture_output=True, text=True)
     assert proc.returncode == 2 and "no such kernel image file" in proc.stderr
+
+
+def test_kernel_problems_are_picked_out_of_dmesg():
+    from harness.steps import kernel_problems
+
+    dmesg = """[    2.385002] contig_bench: loading out-of-tree module taints kernel.
+[   12.101010] ------------[ cut here ]------------
+[   12.101011] WARNING: CPU: 1 PID: 87 at mm/page_alloc.c:1234 post_alloc_hook+0x1a/0x90
+[   12.101012] Modules linked in: virtio_balloon
+[   13.000000] BUG: Bad page state in process memtouch  pfn:12345
+[   14.000000] virtio_balloon virtio1: Free page reporting: host zeroes reported pages
+"""
+    problems = kernel_problems(dmesg)
+    assert len(problems) == 2
+    assert problems[0].endswith("post_alloc_hook+0x1a/0x90") and "Bad page state" in problems[1]
+    assert kernel_problems("[    0.1] Linux version 6.12.117+\n[    0.2] Run /init as init process\n") == []

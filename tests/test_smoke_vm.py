@@ -37,10 +37,12 @@ def test_bundle_is_complete_and_valid(smoke_bundles):
         assert manifest["qemu"]["version"] and manifest["qemu"]["argv"][0] == "qemu-system-x86_64"
         assert manifest["host"]["cores"] >= 1 and manifest["harness"]["version"]
         assert manifest["started"] <= manifest["ended"]
-        assert all(e["ok"] for e in load(bundle, "expectations.json"))
+        checks = load(bundle, "expectations.json")
+        assert all(e["ok"] for e in checks)
+        assert "kernel_log_clean" in [e["name"] for e in checks]
         rep = bundle / "stock" / "rep1"
         for f in ("serial.log", "qmp.jsonl", "rss.csv", "transcript.log", "vmstat-boot.txt", "vmstat-final.txt",
-                  "buddyinfo-end.txt", "meminfo-end.txt", "qemu-argv.json"):
+                  "buddyinfo-end.txt", "meminfo-end.txt", "qemu-argv.json", "dmesg.txt"):
             assert (rep / f).stat().st_size > 0, f
         assert bundle.name.endswith("-smoke-stock") and not bundle.name.startswith(".tmp")
 
