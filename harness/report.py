@@ -229,7 +229,9 @@ def plot_zeroing(b: Bundle, out: Path) -> str | None:
                 med[(k, name, phase)] = stats.summarize(vals).median
     if not cats:
         return None
-    fig, ax = _figure(max(6.0, 0.9 * len(cats) * max(1, len(kernels)) ** 0.5 + 2), 4.5)
+    # Counters that stayed 0 on every kernel would only crowd out the ones that moved.
+    cats = [c for c in cats if any(med.get((k, *c)) for k in kernels)] or cats
+    fig, ax = _figure(min(16.0, max(6.0, 0.9 * len(cats) * max(1, len(kernels)) ** 0.5 + 2)), 4.5)
     width = 0.8 / len(kernels)
     for i, k in enumerate(kernels):
         xs = [c + (i - (len(kernels) - 1) / 2) * width for c in range(len(cats))]
@@ -237,7 +239,8 @@ def plot_zeroing(b: Bundle, out: Path) -> str | None:
     ax.set_xticks(range(len(cats)), [f"{n.removeprefix('vmstat.')}\n{p or '-'}" for n, p in cats],
                   rotation=30, ha="right", fontsize=8)
     ax.set_ylim(0, max([1.0, *med.values()]) * 1.1)
-    ax.set(ylabel="pages or calls (median over reps)", title=f"{b.scenario}: zeroing counters per phase")
+    ax.set(ylabel="pages or calls (median over reps)",
+           title=f"{b.scenario}: zeroing counters per phase (those that moved)")
     ax.legend()
     fig.savefig(out, dpi=100)
     return out.name
