@@ -10,6 +10,7 @@ A kernel spec string names a guest kernel:
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,9 @@ class KernelSpec:
     def slug(self) -> str:
         """A file-name-safe name for this spec."""
         if self.kind == "file":
-            return re.sub(r"[^A-Za-z0-9._+-]", "_", self.path.name) if self.path else "file"
+            # Images are often all called bzImage: the hash of the full path tells them apart.
+            digest = hashlib.sha256(str(self.path).encode()).hexdigest()[:8]
+            return re.sub(r"[^A-Za-z0-9._+-]", "_", f"{self.path.name}-{digest}")
         return re.sub(r"[^A-Za-z0-9._+-]", "_", self.text)
 
 

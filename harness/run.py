@@ -49,7 +49,11 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
     if reps is not None and reps < 1:
         raise InputError(f"--reps must be at least 1, got {reps}")
     reps = reps or scenario.repetitions
-    bundle = Bundle(results_dir or DEFAULT_RESULTS, scenario.name, [s.slug for s in specs])
+    slugs = [s.slug for s in specs]
+    if len(set(slugs)) != len(slugs):
+        twice = sorted({s.text for s in specs if slugs.count(s.slug) > 1})
+        raise InputError(f"the same kernel is named twice: {', '.join(twice)}")
+    bundle = Bundle(results_dir or DEFAULT_RESULTS, scenario.name, slugs)
     bundle.manifest.update(
         scenario={"name": scenario.name, "path": str(scenario.path), "content": scenario.content},
         reps=reps,

@@ -105,3 +105,25 @@ def test_kernel_problems_are_picked_out_of_dmesg():
     assert len(problems) == 2
     assert problems[0].endswith("post_alloc_hook+0x1a/0x90") and "Bad page state" in problems[1]
     assert kernel_problems("[    0.1] Linux version 6.12.117+\n[    0.2] Run /init as init process\n") == []
+
+
+def test_same_kernel_twice_is_bad_input(tmp_path):
+    import subprocess
+    import sys
+
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("name: s\nsteps: [sleep: 1]\n")
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(scenario), "--kernel", "stock",
+                           "--kernel", "stock", "--results", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "named twice: stock" in proc.stderr
+    assert list(tmp_path.iterdir()) == [scenario], "bad input must not start a run"
+
+
+def test_image_files_with_the_same_name_get_different_slugs(tmp_path):
+    from harness.kernel import parse_kernel_spec
+
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "bzImage").write_bytes(b"x")
+    a, b = (parse_kernel_spec(str(tmp_path / d / "bzImage")) for d in ("a", "b"))
+    assert a.slug != b.slug and a.slug.startswith("bzImage-")
