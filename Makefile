@@ -6,6 +6,7 @@ HARNESS := $(VENV)/bin/harness
 SCENARIO ?= scenarios/smoke.yaml
 KERNEL ?=
 REPS ?=
+JUNIT ?=
 NIGHTLY ?= scenarios/nightly.yaml
 # The kernel base is installed at the exact version kernel_patches/base.yaml pins.
 BASE_PACKAGE := $(shell sed -n 's/^package: *//p' kernel_patches/base.yaml)=$(shell sed -n 's/^version: *//p' kernel_patches/base.yaml)
@@ -36,18 +37,18 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 run-scenario: deps
-	$(HARNESS) run $(SCENARIO) $(if $(KERNEL),$(foreach k,$(KERNEL),--kernel $(k))) $(if $(REPS),--reps $(REPS))
+	$(HARNESS) run $(SCENARIO) $(if $(KERNEL),$(foreach k,$(KERNEL),--kernel $(k))) $(if $(REPS),--reps $(REPS)) $(if $(JUNIT),--junit $(JUNIT))
 
 doctor: deps
 	$(HARNESS) doctor
 
 # Unit tests, real-guest integration tests, and the one cold kernel build (base).
 test: deps
-	$(PY) -m pytest -m "not kernels" -rs $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not kernels" -rs $(if $(JUNIT),--junitxml=$(JUNIT)) $(PYTEST_ARGS)
 
 # Every patch series: apply, build (cached), boot, and check what each one claims.
 test-kernels: deps
-	$(PY) -m pytest -m kernels -rs $(PYTEST_ARGS)
+	$(PY) -m pytest -m kernels -rs $(if $(JUNIT),--junitxml=$(JUNIT)) $(PYTEST_ARGS)
 
 bench: deps
 	$(HARNESS) bench boot
