@@ -47,6 +47,7 @@ class GuestKernel:
     modules: list[Path] = field(default_factory=list)  # .ko files to load at boot, in order
     extra_files: dict[str, Path] = field(default_factory=dict)  # initramfs path -> host file
     record: dict = field(default_factory=dict)  # manifest `kernels[]` entry
+    boot_image: Path | None = None  # what QEMU boots instead of the bzImage (the stock kernel's PVH vmlinux)
 
 
 def parse_kernel_spec(text: str) -> KernelSpec:

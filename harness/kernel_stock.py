@@ -89,6 +89,35 @@ def _unpack(release: str, dest: Path) -> None:
         out.rename(dest)
 
 
+ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
+
+
+def pvh_vmlinux(dest: Path) -> Path | None:
+    """The stock kernel's uncompressed vmlinux, extracted once from its bzImage, for a PVH direct boot.
+
+    Debian builds the cloud kernel with CONFIG_PVH=y and zstd compression.  QEMU boots such an ELF
+    through its PVH entry point, so the guest skips decompressing ~57 MB of kernel under TCG (0.5-0.8 s
+    of every boot here).  The kernel that runs is the same; None when the kernel cannot boot that way.
+    """
+    vmlinux = dest / "vmlinux"
+    if vmlinux.exists():
+        return vmlinux
+    if "CONFIG_PVH=y" not in (dest / "config").read_text().splitlines():
+        return None
+    data = (dest / "bzImage").read_bytes()
+    start = data.find(ZSTD_MAGIC)
+    if start < 0:
+        return None
+    # zstd stops with an error at the bzImage's trailing bytes after the frame; the frame itself is whole.
+    out = subprocess.run(["zstd", "-dcq"], input=data[start:], capture_output=True).stdout
+    if not out.startswith(b"\x7fELF"):
+        return None
+    tmp = dest / "vmlinux.tmp"
+    tmp.write_bytes(out)
+    tmp.rename(vmlinux)
+    return vmlinux
+
+
 def fetch_stock_kernel(spec: KernelSpec, progress=None) -> GuestKernel:
     """Download (once) and unpack the newest stock cloud kernel."""
     release = newest_stock_release()
@@ -100,9 +129,11 @@ def fetch_stock_kernel(spec: KernelSpec, progress=None) -> GuestKernel:
         _unpack(release, dest)
     info = json.loads((dest / "stock.json").read_text())
     bzimage = dest / "bzImage"
+    vmlinux = pvh_vmlinux(dest)
     return GuestKernel(
         spec=spec,
         bzimage=bzimage,
+        boot_image=vmlinux,
         version=release,
         modules=[dest / "modules" / m for m in info["modules"]],
         record={
@@ -115,5 +146,6 @@ def fetch_stock_kernel(spec: KernelSpec, progress=None) -> GuestKernel:
             "config": str(dest / "config"),
             "config_fragment_sha256": None,
             "series": [],
+            "boot": "pvh vmlinux extracted from the bzImage" if vmlinux else "bzImage",
         },
     )

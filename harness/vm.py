@@ -210,7 +210,7 @@ class VM:
         for attempt in range(3):
             self.ssh_port = free_local_port()
             self.argv = qemu_argv(
-                kernel=self.kernel.bzimage,
+                kernel=self.kernel.boot_image or self.kernel.bzimage,
                 initrd=self.initrd,
                 guest=self.guest_opts,
                 qemu=self.qemu_opts,

@@ -6,6 +6,7 @@ import csv
 import json
 import os
 import stat
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +34,9 @@ def test_bundle_is_complete_and_valid(smoke_bundles):
         (kernel,) = manifest["kernels"]
         assert kernel["spec"] == "stock" and kernel["version"].startswith("6.12.")
         assert kernel["guest_release"] == kernel["version"]
+        # Debian's cloud kernel has CONFIG_PVH=y: QEMU boots its vmlinux directly, no decompression.
+        assert kernel["boot"].startswith("pvh")
+        assert Path(manifest["qemu"]["argv"][manifest["qemu"]["argv"].index("-kernel") + 1]).name == "vmlinux"
         assert len(kernel["sha256"]) == 64
         assert manifest["qemu"]["version"] and manifest["qemu"]["argv"][0] == "qemu-system-x86_64"
         assert manifest["host"]["cores"] >= 1 and manifest["harness"]["version"]
