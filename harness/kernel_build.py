@@ -239,38 +239,11 @@ def build_kernel(spec: KernelSpec | str, *, fragments: list[Path | str] | None =
             bdir = kernel_cache() / "builds" / key
             series_rec = [{"name": s.name, "patches": [{"file": p.file, "sha256": p.sha256} for p in s.patches]}
                           for s in series]
-            record = {
-                "spec": spec.text,
-                "slug": spec.slug,
-                "version": built.release,
-                "sha256": built.bzimage_sha256,
-                "cache_key": key,
-                "config": str(bdir / "config"),
-                "config_fragment_sha256": built.fragment_sha256,
-                "series": series_rec,
-                "base": {"package": base.package, "version": base.version},
-            }
-            info = {
-                "format": FORMAT_VERSION,
-                "spec": spec.text,
-                "key": key,
-                "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                "timings": timings,
-                "base": {"package": base.package, "version": base.version, "kernel_version": base.kernel_version},
-                "gcc": gcc,
-                "make_flags": list(MAKE_FLAGS),
-                "kernelrelease": built.release,
-                "series": series_rec,
-                "fragments": [{"path": str(f.path), "sha256": f.sha256} for f in frags],
-                "config_fragment_sha256": built.fragment_sha256,
-                "modules": sorted(built.modules.values()),
-                "extra_files": built.modules,
-                "contig_bench_sha256": mod_sha,
-                "compile_units": built.compile_units,
-                "bzimage_sha256": built.bzimage_sha256,
-                "tree": str(wtree),
-                "record": record,
-            }
+            info = _build_info(key, spec.text, spec.slug, built, series_rec, frags, gcc, mod_sha, timings,
+                               record_base={"package": base.package, "version": base.version},
+                               info_base={"package": base.package, "version": base.version,
+                                          "kernel_version": base.kernel_version},
+                               extra={"tree": str(wtree)})
             publish(key, tmp, info)
             rep.log(f"built {spec.text} ({built.release}) in {timings['total_s']:.0f} s: {bdir / 'bzImage'}")
     return guest_kernel(spec, load_build(key))
@@ -297,6 +270,44 @@ class _Built:
     compile_units: int
     fragment_sha256: str
     bzimage_sha256: str
+
+
+def _build_info(key: str, spec_text: str, slug: str, built: _Built, series: list[dict], frags: list[Fragment],
+                gcc: str, mod_sha: str | None, timings: dict, *, record_base: dict, info_base: dict | None,
+                extra: dict) -> dict:
+    """build.json for a finished build, with the manifest record it gives every bundle that boots it."""
+    record = {
+        "spec": spec_text,
+        "slug": slug,
+        "version": built.release,
+        "sha256": built.bzimage_sha256,
+        "cache_key": key,
+        "config": str(kernel_cache() / "builds" / key / "config"),
+        "config_fragment_sha256": built.fragment_sha256,
+        "series": series,
+        "base": record_base,
+    }
+    return {
+        "format": FORMAT_VERSION,
+        "spec": spec_text,
+        "key": key,
+        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timings": timings,
+        "base": info_base,
+        "gcc": gcc,
+        "make_flags": list(MAKE_FLAGS),
+        "kernelrelease": built.release,
+        "series": series,
+        "fragments": [{"path": str(f.path), "sha256": f.sha256} for f in frags],
+        "config_fragment_sha256": built.fragment_sha256,
+        "modules": sorted(built.modules.values()),
+        "extra_files": built.modules,
+        "contig_bench_sha256": mod_sha,
+        "compile_units": built.compile_units,
+        "bzimage_sha256": built.bzimage_sha256,
+        **extra,
+        "record": record,
+    }
 
 
 def _staging_dir(key: str) -> Path:
@@ -411,28 +422,10 @@ def _build_tree(spec, path: Path, fragments, progress) -> GuestKernel:
         built = _run_build(key, tmp, rep, checkout, frags, frag_paths, mod_copy, timings, t_start)
         bdir = kernel_cache() / "builds" / key
         slug = "tree-" + re.sub(r"[^A-Za-z0-9._-]", "_", path.name) + "-" + state["head"][:12]
-        record = {
-            "spec": kspec.text,
-            "slug": slug,
-            "version": built.release,
-            "sha256": built.bzimage_sha256,
-            "cache_key": key,
-            "config": str(bdir / "config"),
-            "config_fragment_sha256": built.fragment_sha256,
-            "series": [],
-            "base": {"package": None, "version": None, "tree": str(path), "head": state["head"],
-                     "dirty": state["dirty"]},
-        }
-        info = {
-            "format": FORMAT_VERSION, "spec": kspec.text, "key": key,
-            "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            "timings": timings, "base": None, "tree": state, "gcc": gcc, "make_flags": list(MAKE_FLAGS),
-            "kernelrelease": built.release, "series": [],
-            "fragments": [{"path": str(f.path), "sha256": f.sha256} for f in frags],
-            "config_fragment_sha256": built.fragment_sha256, "modules": sorted(built.modules.values()),
-            "extra_files": built.modules, "contig_bench_sha256": mod_sha, "compile_units": built.compile_units,
-            "bzimage_sha256": built.bzimage_sha256, "objdir": str(out), "record": record,
-        }
+        info = _build_info(key, kspec.text, slug, built, [], frags, gcc, mod_sha, timings,
+                           record_base={"package": None, "version": None, "tree": str(path), "head": state["head"],
+                                        "dirty": state["dirty"]},
+                           info_base=None, extra={"tree": state, "objdir": str(out)})
         publish(key, tmp, info)
         rep.log(f"built tree {path} ({built.release}) in {timings['total_s']:.0f} s: {bdir / 'bzImage'}")
     return guest_kernel(kspec, load_build(key))
