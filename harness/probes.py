@@ -95,8 +95,9 @@ def kprobe_hits(guest: Guest) -> dict[str, int]:
     return hits
 
 
-def memtouch(guest: Guest, size_mib: int, thp: bool, timeout: float) -> dict:
-    cmd = f"memtouch {size_mib}" + (" --thp" if thp else "")
+def memtouch(guest: Guest, size_mib: int, thp: bool, fault: str, timeout: float) -> dict:
+    """fault: "populate" (MADV_POPULATE_WRITE) or "store" (a user-space store per page)."""
+    cmd = f"memtouch {size_mib}" + (" --thp" if thp else "") + (" --store" if fault == "store" else "")
     return json.loads(guest.run(cmd, timeout=timeout).stdout.strip().splitlines()[-1])
 
 

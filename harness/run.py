@@ -60,10 +60,18 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
     )
     status, error = "failed", None
     try:
-        _execute(scenario, specs, reps, bundle, console)
+        results = _execute(scenario, specs, reps, bundle, console)
         failed = [r for r in bundle.expectations if not r["ok"]]
+        invalid = [f"{r.kernel} {step}" for r in results for step in r.invalid_steps]
+        problems = []
+        if invalid:
+            status = "invalid"
+            problems.append("invalid steps (a probe did not exercise the kernel path it claims): " + "; ".join(invalid))
         if failed:
-            error = "expectations failed: " + "; ".join(f"{r['name']} [{r['kernel']}]: {r['detail']}" for r in failed)
+            problems.append("expectations failed: "
+                            + "; ".join(f"{r['name']} [{r['kernel']}]: {r['detail']}" for r in failed))
+        if problems:
+            error = "; ".join(problems)
         else:
             status = "complete"
     except KeyboardInterrupt:
@@ -90,7 +98,7 @@ def _finish(bundle: Bundle, status: str, error: str | None, junit: Path | None, 
     return path
 
 
-def _execute(scenario: Scenario, specs, reps: int, bundle: Bundle, console: Console) -> None:
+def _execute(scenario: Scenario, specs, reps: int, bundle: Bundle, console: Console) -> list:
     choice = accel_mod.choose_accel()
     console.print(accel_mod.describe(choice))
     bundle.manifest["accel"] = choice.accel
@@ -123,6 +131,7 @@ def _execute(scenario: Scenario, specs, reps: int, bundle: Bundle, console: Cons
                 results.append(result)
     bundle.expectations = expect.evaluate(scenario, bundle, results, [k.spec.text for k in kernels])
     _print_summary(scenario, bundle, console)
+    return results
 
 
 def _print_summary(scenario: Scenario, bundle: Bundle, console: Console) -> None:

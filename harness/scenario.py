@@ -18,6 +18,8 @@ from harness.kernel import KernelSpec, parse_kernel_spec
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT])(?:i?B)?\s*$", re.IGNORECASE)
 UNIT_MIB = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
 BACKENDS = ("ram", "memfd", "file", "hugetlb")
+# memtouch's ways to fault pages in: MADV_POPULATE_WRITE (the default) or a user-space store per page.
+FAULT_MODES = ("populate", "store")
 STEP_TYPES = ("boot", "balloon", "memdirty", "memtouch", "wait_reporting", "sleep", "snapshot", "contig_bench", "shell")
 
 
@@ -267,6 +269,15 @@ def _step_mem(w, key, value, guest):
     return {"size_mib": size, "thp": p.get("thp", False)}
 
 
+def _step_memtouch(w, key, value, guest):
+    raw = _scalar_or_mapping(value, "size")
+    raw = dict(raw) if isinstance(raw, dict) else raw
+    fault = raw.pop("fault", FAULT_MODES[0]) if isinstance(raw, dict) else FAULT_MODES[0]
+    if fault not in FAULT_MODES:
+        w.fail(f"{key}.fault", f"{fault!r} is not one of {', '.join(FAULT_MODES)}")
+    return {**_step_mem(w, key, raw, guest), "fault": fault}
+
+
 def _step_wait_reporting(w, key, value, guest):
     p = w.mapping(value, key, {"timeout_s": (int, float), "settle_s": (int, float)})
     return {"timeout_s": p.get("timeout_s", 60), "settle_s": p.get("settle_s", 3)}
@@ -306,7 +317,7 @@ _STEP_PARSERS = {
     "boot": _step_boot,
     "balloon": _step_balloon,
     "memdirty": _step_mem,
-    "memtouch": _step_mem,
+    "memtouch": _step_memtouch,
     "wait_reporting": _step_wait_reporting,
     "sleep": _step_sleep,
     "snapshot": _step_snapshot,

@@ -8,7 +8,10 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from rich.markup import escape
+
 from harness import balloon, probes
+from harness.probe_check import check_faults
 from harness.bundle import Bundle
 from harness.errors import HarnessError
 from harness.image import SshKeys
@@ -31,6 +34,7 @@ class StepRecord:
     kind: str
     phase: str
     data: dict = field(default_factory=dict)
+    invalid: str | None = None  # why the step did not measure what it claims (then it is not a result)
 
 
 @dataclass
@@ -42,6 +46,10 @@ class RepResult:
     guest_release: str | None = None
     qemu_argv: list[str] = field(default_factory=list)
     kernel_problems: list[str] = field(default_factory=list)  # WARNING/BUG/bad page lines from dmesg
+
+    @property
+    def invalid_steps(self) -> list[str]:
+        return [f"rep{self.rep} {s.phase} ({s.kind}): {s.invalid}" for s in self.steps if s.invalid]
 
 
 class RepRunner:
@@ -86,7 +94,13 @@ class RepRunner:
         finally:
             if self.rss is not None:
                 self.rss.stop()
+            self._save_steps()
         return self.result
+
+    def _save_steps(self) -> None:
+        """steps.json: what each step did, its vmstat deltas, and whether its probe did what it claims."""
+        rows = [{"kind": s.kind, "phase": s.phase, "invalid": s.invalid, **s.data} for s in self.result.steps]
+        (self.dir / "steps.json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
 
     # -- boot --------------------------------------------------------------------------------
     def _boot(self) -> None:
@@ -127,6 +141,8 @@ class RepRunner:
         record.data["vmstat_delta"] = probes.tracked_deltas(before, after)
         for name, delta in record.data["vmstat_delta"].items():
             self.metric(f"vmstat.{name}", delta, step.phase)
+        if step.kind in PROBE_METRICS:
+            self._judge_probe(step, record)
         for func, hits in hits_after.items():
             self.metric(f"kprobe.{func}", hits - hits_before.get(func, 0), step.phase)
         rss = self.rss.current_kib()
@@ -148,21 +164,33 @@ class RepRunner:
     def _step_memdirty(self, step: Step, record: StepRecord) -> None:
         out = probes.memdirty(self.vm.ssh, step.params["size_mib"], step.params["thp"],
                               timeout=_probe_timeout(step.params["size_mib"]))
-        self.metric("dirty_ms", out["wall_ms"], step.phase)
         record.data.update(out)
 
     def _step_memtouch(self, step: Step, record: StepRecord) -> None:
-        out = probes.memtouch(self.vm.ssh, step.params["size_mib"], step.params["thp"],
+        out = probes.memtouch(self.vm.ssh, step.params["size_mib"], step.params["thp"], step.params["fault"],
                               timeout=_probe_timeout(step.params["size_mib"]))
-        self.metric("fault_in_ms", out["wall_ms"], step.phase)
-        self.metric("cpu_ms", round(out["user_ms"] + out["sys_ms"], 3), step.phase)
-        self.metric("sys_ms", out["sys_ms"], step.phase)
+        # A page handed out non-zero is a finding whatever path faulted it in: recorded before the fault check.
         self.metric("nonzero_pages", out["nonzero_pages"], step.phase)
         self.metric("stale_pattern_pages", out["pattern_pages"], step.phase, unit="pages")
         record.data.update(out)
-        self.console.print(f"  {step.phase}: memtouch {out['mib']} MiB{' THP' if out['thp'] else ''}: "
-                           f"{out['wall_ms']:.0f} ms wall, {out['sys_ms']:.0f} ms sys, "
+        self.console.print(f"  {step.phase}: memtouch {out['mib']} MiB{' THP' if out['thp'] else ''} "
+                           f"({out['mode']}): {out['wall_ms']:.0f} ms wall, {out['sys_ms']:.0f} ms sys, "
                            f"{out['nonzero_pages']} non-zero pages")
+
+    def _judge_probe(self, step: Step, record: StepRecord) -> None:
+        """Timings of a probe count only when it faulted in what it claims (see probe_check)."""
+        check = check_faults(record.data, record.data["vmstat_delta"])
+        record.data["fault_check"] = check.invalid or check.note
+        if record.data.get("faults") is not None:
+            self.metric("probe_faults", record.data["faults"], step.phase)
+        if check.invalid:
+            record.invalid = check.invalid
+            self.console.print(f"  [bold red]{step.phase}: {step.kind} is INVALID:[/] {escape(check.invalid)}")
+            return
+        if check.thp_fallbacks:
+            self.console.print(f"  {step.phase}: {check.note}")
+        for name, value in PROBE_METRICS[step.kind](record.data).items():
+            self.metric(name, value, step.phase)
 
     def _step_wait_reporting(self, step: Step, record: StepRecord) -> None:
         """Wait until free page reporting stops moving host RSS (reporting runs ~2 s after frees)."""
@@ -222,6 +250,14 @@ class RepRunner:
                 (self.dir / f"guest-stats-{phase}.json").write_text(json.dumps(stats, indent=1))
             except HarnessError:
                 pass  # the guest has not sent statistics yet
+
+
+# Timing metrics of the probes, recorded only for a step whose fault check passed.
+PROBE_METRICS = {
+    "memdirty": lambda out: {"dirty_ms": out["wall_ms"]},
+    "memtouch": lambda out: {"fault_in_ms": out["wall_ms"], "cpu_ms": round(out["user_ms"] + out["sys_ms"], 3),
+                             "sys_ms": out["sys_ms"]},
+}
 
 
 def kernel_problems(dmesg: str) -> list[str]:

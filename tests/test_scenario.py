@@ -33,7 +33,7 @@ def test_good_scenario_parses(tmp_path):
     assert s.guest.memory_mib == 2048
     assert [st.kind for st in s.steps] == ["balloon", "memtouch"]
     assert s.steps[0].params["target_mib"] == 1024
-    assert s.steps[1].params == {"size_mib": 256, "thp": True}
+    assert s.steps[1].params == {"size_mib": 256, "thp": True, "fault": "populate"}
     assert [k.text for k in s.kernels] == ["stock"]
 
 
@@ -58,6 +58,8 @@ def test_every_shipped_scenario_is_valid():
         ("name: t\nsteps: [snapshot, boot]\n", "boot can only be the first step"),
         ("steps: [snapshot]\n", "name: missing"),
         ("name: t\nsteps: [{memtouch: 12}]\n", "expected a size with a unit"),
+        ("name: t\nsteps: [{memtouch: {size: 1M, fault: atomic}}]\n", "steps[0].memtouch.fault: 'atomic' is not one of"),
+        ("name: t\nsteps: [{memdirty: {size: 1M, fault: store}}]\n", "unknown key"),
         ("name: t\nsteps: [snapshot]\nexpect: {metrics: [{name: x}]}\n", "expect.metrics[0]"),
         ("name: t\nsteps: [{memtouch: 1M, phase: a}, {memtouch: 1M, phase: a}]\n", "used twice"),
         ("name: [unclosed\n", "malformed YAML"),

@@ -1,14 +1,24 @@
 /*
  * memtouch: fault in N MiB of fresh anonymous memory and check it reads back as zeroes.
  *
- * Each page is faulted in by a write that does not change its content (an atomic add of 0), so the
- * kernel has to allocate (and normally zero) a real page rather than map the shared zero page, and
- * what the kernel handed out can still be inspected afterwards.  Only the fault loop is timed.
+ * Every page (or THP) must be faulted in by exactly one *write* fault, so the kernel allocates (and
+ * normally zeroes) a real page in do_anonymous_page() or do_huge_pmd_anonymous_page(), on any
+ * accelerator.  Two ways to do it, and what the kernel handed out can still be inspected afterwards:
  *
- * Prints one JSON line: mib, pages, thp, wall_ms, user_ms, sys_ms, nonzero_pages, pattern_pages,
- * first_nonzero_page.  pattern_pages counts pages holding memdirty's fill pattern: stale data.
+ * - default: madvise(MADV_POPULATE_WRITE) (Linux 5.14+) write-faults the range from the kernel
+ *   without touching page contents; the madvise call is what is timed.
+ * - --store: a plain one-byte store of 0 to the last byte of each page, from user space, which adds
+ *   the exception entry per fault.  That byte cannot be checked afterwards (unchecked_bytes_per_page).
+ *
+ * Not a locked read-modify-write: under TCG it takes a read fault first (zero page), then a
+ * copy-on-write fault, which is another kernel path, and in a THP range it never allocates a THP.
+ *
+ * Prints one JSON line: mib, pages, thp, mode, faults (page faults taken while faulting in),
+ * wall_ms, user_ms, sys_ms, nonzero_pages, pattern_pages, first_nonzero_page,
+ * unchecked_bytes_per_page.  pattern_pages counts pages holding memdirty's fill pattern: stale data.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +29,10 @@
 #include <unistd.h>
 
 #include "probe.h"
+
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23
+#endif
 
 static double now_ms(void)
 {
@@ -43,13 +57,12 @@ static int page_is_zero(const uint64_t *p, size_t words)
 
 int main(int argc, char **argv)
 {
-	int thp;
-	size_t mib = parse_size_args(argc, argv, &thp);
+	struct probe_args a;
 
-	if (!mib)
+	if (!parse_probe_args(argc, argv, &a))
 		return 2;
 
-	size_t page = sysconf(_SC_PAGESIZE), len = mib << 20, pages = len / page;
+	size_t page = sysconf(_SC_PAGESIZE), len = a.mib << 20, pages = len / page;
 	/* Over-map by 2 MiB so a THP-aligned start can be chosen. */
 	char *raw = mmap(NULL, len + (2 << 20), PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (raw == MAP_FAILED) {
@@ -57,17 +70,25 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	char *buf = (char *)(((uintptr_t)raw + (2 << 20) - 1) & ~(uintptr_t)((2 << 20) - 1));
-	if (madvise(buf, len, thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE)) {
+	if (madvise(buf, len, a.thp ? MADV_HUGEPAGE : MADV_NOHUGEPAGE)) {
 		perror("madvise");
 		return 1;
 	}
 
 	struct rusage r0, r1;
 	getrusage(RUSAGE_SELF, &r0);
+	long f0 = process_faults();
 	double t0 = now_ms();
-	for (size_t off = 0; off < len; off += page)
-		__atomic_fetch_add((uint64_t *)(buf + off), 0, __ATOMIC_RELAXED);
+	if (a.store) {
+		for (size_t off = 0; off < len; off += page)
+			*(volatile uint8_t *)(buf + off + page - 1) = 0;
+	} else if (madvise(buf, len, MADV_POPULATE_WRITE)) {
+		fprintf(stderr, "memtouch: madvise(MADV_POPULATE_WRITE): %s%s\n", strerror(errno),
+			errno == EINVAL ? " (needs Linux 5.14 or later; use --store)" : "");
+		return 1;
+	}
 	double t1 = now_ms();
+	long faults = process_faults() - f0;
 	getrusage(RUSAGE_SELF, &r1);
 
 	size_t nonzero = 0, stale = 0;
@@ -87,13 +108,14 @@ int main(int argc, char **argv)
 	 * snprintf + write(2), not stdio: on a kernel that hands out stale pages, libc's own lazily
 	 * faulted state (stdio locks) may be garbage and printf() or exit() would hang on it.
 	 */
-	char line[512];
+	char line[640];
 	int n = snprintf(line, sizeof(line),
-			 "{\"mib\": %zu, \"pages\": %zu, \"thp\": %s, \"wall_ms\": %.3f, \"user_ms\": %.3f, "
-			 "\"sys_ms\": %.3f, \"nonzero_pages\": %zu, \"pattern_pages\": %zu, \"first_nonzero_page\": %ld}\n",
-			 mib, pages, thp ? "true" : "false", t1 - t0,
+			 "{\"mib\": %zu, \"pages\": %zu, \"thp\": %s, \"mode\": \"%s\", \"faults\": %ld, "
+			 "\"wall_ms\": %.3f, \"user_ms\": %.3f, \"sys_ms\": %.3f, \"nonzero_pages\": %zu, "
+			 "\"pattern_pages\": %zu, \"first_nonzero_page\": %ld, \"unchecked_bytes_per_page\": %d}\n",
+			 a.mib, pages, a.thp ? "true" : "false", a.store ? "store" : "populate", faults, t1 - t0,
 			 tv_ms(r1.ru_utime) - tv_ms(r0.ru_utime), tv_ms(r1.ru_stime) - tv_ms(r0.ru_stime),
-			 nonzero, stale, first);
+			 nonzero, stale, first, a.store ? 1 : 0);
 	/* _exit(): exit() would flush stdio under the same possibly garbage locks. */
 	_exit(write(1, line, n) == n ? 0 : 1);
 }

@@ -1,23 +1,39 @@
-/* Shared by the probes: memdirty's fill pattern (memtouch recognises it as stale data) and arguments. */
+/* Shared by the probes: memdirty's fill pattern (memtouch recognises it as stale data), arguments, faults. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #define MEMDIRTY_PATTERN 0xa5a5b00b1e5a5a5aULL
 
-/* "PROG MIB [--thp]": returns the size in MiB (0 after printing usage) and sets *thp. */
-static inline size_t parse_size_args(int argc, char **argv, int *thp)
-{
-	size_t mib = 0;
+struct probe_args {
+	size_t mib;
+	int thp;
+	int store; /* memtouch: fault pages in from user space with a plain store (default: MADV_POPULATE_WRITE) */
+};
 
-	*thp = 0;
+/* "PROG MIB [--thp] [--store]": returns 0 after printing usage when the arguments are bad. */
+static inline int parse_probe_args(int argc, char **argv, struct probe_args *a)
+{
+	memset(a, 0, sizeof(*a));
 	for (int i = 1; i < argc; i++) {
 		if (!strcmp(argv[i], "--thp"))
-			*thp = 1;
+			a->thp = 1;
+		else if (!strcmp(argv[i], "--store"))
+			a->store = 1;
 		else
-			mib = strtoull(argv[i], NULL, 10);
+			a->mib = strtoull(argv[i], NULL, 10);
 	}
-	if (!mib)
-		fprintf(stderr, "usage: %s MIB [--thp]\n", argv[0]);
-	return mib;
+	if (!a->mib)
+		fprintf(stderr, "usage: %s MIB [--thp] [--store]\n", argv[0]);
+	return a->mib != 0;
+}
+
+/* Page faults this process has taken so far (minor + major; GUP faults from madvise count too). */
+static inline long process_faults(void)
+{
+	struct rusage r;
+
+	getrusage(RUSAGE_SELF, &r);
+	return r.ru_minflt + r.ru_majflt;
 }
