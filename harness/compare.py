@@ -56,6 +56,11 @@ class Bundle:
         return self.manifest.get("accel")
 
     @property
+    def timing(self) -> str:
+        """realtime or icount; bundles written before timing modes existed ran in real time."""
+        return str(self.manifest.get("timing") or "realtime")
+
+    @property
     def started(self) -> str:
         return str(self.manifest.get("started") or "")
 
@@ -138,10 +143,10 @@ def load_bundle(path: Path) -> Bundle:
 
 
 def environment(b: Bundle) -> dict[str, str | None]:
-    """What timings depend on: accelerator, QEMU version, host CPU."""
+    """What timings depend on: accelerator, timing mode, QEMU version, host CPU."""
     qemu = b.manifest.get("qemu") or {}
     host = b.manifest.get("host") or {}
-    return {"accel": b.accel, "QEMU": qemu.get("version"), "host CPU": host.get("cpu")}
+    return {"accel": b.accel, "timing": b.timing, "QEMU": qemu.get("version"), "host CPU": host.get("cpu")}
 
 
 def timing_comparability(a: Bundle, b: Bundle) -> tuple[bool, str]:
@@ -208,7 +213,8 @@ def compare_kernels(a: Bundle, ka: str, b: Bundle, kb: str, threshold_pct: float
             continue
         name, phase = key
         judge_it = comparable or definition(name).kind != TIME
-        j = stats.judge(name, av, sb[key], threshold_pct=threshold_pct, comparable=judge_it, reason=reason)
+        j = stats.judge(name, av, sb[key], threshold_pct=threshold_pct, comparable=judge_it, reason=reason,
+                        deterministic=comparable and a.timing == "icount")
         cmp.rows.append(Row(phase, j, av, sb[key]))
     cmp.only_other = [k for k in sb if k not in sa]
     return cmp

@@ -24,6 +24,7 @@ import yaml
 from harness.errors import HarnessError, InputError
 from harness.paths import REPO_ROOT
 from harness.report import Entry, build_report
+from harness.scenario import TIMING_MODES
 
 KEYS = ("scenario", "kernels", "reps")
 
@@ -95,7 +96,7 @@ class EntryResult:
         return Entry(self.entry.label, None, problem=self.reason)
 
 
-def run_matrix(entries: list[MatrixEntry], results_dir: Path) -> list[EntryResult]:
+def run_matrix(entries: list[MatrixEntry], results_dir: Path, timing: str | None = None) -> list[EntryResult]:
     """Run every entry, whatever the others did, printing one line each."""
     try:
         from harness.run import run_scenario  # lazily: the run stage is heavy and optional here
@@ -107,7 +108,8 @@ def run_matrix(entries: list[MatrixEntry], results_dir: Path) -> list[EntryResul
             results.append(EntryResult(e, False, None, f"scenario file not found: {e.path}"))
         else:
             try:
-                outcome = run_scenario(e.path, kernels=e.kernels, reps=e.reps, results_dir=results_dir, junit=None)
+                outcome = run_scenario(e.path, kernels=e.kernels, reps=e.reps, results_dir=results_dir, junit=None,
+                                       timing=timing)
                 results.append(EntryResult(e, bool(outcome.ok), Path(outcome.bundle)))
             except Exception as exc:  # noqa: BLE001 -- one broken entry must not stop the night
                 results.append(EntryResult(e, False, None, f"{type(exc).__name__}: {exc}"))
@@ -123,7 +125,7 @@ def cmd_nightly(args) -> int:
     results_dir = Path(args.results) if args.results else REPO_ROOT / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     out = Path(args.out) if args.out else results_dir / "report"
-    results = run_matrix(entries, results_dir)
+    results = run_matrix(entries, results_dir, timing=args.timing)
     no_bundle = [r.as_report_entry() for r in results if r.bundle is None]
     if args.junit:
         from harness.junit import write_junit
@@ -143,4 +145,6 @@ def register(subparsers) -> None:
     p.add_argument("--results", metavar="DIR", help="results directory (default: the repository's results/)")
     p.add_argument("--out", metavar="DIR", help="report directory (default RESULTS/report)")
     p.add_argument("--junit", metavar="FILE", help="also write JUnit XML of every run")
+    p.add_argument("--timing", choices=TIMING_MODES,
+                   help="guest time for every run: realtime, or icount (TCG only); default: each scenario's own")
     p.set_defaults(func=cmd_nightly)

@@ -95,6 +95,15 @@ def kprobe_hits(guest: Guest) -> dict[str, int]:
     return hits
 
 
+def guest_clock_and_reported(guest: Guest, sleep_s: float) -> tuple[float, int | None]:
+    """Sleep `sleep_s` in the guest, then read its clock (/proc/uptime, seconds) and the pages free page
+    reporting has reported so far (page_reporting_pages, None on kernels without that counter)."""
+    out = guest.run(f"sleep {sleep_s}; cat /proc/uptime; grep '^page_reporting_pages ' /proc/vmstat || true").stdout
+    lines = out.split("\n")
+    reported = parse_kv(out).get("page_reporting_pages")
+    return float(lines[0].split()[0]), reported
+
+
 def memtouch(guest: Guest, size_mib: int, thp: bool, fault: str, timeout: float) -> dict:
     """fault: "populate" (MADV_POPULATE_WRITE) or "store" (a user-space store per page)."""
     cmd = f"memtouch {size_mib}" + (" --thp" if thp else "") + (" --store" if fault == "store" else "")

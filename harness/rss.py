@@ -27,7 +27,7 @@ class RssSampler:
         self.csv_path = csv_path
         self.t0 = t0
         self.period = 1.0 / hz
-        self.samples: list[tuple[float, int]] = []
+        self._peak_kib = 0  # the highest sample since the last mark()
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rss", daemon=True)
@@ -46,7 +46,7 @@ class RssSampler:
                     return
                 t = time.monotonic() - self.t0
                 with self._lock:
-                    self.samples.append((t, rss))
+                    self._peak_kib = max(self._peak_kib, rss)
                 f.write(f"{t:.3f},{rss}\n")
                 next_at += self.period
                 self._stop.wait(max(0.0, next_at - time.monotonic()))
@@ -54,12 +54,14 @@ class RssSampler:
     def current_kib(self) -> int | None:
         return read_rss_kib(self.pid)
 
-    def window(self, since_s: float) -> list[tuple[float, int]]:
+    def mark(self) -> None:
+        """Start a new peak: peak_kib() is then the highest RSS sampled from now on."""
         with self._lock:
-            return [s for s in self.samples if s[0] >= since_s]
+            self._peak_kib = read_rss_kib(self.pid) or 0
 
-    def now_s(self) -> float:
-        return time.monotonic() - self.t0
+    def peak_kib(self) -> int:
+        with self._lock:
+            return max(self._peak_kib, read_rss_kib(self.pid) or 0)
 
     def stop(self) -> None:
         self._stop.set()

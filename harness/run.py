@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from rich.console import Console
@@ -20,8 +20,9 @@ from harness.errors import HarnessError, InputError
 from harness.image import build_image, ssh_keys
 from harness.kernel import GuestKernel, parse_kernel_spec, resolve_kernel
 from harness.paths import REPO_ROOT
-from harness.scenario import Scenario, load_scenario
+from harness.scenario import TIMING_MODES, Scenario, load_scenario
 from harness.steps import RepRunner
+from harness.vm import effective_timing
 
 DEFAULT_RESULTS = REPO_ROOT / "results"
 
@@ -41,10 +42,16 @@ def make_progress(console: Console) -> Progress:
 
 def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, reps: int | None = None,
                  results_dir: Path | None = None, junit: Path | None = None,
-                 console: Console | None = None) -> RunOutcome:
-    """Run a scenario end to end; bad input raises InputError before anything starts."""
+                 console: Console | None = None, timing: str | None = None) -> RunOutcome:
+    """Run a scenario end to end; bad input raises InputError before anything starts.
+
+    `timing` ("realtime" or "icount") overrides the scenario's qemu.timing."""
     console = console or Console(stderr=True)
     scenario = load_scenario(scenario_path)
+    if timing is not None:
+        if timing not in TIMING_MODES:
+            raise InputError(f"--timing {timing!r} is not one of {', '.join(TIMING_MODES)}")
+        scenario = replace(scenario, qemu=replace(scenario.qemu, timing=timing))
     specs = [parse_kernel_spec(k) for k in kernels] if kernels else scenario.kernels
     if reps is not None and reps < 1:
         raise InputError(f"--reps must be at least 1, got {reps}")
@@ -102,6 +109,14 @@ def _execute(scenario: Scenario, specs, reps: int, bundle: Bundle, console: Cons
     choice = accel_mod.choose_accel()
     console.print(accel_mod.describe(choice))
     bundle.manifest["accel"] = choice.accel
+    timing, note = effective_timing(scenario.qemu.timing, choice.accel)
+    if note:
+        console.print(note)
+    elif timing == "icount":
+        console.print("timing icount: guest time is the instruction count (1 instruction = 1 ns): "
+                      "repeatable work, not cycles")
+    scenario = replace(scenario, qemu=replace(scenario.qemu, timing=timing))
+    bundle.manifest["timing"] = timing
     bundle.manifest["qemu"] = {"version": accel_mod.qemu_version(), "binary": "qemu-system-x86_64", "argv": None}
     keys = ssh_keys()
     with make_progress(console) as progress:
@@ -164,7 +179,7 @@ def _print_summary(scenario: Scenario, bundle: Bundle, console: Console) -> None
 def cmd_run(args: argparse.Namespace) -> int:
     outcome = run_scenario(args.scenario, kernels=args.kernel, reps=args.reps,
                            results_dir=Path(args.results) if args.results else None,
-                           junit=Path(args.junit) if args.junit else None)
+                           junit=Path(args.junit) if args.junit else None, timing=args.timing)
     print(outcome.bundle)
     sys.stdout.flush()
     return 0 if outcome.ok else 1
@@ -177,4 +192,11 @@ def register(sub) -> None:
     p.add_argument("--reps", type=int, help="repetitions per kernel (overrides the scenario)")
     p.add_argument("--results", help=f"results directory (default {DEFAULT_RESULTS})")
     p.add_argument("--junit", help="also write JUnit XML with one test case per expectation")
+    add_timing_option(p)
     p.set_defaults(func=cmd_run)
+
+
+def add_timing_option(p) -> None:
+    p.add_argument("--timing", choices=TIMING_MODES,
+                   help="guest time: realtime, or icount (TCG: instruction counting, repeatable timings); "
+                        "overrides the scenario's qemu.timing")

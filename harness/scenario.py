@@ -18,6 +18,9 @@ from harness.kernel import KernelSpec, parse_kernel_spec
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT])(?:i?B)?\s*$", re.IGNORECASE)
 UNIT_MIB = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
 BACKENDS = ("ram", "memfd", "file", "hugetlb")
+# How guest time runs: "realtime" (host clock) or "icount" (TCG only: 1 guest instruction = 1 ns of guest
+# time, -icount shift=0,sleep=off,align=off, so timings measure executed work and repeat exactly).
+TIMING_MODES = ("realtime", "icount")
 # memtouch's ways to fault pages in: MADV_POPULATE_WRITE (the default) or a user-space store per page.
 FAULT_MODES = ("populate", "store")
 STEP_TYPES = ("boot", "balloon", "memdirty", "memtouch", "wait_reporting", "sleep", "snapshot", "contig_bench", "shell")
@@ -37,6 +40,7 @@ class QemuOptions:
     mem_lock: bool = False
     mem_path: str | None = None  # file backend: a directory or file path (default: the private run dir)
     balloon: BalloonOptions = BalloonOptions()
+    timing: str = "realtime"  # one of TIMING_MODES
 
 
 @dataclass(frozen=True)
@@ -192,11 +196,15 @@ def _parse_qemu(w: _Where, value) -> QemuOptions:
     q = w.mapping(
         value,
         "qemu",
-        {"memory_backend": str, "prealloc": bool, "mem_lock": bool, "mem_path": str, "balloon": dict},
+        {"memory_backend": str, "prealloc": bool, "mem_lock": bool, "mem_path": str, "balloon": dict,
+         "timing": str},
     )
     backend = q.get("memory_backend", "ram")
     if backend not in BACKENDS:
         w.fail("qemu.memory_backend", f"{backend!r} is not one of {', '.join(BACKENDS)}")
+    timing = q.get("timing", "realtime")
+    if timing not in TIMING_MODES:
+        w.fail("qemu.timing", f"{timing!r} is not one of {', '.join(TIMING_MODES)}")
     if "mem_path" in q and backend != "file":
         w.fail("qemu.mem_path", "only meaningful with memory_backend: file")
     b = w.mapping(
@@ -212,6 +220,7 @@ def _parse_qemu(w: _Where, value) -> QemuOptions:
         mem_lock=q.get("mem_lock", False),
         mem_path=q.get("mem_path"),
         balloon=BalloonOptions(**b),
+        timing=timing,
     )
 
 

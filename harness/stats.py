@@ -15,6 +15,11 @@ The rules, which `harness compare` and `harness report` both apply:
   flagged when |change| > threshold **and** the samples do not overlap: every sample of B is above
   every sample of A, or every one is below.  With one sample each that is simply "the counts differ
   by more than the threshold".
+* Timings measured under icount (guest time = instruction count, see README) are deterministic up to
+  a fraction of a percent.  When both sides have at least 2 samples and their spread ((max - min) / median) is below
+  ICOUNT_THRESHOLD_PCT they are judged like counters, with that small threshold: flagged when
+  |change| > 1 % and the samples do not overlap, so 3 repetitions can show an effect.  A noisier
+  icount timing (getrusage's tick resolution, for example) falls back to the Mann-Whitney rule.
 * The direction comes from :func:`harness.metrics.definition`: ``better="lower"`` and B higher is a
   regression, B lower an improvement (and the reverse for ``"higher"``).  ``better=None`` is
   informational and never flagged.
@@ -28,10 +33,11 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from harness.metrics import COUNTER, definition
+from harness.metrics import COUNTER, TIME, definition
 
 ALPHA = 0.05
 DEFAULT_THRESHOLD_PCT = 5.0
+ICOUNT_THRESHOLD_PCT = 1.0  # icount timings: the change to flag, and the largest spread a side may have
 BOOTSTRAP_RESAMPLES = 2000
 SEED = 20261122
 
@@ -160,6 +166,13 @@ def smallest_mann_whitney_p(na: int, nb: int) -> float:
     return min(1.0, 2 / math.comb(na + nb, na))
 
 
+def spread_pct(s: Summary) -> float:
+    """(max - min) / |median| in percent: how far apart the repetitions of one side are."""
+    if s.median == 0:
+        return 0.0 if s.max == s.min else math.inf
+    return (s.max - s.min) / abs(s.median) * 100
+
+
 def _direction(better: str | None, change: float) -> str:
     if change == 0 or better is None:
         return UNCHANGED
@@ -175,11 +188,13 @@ def judge(
     threshold_pct: float = DEFAULT_THRESHOLD_PCT,
     comparable: bool = True,
     reason: str = "",
+    deterministic: bool = False,
 ) -> Judgement:
     """Compare samples b against baseline samples a of metric `name`.
 
-    `comparable=False` (timings from different accelerators, QEMU versions or host CPUs) still
-    summarises both sides but gives the verdict NOT_JUDGED with `reason`.
+    `comparable=False` (timings from different accelerators, timing modes, QEMU versions or host CPUs)
+    still summarises both sides but gives the verdict NOT_JUDGED with `reason`.  `deterministic=True`:
+    both sides ran under icount, so quiet timings are judged by the counter rule (see the module doc).
     """
     d = definition(name)
     sa, sb = summarize(a), summarize(b)
@@ -189,9 +204,13 @@ def judge(
     if not comparable:
         return Judgement(**common, p=None, test="none", verdict=NOT_JUDGED, reason=reason)
     over = abs(change) > threshold_pct
+    apart = sb.min > sa.max or sb.max < sa.min
     if d.kind == COUNTER:
-        apart = sb.min > sa.max or sb.max < sa.min
         p, test, hit = None, "counter: no overlap and |change| > threshold", over and apart
+    elif (deterministic and d.kind == TIME and min(sa.n, sb.n) >= 2
+          and max(spread_pct(sa), spread_pct(sb)) < ICOUNT_THRESHOLD_PCT):
+        over = abs(change) > ICOUNT_THRESHOLD_PCT
+        p, test, hit = None, f"icount: no overlap and |change| > {ICOUNT_THRESHOLD_PCT:g}%", over and apart
     else:
         p = mann_whitney_p(a, b)
         test, hit = "mann-whitney-u", over and p < ALPHA
@@ -199,7 +218,7 @@ def judge(
         verdict = INFO
     elif hit:
         verdict = _direction(d.better, change)
-    elif over and d.kind != COUNTER and smallest_mann_whitney_p(sa.n, sb.n) >= ALPHA:
+    elif over and p is not None and smallest_mann_whitney_p(sa.n, sb.n) >= ALPHA:
         verdict = TOO_FEW
     else:
         verdict = UNCHANGED

@@ -30,6 +30,9 @@ QEMU_BINARY = "qemu-system-x86_64"
 READY_MARKER = "balloon-testbed: guest ready"
 PANIC_MARKERS = ("Kernel panic", "BUG: unable to handle", "Oops:", "general protection fault")
 QBOOT = Path("/usr/share/qemu/qboot.rom")
+# Guest time from the instruction count: 1 instruction = 1 ns; idle time skipped (sleep=off), never
+# throttled to host time (align=off).  TCG only.
+ICOUNT_ARGS = ["-icount", "shift=0,sleep=off,align=off"]
 BASE_CMDLINE = "console=ttyS0 panic=-1 rdinit=/init 8250.nr_uarts=1 loglevel=6 i8042.noaux i8042.nokbd i8042.nopnp"
 
 
@@ -121,7 +124,19 @@ def qemu_argv(
     ]
     if QBOOT.exists():
         argv += ["-bios", str(QBOOT)]  # much faster than SeaBIOS for a direct kernel boot
+    if qemu.timing == "icount":
+        if accel != "tcg":
+            raise HarnessError(f"timing icount needs TCG; the accelerator is {accel} (see effective_timing)")
+        argv += ICOUNT_ARGS
     return argv
+
+
+def effective_timing(requested: str, accel: str) -> tuple[str, str | None]:
+    """The timing mode a run really uses, and a one-line note when it differs from the request:
+    instruction counting exists only under TCG, so under KVM guest time is always real time."""
+    if requested == "icount" and accel != "tcg":
+        return "realtime", f"timing icount needs TCG: under {accel} guest time is real time (timing realtime)"
+    return requested, None
 
 
 def run_dir_root() -> Path:

@@ -13,7 +13,8 @@ from pathlib import Path
 
 
 def manifest(scenario="smoke", kernels=("stock",), *, status="complete", error=None, accel="kvm",
-             qemu="8.2.2", cpu="Intel(R) Xeon(R) CPU", started="2026-11-22T01:30:00Z", reps=3) -> dict:
+             qemu="8.2.2", cpu="Intel(R) Xeon(R) CPU", started="2026-11-22T01:30:00Z", reps=3,
+             timing="realtime") -> dict:
     return {
         "schema": 1,
         "status": status,
@@ -24,6 +25,7 @@ def manifest(scenario="smoke", kernels=("stock",), *, status="complete", error=N
                     for k in kernels],
         "qemu": {"version": qemu, "binary": "/usr/bin/qemu-system-x86_64", "argv": []},
         "accel": accel,
+        "timing": timing,
         "host": {"cpu": cpu, "cores": 4, "memory_mib": 16000, "kernel": "6.8.0", "hostname": "ci"},
         "harness": {"version": "0.1.0", "git_commit": None},
         "started": started,

@@ -189,3 +189,49 @@ def test_real_bundles(smoke_bundles, capsys):
     assert code == (1 if data["regressed"] else 0)
     code2, out2 = run([a, b, "--md"], capsys)
     assert code2 == code and "| metric |" in out2
+
+
+def icount_samples(fault_values):
+    return {("fault_in_ms", "touch"): fault_values, ("nonzero_pages", "touch"): [0] * len(fault_values)}
+
+
+def test_timings_across_timing_modes_are_not_judged(tmp_path, capsys):
+    a = synth.write_bundle(tmp_path / "a", {"base": icount_samples([100.0, 100.1, 100.0])}, timing="icount")
+    b = synth.write_bundle(tmp_path / "b", {"base+x": icount_samples([50.0, 51.0, 49.0, 50.0])})
+    code, out = run([str(a), str(b), "--json"], capsys)
+    (c,) = json.loads(out)["comparisons"]
+    assert code == 0 and not c["timings_comparable"]
+    assert "timing icount vs realtime" in c["timings_reason"]
+    (row,) = [m for m in c["metrics"] if m["name"] == "fault_in_ms"]
+    assert row["verdict"] == "not-judged"
+
+
+def test_icount_timings_judged_by_the_counter_rule_at_n3(tmp_path, capsys):
+    # The reporting scenario's seed effect under icount (issue 9): 520.24/520.25/520.25 ms -> 288.6 ms.
+    a = synth.write_bundle(tmp_path / "a", {"base+zeroing-stats": icount_samples([520.24, 520.25, 520.25]),
+                                            "base+zeroing-stats+hzr": icount_samples([288.61, 288.60, 288.61])},
+                           timing="icount")
+    code, out = run([str(a), "--json"], capsys)
+    (row,) = [m for m in json.loads(out)["comparisons"][0]["metrics"] if m["name"] == "fault_in_ms"]
+    assert row["verdict"] == "improvement" and row["test"].startswith("icount")
+    # The same samples in real time: 3 a side can never reach p < 0.05.
+    b = synth.write_bundle(tmp_path / "b", {"base+zeroing-stats": icount_samples([520.24, 520.25, 520.25]),
+                                            "base+zeroing-stats+hzr": icount_samples([288.61, 288.60, 288.61])})
+    code, out = run([str(b), "--json"], capsys)
+    (row,) = [m for m in json.loads(out)["comparisons"][0]["metrics"] if m["name"] == "fault_in_ms"]
+    assert row["verdict"] == "too-few-samples"
+
+
+def test_icount_small_change_flagged_only_without_overlap_and_quiet_samples(tmp_path, capsys):
+    def verdict(a_vals, b_vals):
+        d = tmp_path / f"x{len(list(tmp_path.iterdir()))}"
+        synth.write_bundle(d, {"k1": icount_samples(a_vals), "k2": icount_samples(b_vals)}, timing="icount")
+        _, out = run([str(d), "--json"], capsys)
+        (row,) = [m for m in json.loads(out)["comparisons"][0]["metrics"] if m["name"] == "fault_in_ms"]
+        return row["verdict"], row["test"]
+
+    assert verdict([100.0, 100.1, 100.0], [102.0, 102.1, 102.0])[0] == "regression"  # +2 %, apart
+    assert verdict([100.0, 100.1, 100.0], [100.5, 100.4, 100.5])[0] == "unchanged"  # +0.5 %: below 1 %
+    # One noisy side (spread 4 %): back to Mann-Whitney, which 3 samples cannot satisfy.
+    v, test = verdict([100.0, 104.0, 100.0], [110.0, 110.1, 110.0])
+    assert test == "mann-whitney-u" and v == "too-few-samples"

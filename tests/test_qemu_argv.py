@@ -77,3 +77,14 @@ def test_stale_run_dirs_of_dead_harnesses_are_swept(tmp_path, monkeypatch):
         d.mkdir()
     sweep_stale_run_dirs()
     assert not stale.exists() and live.exists() and foreign.exists()
+
+
+def test_icount_timing_adds_instruction_counting_under_tcg_only():
+    from harness.vm import effective_timing
+
+    assert "-icount" not in argv()
+    assert value_after(argv(timing="icount"), "-icount") == ["shift=0,sleep=off,align=off"]
+    assert effective_timing("icount", "tcg") == ("icount", None)
+    timing, note = effective_timing("icount", "kvm")
+    assert timing == "realtime" and "needs TCG" in note
+    assert effective_timing("realtime", "kvm") == ("realtime", None)

@@ -171,7 +171,7 @@ def fake_run_module(monkeypatch, calls, fail_scenario=None):
         def __init__(self, bundle, ok):
             self.bundle, self.ok = bundle, ok
 
-    def run_scenario(scenario_path, kernels=None, reps=None, results_dir=None, junit=None):
+    def run_scenario(scenario_path, kernels=None, reps=None, results_dir=None, junit=None, timing=None):
         calls.append((Path(scenario_path).name, kernels, reps))
         name = Path(scenario_path).stem
         if name == "explodes":
