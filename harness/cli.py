@@ -12,13 +12,13 @@ from harness.errors import HarnessError, InputError
 
 # Modules that provide register(subparsers); each subcommand sets func(args) -> exit code.
 SUBCOMMAND_MODULES = [
-    "harness.doctor",
-    "harness.run",
-    "harness.bench",
-    "harness.kernel_build",
-    "harness.compare",
-    "harness.report",
-    "harness.nightly",
+    "harness.commands.run",
+    "harness.commands.compare",
+    "harness.commands.report",
+    "harness.commands.nightly",
+    "harness.commands.kernel",
+    "harness.commands.bench",
+    "harness.commands.doctor",
 ]
 
 

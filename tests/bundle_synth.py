@@ -36,7 +36,7 @@ def manifest(scenario="smoke", kernels=("stock",), *, status="complete", error=N
 
 def write_bundle(path: Path, samples: dict, *, expectations=(), rss=True, **manifest_kw) -> Path:
     """samples: {kernel: {(name, phase): [values per rep]}}; kernels in dict order unless given."""
-    from harness.metrics import metric
+    from harness.results.metrics import metric
 
     manifest_kw.setdefault("kernels", tuple(samples))
     path.mkdir(parents=True)

@@ -1,0 +1,137 @@
+"""Benchmarks that print figures and assert nothing.
+
+* `harness bench boot`: how fast a guest boots to SSH-ready here.
+* `harness bench noise`: an A/A run (one kernel against itself) in each timing mode, and the
+  coefficient of variation of every timing metric: how small a change a comparison can see.
+"""
+
+from __future__ import annotations
+
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from harness.guest.launch import (
+    BootKit,
+    choose_accel,
+    make_vm,
+    prepare_boot,
+    wait_ready,
+)
+from harness.kernels.spec import parse_kernel_spec
+from harness.machine import accel
+from harness.machine.config import TIMING_MODES, MachineConfig
+from harness.paths import REPO_ROOT
+
+
+def boot_once(kit: BootKit, accel_name: str) -> dict:
+    with tempfile.TemporaryDirectory(prefix="bench-boot-") as tmp:
+        with make_vm(kit, MachineConfig(memory_mib=2048, cpus=2), accel_name, Path(tmp)) as vm:
+            marker = vm.wait_for_marker(120)
+            _, ready = wait_ready(vm, kit.keys, 120)
+            t0 = time.monotonic()
+        return {"init_ready_s": marker, "ssh_ready_s": ready, "shutdown_s": time.monotonic() - t0}
+
+
+def cmd_bench_boot(args) -> int:
+    console = Console()
+    choice = choose_accel()
+    console.print(accel.describe(choice))
+    kit = prepare_boot(parse_kernel_spec(args.kernel))
+    runs = []
+    for i in range(args.n):
+        runs.append(boot_once(kit, choice.accel))
+        console.print(f"boot {i + 1}/{args.n}: guest init ready {runs[-1]['init_ready_s']:.2f} s, "
+                      f"SSH ready {runs[-1]['ssh_ready_s']:.2f} s")
+    table = Table(title=f"boot to SSH-ready: {args.kernel} under {choice.accel}, {args.n} boots")
+    for col in ("figure", "min", "median", "max"):
+        table.add_column(col, justify="right")
+    for key in ("init_ready_s", "ssh_ready_s", "shutdown_s"):
+        vals = [r[key] for r in runs]
+        table.add_row(key, f"{min(vals):.2f}", f"{statistics.median(vals):.2f}", f"{max(vals):.2f}")
+    console.print(table)
+    return 0
+
+
+NOISE_TIMINGS = ("boot_to_ssh_s", "fault_in_ms", "sys_ms", "cpu_ms", "dirty_ms")
+
+
+def noise_scenario(size: str, cpus: int, reps: int) -> dict:
+    return {
+        "name": "aa-noise",
+        "description": "A/A noise: the same kernel, memtouch then memdirty, every repetition a fresh boot",
+        "guest": {"memory": "1G", "cpus": cpus},
+        "qemu": {"balloon": {"free_page_reporting": False}},
+        "repetitions": reps,
+        "steps": [{"memtouch": size, "phase": "touch"}, {"memdirty": size, "phase": "dirty"}],
+        "expect": {"nonzero_pages": 0},
+    }
+
+
+def cv_pct(values: list[float]) -> float | None:
+    if len(values) < 2 or not statistics.mean(values):
+        return None
+    return statistics.stdev(values) / abs(statistics.mean(values)) * 100
+
+
+def cmd_bench_noise(args) -> int:
+    import yaml
+
+    from harness.commands.run import run_scenario
+    from harness.results.compare import load_bundle
+
+    console = Console()
+    results = Path(args.results)
+    bundles = {}
+    with tempfile.TemporaryDirectory(prefix="bench-noise-") as tmp:
+        scenario = Path(tmp) / "aa-noise.yaml"
+        scenario.write_text(yaml.safe_dump(noise_scenario(args.size, args.cpus, args.reps)))
+        for mode in args.modes:
+            t0 = time.monotonic()
+            outcome = run_scenario(scenario, kernels=[args.kernel], results_dir=results, timing=mode)
+            if not outcome.ok:
+                console.print(f"[red]{mode} run failed:[/] {outcome.error}")
+                return 1
+            bundles[mode] = (load_bundle(outcome.bundle), time.monotonic() - t0)
+            console.print(f"{mode}: {outcome.bundle} ({bundles[mode][1]:.0f} s)")
+    table = Table(title=f"A/A noise: {args.kernel}, 1 GiB guest, {args.cpus} vCPU, memtouch + memdirty {args.size}, "
+                        f"{args.reps} repetitions per mode (CV = stddev / mean)")
+    table.add_column("metric")
+    table.add_column("phase")
+    for mode in bundles:
+        table.add_column(f"{mode} median", justify="right")
+        table.add_column(f"{mode} CV", justify="right")
+    first = next(iter(bundles.values()))[0]
+    keys = [k for k in first.samples(first.kernels[0]) if k[0] in NOISE_TIMINGS]
+    for name, phase in sorted(keys, key=lambda k: NOISE_TIMINGS.index(k[0])):
+        cells = []
+        for bundle, _ in bundles.values():
+            values = bundle.samples(bundle.kernels[0]).get((name, phase), [])
+            cv = cv_pct(values)
+            cells += [f"{statistics.median(values):.2f}" if values else "-", "-" if cv is None else f"{cv:.2f} %"]
+        table.add_row(name, phase, *cells)
+    table.add_row("scenario wall time", "", *[c for _, secs in bundles.values() for c in (f"{secs:.0f} s", "")])
+    console.print(table)
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("bench", help="benchmarks that print figures")
+    bench = p.add_subparsers(dest="bench", required=True)
+    b = bench.add_parser("boot", help="boot a guest to SSH-ready several times and print the times")
+    b.add_argument("--kernel", default="stock", help="kernel spec (default stock)")
+    b.add_argument("-n", type=int, default=5, help="number of boots (default 5)")
+    b.set_defaults(func=cmd_bench_boot)
+    n = bench.add_parser("noise", help="A/A run in each timing mode; print each timing metric's CV")
+    n.add_argument("--kernel", default="base", help="kernel spec (default base)")
+    n.add_argument("--reps", type=int, default=8, help="repetitions per mode (default 8)")
+    n.add_argument("--size", default="256M", help="memtouch/memdirty size (default 256M)")
+    n.add_argument("--cpus", type=int, default=1, help="guest vCPUs (default 1)")
+    n.add_argument("--modes", nargs="+", choices=TIMING_MODES, default=list(TIMING_MODES),
+                   help="timing modes to measure (default both)")
+    n.add_argument("--results", default=str(REPO_ROOT / "results"), help="where the bundles go")
+    n.set_defaults(func=cmd_bench_noise)

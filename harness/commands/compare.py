@@ -1,0 +1,64 @@
+"""`harness compare A [B]`: judge the metrics of kernels against a baseline kernel.
+
+* ``compare A B``: two bundles.  With one kernel each, B's kernel is compared against A's.  Otherwise
+  kernels with the same slug are paired; failing that, A's first kernel is the baseline for each of
+  B's kernels.
+* ``compare A``: one bundle with several kernels; its first kernel (manifest ``kernels``) is the
+  baseline and each other kernel is compared against it.
+
+Metrics are matched by (name, phase) and judged by :mod:`harness.results.stats` (change of medians, bootstrap
+CI, Mann-Whitney U; counters by a no-overlap rule).  Timings from different accelerators, QEMU
+versions or host CPUs are not judged; counters and memory still are.
+
+Exit status: 0 nothing regressed, 1 something regressed, 2 bad input.  A failed bundle is compared
+as far as its metrics go, with a warning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from harness.errors import InputError
+from harness.results import stats
+from harness.results.compare import (
+    bundle_warnings,
+    load_bundle,
+    print_rich,
+    run_compare,
+    to_json,
+    to_markdown,
+)
+
+
+def cmd_compare(args) -> int:
+    if args.threshold < 0:
+        raise InputError(f"--threshold must be >= 0, got {args.threshold}")
+    a = load_bundle(Path(args.a))
+    b = load_bundle(Path(args.b)) if args.b else None
+    bundles = [a] + ([b] if b else [])
+    warnings = bundle_warnings(bundles)
+    comparisons = run_compare(a, b, args.threshold)
+    if args.json:
+        json.dump(to_json(comparisons, bundles, warnings, args.threshold), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    elif args.md:
+        sys.stdout.write(to_markdown(comparisons, warnings, args.threshold))
+    else:
+        print_rich(comparisons, warnings, args.threshold)
+    return 1 if any(c.count(stats.REGRESSION) for c in comparisons) else 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("compare", help="compare kernels' metrics across one or two bundles",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("a", metavar="A", help="baseline bundle (or a bundle with several kernels)")
+    p.add_argument("b", metavar="B", nargs="?", help="bundle to compare against A")
+    out = p.add_mutually_exclusive_group()
+    out.add_argument("--json", action="store_true", help="print JSON")
+    out.add_argument("--md", action="store_true", help="print Markdown")
+    p.add_argument("--threshold", type=float, default=stats.DEFAULT_THRESHOLD_PCT, metavar="PCT",
+                   help="flag only changes larger than PCT percent (default %(default)s)")
+    p.set_defaults(func=cmd_compare)

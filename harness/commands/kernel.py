@@ -1,0 +1,58 @@
+"""`harness kernel build` and `harness kernel list`: build guest kernels (cached) and show the cache."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from harness.errors import InputError
+from harness.kernels.build import build_kernel
+from harness.kernels.cache import list_cached
+from harness.kernels.spec import parse_kernel_spec
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("kernel", help="build and list guest kernels")
+    ksub = p.add_subparsers(dest="kernel_command", required=True)
+    b = ksub.add_parser("build", help="build base[+SERIES...] (cached); prints the bzImage path last")
+    b.add_argument("spec", nargs="?", help="base or base+SERIES[+SERIES...] (optional with --tree)")
+    b.add_argument("--config-fragment", action="append", default=[], metavar="F",
+                   help="extra config fragment merged after kernel_patches/config/guest.config (repeatable)")
+    b.add_argument("--tree", metavar="PATH", help="build this kernel checkout out-of-tree instead of the base")
+    b.set_defaults(func=_cmd_build)
+    ls = ksub.add_parser("list", help="show cached kernel builds")
+    ls.set_defaults(func=_cmd_list)
+
+
+def _cmd_build(args: argparse.Namespace) -> int:
+    if args.spec is None and args.tree is None:
+        raise InputError("kernel build: give a SPEC (base or base+SERIES...) or --tree PATH")
+    spec = None
+    if args.spec is not None:
+        spec = parse_kernel_spec(args.spec)
+        if spec.kind != "build":
+            raise InputError(f"kernel build: spec {args.spec!r} is not base or base+SERIES...")
+    gk = build_kernel(spec, fragments=args.config_fragment, tree=args.tree)
+    sys.stdout.flush()
+    print(gk.bzimage)
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="cached guest kernels")
+    table.add_column("spec", overflow="fold")  # long base+A+B specs wrap instead of being cut off
+    for col in ("version", "size", "key", "built"):
+        table.add_column(col, no_wrap=True)
+    cached = list_cached()
+    for info in cached:
+        table.add_row(info.get("spec", "?"), info.get("kernelrelease") or "?",
+                      f"{info['bzimage_size'] / 2**20:.1f} MiB", info["key"][:12],
+                      (info.get("built_at") or "?").replace("T", " ")[:16])
+    console = Console()
+    if not console.is_terminal:  # piped: no terminal width to respect, so print whole specs on one line
+        console.width = max([console.width] + [len(info.get("spec", "")) + 64 for info in cached])
+    console.print(table)
+    return 0

@@ -1,0 +1,154 @@
+"""`harness run`: a scenario on one or more kernels, several repetitions, into one result bundle."""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from harness.errors import HarnessError, InputError
+from harness.kernels.resolve import check_available
+from harness.kernels.spec import parse_kernel_spec
+from harness.machine.config import TIMING_MODES
+from harness.numbers import fmt_num
+from harness.paths import REPO_ROOT
+from harness.results.bundle import Bundle
+from harness.scenario.runner import execute
+from harness.scenario.schema import Scenario, load_scenario
+
+DEFAULT_RESULTS = REPO_ROOT / "results"
+
+
+@dataclass
+class RunOutcome:
+    bundle: Path
+    ok: bool
+    status: str
+    error: str | None
+
+
+def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, reps: int | None = None,
+                 results_dir: Path | None = None, junit: Path | None = None,
+                 console: Console | None = None, timing: str | None = None) -> RunOutcome:
+    """Run a scenario end to end; bad input raises InputError before anything starts.
+
+    `timing` ("realtime" or "icount") overrides the scenario's qemu.timing."""
+    console = console or Console(stderr=True)
+    scenario = load_scenario(scenario_path)
+    if timing is not None:
+        if timing not in TIMING_MODES:
+            raise InputError(f"--timing {timing!r} is not one of {', '.join(TIMING_MODES)}")
+        scenario = replace(scenario, qemu=replace(scenario.qemu, timing=timing))
+    specs = [parse_kernel_spec(k) for k in kernels] if kernels else scenario.kernels
+    if reps is not None and reps < 1:
+        raise InputError(f"--reps must be at least 1, got {reps}")
+    reps = reps or scenario.repetitions
+    slugs = [s.slug for s in specs]
+    if len(set(slugs)) != len(slugs):
+        twice = sorted({s.text for s in specs if slugs.count(s.slug) > 1})
+        raise InputError(f"the same kernel is named twice: {', '.join(twice)}")
+    for spec in specs:
+        check_available(spec)
+    bundle = Bundle(results_dir or DEFAULT_RESULTS, scenario.name, slugs)
+    bundle.manifest.update(
+        scenario={"name": scenario.name, "path": str(scenario.path), "content": scenario.content},
+        reps=reps,
+    )
+    status, error = "failed", None
+    try:
+        results = execute(scenario, specs, reps, bundle, console)
+        _print_summary(scenario, bundle, console)
+        failed = [r for r in bundle.expectations if not r["ok"]]
+        invalid = [f"{r.kernel} {step}" for r in results for step in r.invalid_steps]
+        problems = []
+        if invalid:
+            status = "invalid"
+            problems.append("invalid steps (a probe did not exercise the kernel path it claims): " + "; ".join(invalid))
+        if failed:
+            problems.append("expectations failed: "
+                            + "; ".join(f"{r['name']} [{r['kernel']}]: {r['detail']}" for r in failed))
+        if problems:
+            error = "; ".join(problems)
+        else:
+            status = "complete"
+    except KeyboardInterrupt:
+        error = "interrupted"
+        _finish(bundle, status, error, junit, console)
+        raise
+    except HarnessError as exc:
+        error = str(exc)
+    except Exception as exc:  # a harness bug must still leave a failed bundle behind
+        error = f"internal error: {exc!r}"
+        console.print_exception()
+    path = _finish(bundle, status, error, junit, console)
+    return RunOutcome(path, status == "complete", status, error)
+
+
+def _finish(bundle: Bundle, status: str, error: str | None, junit: Path | None, console: Console) -> Path:
+    path = bundle.finish(status, error)
+    if junit is not None:
+        from harness.results.junit import write_junit
+
+        write_junit(junit, [path])
+    if error:
+        console.print(f"[bold red]run failed:[/] {escape(error)}")
+    return path
+
+
+def _print_summary(scenario: Scenario, bundle: Bundle, console: Console) -> None:
+    kernels = [k["spec"] for k in bundle.manifest["kernels"]]
+    table = Table(title=f"{scenario.name}: medians over {bundle.manifest['reps']} repetition(s)")
+    table.add_column("metric")
+    table.add_column("phase")
+    for k in kernels:
+        table.add_column(k, justify="right")
+    seen = []
+    for m in bundle.metrics:
+        key = (m["name"], m["phase"])
+        if key not in seen and not (m["name"].startswith("vmstat.") and m["value"] == 0):
+            seen.append(key)
+    for name, phase in seen:
+        cells = []
+        for k in kernels:
+            values = bundle.values(name, phase, k)
+            cells.append(fmt_num(statistics.median(values)) if values else "-")
+        table.add_row(name, phase, *cells)
+    console.print(table)
+    checks = Table(title="expectations")
+    for col in ("expectation", "kernel", "result", "detail"):
+        checks.add_column(col)
+    for r in bundle.expectations:
+        checks.add_row(r["name"], r["kernel"], "[green]ok[/]" if r["ok"] else "[red]FAILED[/]", r["detail"])
+    console.print(checks)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    outcome = run_scenario(args.scenario, kernels=args.kernel, reps=args.reps,
+                           results_dir=Path(args.results) if args.results else None,
+                           junit=Path(args.junit) if args.junit else None, timing=args.timing)
+    print(outcome.bundle)
+    sys.stdout.flush()
+    return 0 if outcome.ok else 1
+
+
+def register(sub) -> None:
+    p = sub.add_parser("run", help="run a scenario and write a result bundle")
+    p.add_argument("scenario", help="scenario YAML file")
+    p.add_argument("--kernel", action="append", help="kernel spec (repeatable); overrides the scenario's kernels")
+    p.add_argument("--reps", type=int, help="repetitions per kernel (overrides the scenario)")
+    p.add_argument("--results", help=f"results directory (default {DEFAULT_RESULTS})")
+    p.add_argument("--junit", help="also write JUnit XML with one test case per expectation")
+    add_timing_option(p)
+    p.set_defaults(func=cmd_run)
+
+
+def add_timing_option(p) -> None:
+    p.add_argument("--timing", choices=TIMING_MODES,
+                   help="guest time: realtime, or icount (TCG: instruction counting, repeatable timings); "
+                        "overrides the scenario's qemu.timing")

@@ -1,0 +1,155 @@
+"""The guest initramfs: busybox, dropbear, the init script, the probes and the kernel's boot modules.
+
+Everything comes from Debian packages on the host (busybox-static, dropbear-bin, gcc for the probes).
+Images are cached by a hash of every input file, so an unchanged image is never rebuilt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from harness.errors import HarnessError
+from harness.guest.keys import SshKeys, ssh_keys
+from harness.kernels.spec import GuestKernel
+from harness.paths import REPO_ROOT, cache_root
+
+GUEST_DIR = REPO_ROOT / "guest_images"
+PROBES = ["memtouch", "memdirty"]
+IMAGE_FORMAT = "1"  # bump when the layout below changes
+
+
+def _run(cmd: list[str], **kw) -> str:
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if proc.returncode != 0:
+        raise HarnessError(f"{' '.join(map(str, cmd))} failed: {proc.stderr.strip() or proc.stdout.strip()}")
+    return proc.stdout
+
+
+def _shared_libs(binary: str) -> list[Path]:
+    """The dynamic loader and libraries a host binary needs (from ldd)."""
+    libs = []
+    for line in _run(["ldd", binary]).splitlines():
+        m = re.search(r"(/\S+) \(0x", line)
+        if m:
+            libs.append(Path(m.group(1)))
+    return libs
+
+
+def _host_inputs() -> dict[str, Path]:
+    """Host files copied into every image: image path -> host path."""
+    busybox = Path("/bin/busybox")
+    dropbear = shutil.which("dropbear") or "/usr/sbin/dropbear"
+    for tool, package in ((busybox, "busybox-static"), (Path(dropbear), "dropbear-bin")):
+        if not Path(tool).exists():
+            raise HarnessError(f"{tool} is missing: apt-get install {package}")
+    ldd = subprocess.run(["ldd", str(busybox)], capture_output=True, text=True)
+    if "not a dynamic executable" not in ldd.stdout + ldd.stderr:
+        raise HarnessError("/bin/busybox is not static: apt-get install busybox-static")
+    files = {"/bin/busybox": busybox, "/usr/sbin/dropbear": Path(dropbear)}
+    for lib in _shared_libs(dropbear):
+        files[str(lib)] = lib.resolve()
+    return files
+
+
+def _compile_probes(out: Path) -> dict[str, Path]:
+    probes = {}
+    for name in PROBES:
+        exe = out / name
+        _run(["gcc", "-static", "-O2", "-Wall", "-o", str(exe), str(GUEST_DIR / "probes" / f"{name}.c")])
+        probes[f"/usr/bin/{name}"] = exe
+    return probes
+
+
+def _etc_files(keys: SshKeys, kernel: GuestKernel) -> dict[str, str]:
+    boot_modules = "".join(f"{m.name}\n" for m in kernel.modules)
+    return {
+        "/etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
+        "/etc/group": "root:x:0:\ntty:x:5:\n",
+        "/etc/shadow": "root:*:19000:0:99999:7:::\n",
+        "/etc/shells": "/bin/sh\n",
+        "/etc/nsswitch.conf": "passwd: files\ngroup: files\nshadow: files\n",
+        "/etc/boot-modules": boot_modules,
+        "/root/.ssh/authorized_keys": keys.client_pub + "\n",
+    }
+
+
+def _digest(files: dict[str, Path], texts: dict[str, str], sources: list[Path]) -> str:
+    h = hashlib.sha256(IMAGE_FORMAT.encode())
+    for dest in sorted(files):
+        h.update(dest.encode() + b"\0" + hashlib.sha256(files[dest].read_bytes()).digest())
+    for dest in sorted(texts):
+        h.update(dest.encode() + b"\0" + texts[dest].encode())
+    for src in sources:
+        h.update(str(src.relative_to(REPO_ROOT)).encode() + b"\0" + src.read_bytes())
+    return h.hexdigest()[:20]
+
+
+def build_image(kernel: GuestKernel) -> Path:
+    """The initramfs for `kernel` (cached by content); returns the cpio path."""
+    keys = ssh_keys()
+    files = _host_inputs()
+    files["/etc/dropbear/dropbear_ed25519_host_key"] = keys.host_key
+    for module in kernel.modules:
+        files[f"/lib/modules/boot/{module.name}"] = module
+    files.update(kernel.extra_files)
+    files["/init"] = GUEST_DIR / "init"
+    texts = _etc_files(keys, kernel)
+    sources = sorted((GUEST_DIR / "probes").iterdir())
+    key = _digest(files, texts, sources)
+    images = cache_root() / "images"
+    image = images / f"initramfs-{key}.cpio"
+    if image.exists():
+        return image
+    images.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=images) as tmp:
+        root = Path(tmp) / "root"
+        probes = _compile_probes(Path(tmp))
+        _stage(root, {**files, **probes}, texts)
+        _pack(root, Path(tmp) / "image.cpio")
+        os.rename(Path(tmp) / "image.cpio", image)
+    return image
+
+
+def _stage(root: Path, files: dict[str, Path], texts: dict[str, str]) -> None:
+    for d in ("proc", "sys", "dev", "tmp", "run", "root/.ssh", "var", "etc/dropbear", "sbin", "usr/bin", "usr/sbin"):
+        (root / d).mkdir(parents=True, exist_ok=True)
+    (root / "var/run").symlink_to("/run")
+    for dest, src in files.items():
+        target = root / dest.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(src, target)
+    for dest, text in texts.items():
+        target = root / dest.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+    for applet in _run([str(files["/bin/busybox"]), "--list-full"]).split():
+        link = root / applet
+        if not link.exists() and not link.is_symlink():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to("/bin/busybox")
+    (root / "root").chmod(0o700)
+    (root / "root/.ssh").chmod(0o700)
+    (root / "root/.ssh/authorized_keys").chmod(0o600)
+    (root / "etc/dropbear/dropbear_ed25519_host_key").chmod(0o600)
+    (root / "init").chmod(0o755)
+
+
+def _pack(root: Path, out: Path) -> None:
+    """An uncompressed newc cpio: the kernel needs no decompressor, which boots faster under TCG."""
+    names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    with out.open("wb") as f:
+        proc = subprocess.run(
+            ["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"],
+            input="\n".join(names).encode(),
+            cwd=root,
+            stdout=f,
+            stderr=subprocess.PIPE,
+        )
+    if proc.returncode != 0:
+        raise HarnessError(f"cpio failed: {proc.stderr.decode().strip()}")

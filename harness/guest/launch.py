@@ -1,0 +1,88 @@
+"""From a kernel spec to a guest answering over SSH, written once for runs, benchmarks and the KVM probe:
+resolve the kernel, build its initramfs, get the SSH keys, start the VM, wait until the guest answers."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.constants import READY_MARKER
+from harness.errors import HarnessError
+from harness.guest.image import build_image
+from harness.guest.keys import SshKeys, ssh_keys
+from harness.guest.ssh import Guest
+from harness.kernels.resolve import resolve_kernel
+from harness.kernels.spec import GuestKernel, KernelSpec, parse_kernel_spec
+from harness.machine import accel
+from harness.machine.config import MachineConfig
+from harness.machine.vm import VM, GuestDied
+
+KVM_PROBE_TIMEOUT_S = 8.0
+
+
+@dataclass(frozen=True)
+class BootKit:
+    """Everything a guest boots from: the kernel, its initramfs, and the keys to log in with."""
+
+    kernel: GuestKernel
+    initrd: Path
+    keys: SshKeys
+
+
+def prepare_boot(spec: KernelSpec, progress=None) -> BootKit:
+    """Fetch or build the kernel and its initramfs (both cached)."""
+    kernel = resolve_kernel(spec, progress)
+    return BootKit(kernel, build_image(kernel), ssh_keys())
+
+
+def make_vm(kit: BootKit, config: MachineConfig, accel_name: str, logdir: Path) -> VM:
+    """The VM for `kit` (not started: use it as a context manager)."""
+    return VM(kernel_image=kit.kernel.boot_image or kit.kernel.bzimage, initrd=kit.initrd, config=config,
+              accel=accel_name, logdir=logdir)
+
+
+def wait_ready(vm: VM, keys: SshKeys, timeout: float = 120, transcript: Path | None = None) -> tuple[Guest, float]:
+    """Wait until the guest answers a command over SSH; the connection and seconds since QEMU started.
+
+    The connection is closed when the VM shuts down."""
+    vm.wait_for_marker(timeout)
+    deadline = vm.started_at + timeout
+    ssh = Guest(vm.ssh_port, keys, transcript or vm.logdir / "transcript.log")
+    vm.attach(ssh)
+    ssh.connect(deadline=deadline, alive=vm.check_alive)
+    ssh.run("true", timeout=max(5.0, deadline - time.monotonic()))
+    return ssh, time.monotonic() - vm.started_at
+
+
+def probe_kvm() -> tuple[bool, str]:
+    """Boot the stock kernel under KVM; True if it reached userspace within the timeout."""
+    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+        return False, "/dev/kvm is missing or not accessible"
+    kit = prepare_boot(parse_kernel_spec("stock"))
+    with tempfile.TemporaryDirectory(prefix="accel-probe-") as tmp:
+        vm = make_vm(kit, MachineConfig(memory_mib=512, cpus=1), "kvm", Path(tmp))
+        try:
+            with vm:
+                assert vm.qmp is not None
+                started = time.monotonic()
+                while time.monotonic() - started < KVM_PROBE_TIMEOUT_S:
+                    vm.check_alive()
+                    status = vm.qmp.execute("query-status", timeout=2)
+                    if status.get("status") == "internal-error":
+                        return False, "KVM internal error"
+                    if READY_MARKER in vm.serial_text():
+                        return True, f"a guest kernel booted under KVM in {time.monotonic() - started:.1f} s"
+                    time.sleep(0.1)
+                return False, f"a guest kernel did not boot under KVM within {KVM_PROBE_TIMEOUT_S:.0f} s"
+        except (GuestDied, HarnessError) as exc:
+            stderr = Path(tmp) / "qemu.stderr"
+            err = stderr.read_text(errors="replace").strip() if stderr.exists() else ""
+            return False, (err.splitlines()[0] if err else str(exc))
+
+
+def choose_accel(refresh: bool = False) -> accel.AccelChoice:
+    """The accelerator to use here: cached, or probed by booting a guest under KVM."""
+    return accel.choose_accel(probe_kvm, refresh=refresh)

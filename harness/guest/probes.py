@@ -1,0 +1,131 @@
+"""What the harness measures inside the guest: memtouch/memdirty, /proc snapshots, zeroing counts.
+
+Zeroing counts come from the zeroing-stats series' /proc/vmstat counters where the kernel has them;
+otherwise from tracefs kprobe events on the zeroing functions where the kernel allows probing them;
+otherwise they are reported as unavailable (never as zero).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass, field
+
+from harness.errors import HarnessError
+from harness.guest.ssh import Guest
+
+# vmstat counters whose per-step deltas become metrics (prefix match for the pgzero_ family).
+VMSTAT_TRACKED = (
+    "pgzero_",
+    "page_reporting_pages",
+    "balloon_inflate",
+    "balloon_deflate",
+    "thp_fault_alloc",
+    "thp_fault_fallback",
+    "pgfault",
+    "pgfree",
+    "pgalloc_normal",
+    "pgalloc_dma32",
+)
+# Functions that zero pages, probed when /proc/vmstat has no pgzero_* counters.
+KPROBE_CANDIDATES = ("folio_zero_user", "clear_page_erms", "clear_page_rep", "clear_page_orig")
+TRACING = "/sys/kernel/tracing"
+KPROBE_GROUP = "btb"
+
+
+def parse_kv(text: str) -> dict[str, int]:
+    out = {}
+    for line in text.splitlines():
+        parts = line.split()
+        if len(parts) >= 2 and parts[1].lstrip("-").isdigit():
+            out[parts[0].rstrip(":")] = int(parts[1])
+    return out
+
+
+def vmstat(guest: Guest) -> dict[str, int]:
+    return parse_kv(guest.run("cat /proc/vmstat").stdout)
+
+
+def tracked_deltas(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
+    return {
+        name: after[name] - before.get(name, 0)
+        for name in after
+        if any(name == t or (t.endswith("_") and name.startswith(t)) for t in VMSTAT_TRACKED)
+    }
+
+
+@dataclass
+class ZeroingSource:
+    """Where a kernel's zeroing counts come from."""
+
+    kind: str  # "vmstat", "kprobe" or "unavailable"
+    probes: list[str] = field(default_factory=list)
+    detail: str = ""
+
+    def describe(self) -> str:
+        if self.kind == "kprobe":
+            return f"kprobe:{','.join(self.probes)}"
+        return self.kind
+
+
+def setup_zeroing_source(guest: Guest, vmstat_now: dict[str, int]) -> ZeroingSource:
+    if "pgzero_alloc" in vmstat_now:
+        return ZeroingSource("vmstat")
+    if guest.run(f"test -w {TRACING}/kprobe_events", check=False).rc != 0:
+        return ZeroingSource("unavailable", detail="no tracefs kprobe_events in this kernel")
+    guest.run(f"echo 0 > {TRACING}/tracing_on")  # count hits without filling the ring buffer
+    registered, refused = [], []
+    for func in KPROBE_CANDIDATES:
+        ok = guest.run(f"echo 'p:{KPROBE_GROUP}/{func} {func}' >> {TRACING}/kprobe_events", check=False).rc == 0
+        (registered if ok else refused).append(func)
+    if not registered:
+        return ZeroingSource("unavailable", detail=f"kprobes refused on {', '.join(refused)}")
+    guest.run(f"echo 1 > {TRACING}/events/{KPROBE_GROUP}/enable")
+    detail = f"refused: {', '.join(refused)}" if refused else ""
+    return ZeroingSource("kprobe", registered, detail)
+
+
+def kprobe_hits(guest: Guest) -> dict[str, int]:
+    """Hit counts of our kprobe events, from kprobe_profile."""
+    hits = {}
+    for line in guest.run(f"cat {TRACING}/kprobe_profile").stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] in KPROBE_CANDIDATES:
+            hits[parts[0]] = int(parts[1])
+    return hits
+
+
+def guest_clock_and_reported(guest: Guest, sleep_s: float) -> tuple[float, int | None]:
+    """Sleep `sleep_s` in the guest, then read its clock (/proc/uptime, seconds) and the pages free page
+    reporting has reported so far (page_reporting_pages, None on kernels without that counter)."""
+    out = guest.run(f"sleep {sleep_s}; cat /proc/uptime; grep '^page_reporting_pages ' /proc/vmstat || true").stdout
+    lines = out.split("\n")
+    reported = parse_kv(out).get("page_reporting_pages")
+    return float(lines[0].split()[0]), reported
+
+
+def memtouch(guest: Guest, size_mib: int, thp: bool, fault: str, timeout: float) -> dict:
+    """fault: "populate" (MADV_POPULATE_WRITE) or "store" (a user-space store per page)."""
+    cmd = f"memtouch {size_mib}" + (" --thp" if thp else "") + (" --store" if fault == "store" else "")
+    return json.loads(guest.run(cmd, timeout=timeout).stdout.strip().splitlines()[-1])
+
+
+def memdirty(guest: Guest, size_mib: int, thp: bool, timeout: float) -> dict:
+    cmd = f"memdirty {size_mib}" + (" --thp" if thp else "")
+    return json.loads(guest.run(cmd, timeout=timeout).stdout.strip().splitlines()[-1])
+
+
+CONTIG_BENCH_LINE = re.compile(r"contig_bench: iterations=(\d+) order=(\d+) elapsed_us=(\d+)")
+
+
+def contig_bench(guest: Guest, iterations: int, order: int, timeout: float) -> dict:
+    """Load the free_contig_range microbenchmark module once and read its result line."""
+    guest.run("test -f /lib/modules/contig_bench.ko || { echo 'this kernel has no contig_bench module' >&2; exit 1; }")
+    guest.run("dmesg -c > /dev/null")
+    guest.run(f"insmod /lib/modules/contig_bench.ko iterations={iterations} order={order}", timeout=timeout)
+    out = guest.run("dmesg").stdout
+    guest.run("rmmod contig_bench", check=False)
+    m = CONTIG_BENCH_LINE.search(out)
+    if not m:
+        raise HarnessError(f"contig_bench printed no result line; dmesg: {out.strip()[-300:]}")
+    return {"iterations": int(m.group(1)), "order": int(m.group(2)), "elapsed_us": int(m.group(3))}

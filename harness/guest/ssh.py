@@ -1,0 +1,109 @@
+"""Commands inside the guest over SSH (paramiko), every one logged to the run's transcript."""
+
+from __future__ import annotations
+
+import base64
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import paramiko
+
+from harness.errors import HarnessError
+from harness.guest.keys import SshKeys
+
+
+class GuestCommandError(HarnessError):
+    pass
+
+
+@dataclass
+class Result:
+    command: str
+    rc: int
+    stdout: str
+    stderr: str
+    seconds: float
+
+
+class Guest:
+    def __init__(self, port: int, keys: SshKeys, transcript: Path):
+        self.port = port
+        self.keys = keys
+        self.transcript = transcript
+        self._client: paramiko.SSHClient | None = None
+
+    def connect(self, deadline: float, alive: Callable[[], None] = lambda: None) -> None:
+        """Connect, retrying until `deadline` (time.monotonic()); `alive` raises if the VM died."""
+        key = paramiko.ECDSAKey.from_private_key_file(str(self.keys.client_key))
+        kind, b64 = self.keys.host_pub.split()[:2]
+        host_key = paramiko.Ed25519Key(data=base64.b64decode(b64))
+        last_error: Exception | None = None
+        while time.monotonic() < deadline:
+            alive()
+            client = paramiko.SSHClient()
+            client.get_host_keys().add(f"[127.0.0.1]:{self.port}", kind, host_key)
+            client.set_missing_host_key_policy(paramiko.RejectPolicy())
+            try:
+                client.connect(
+                    "127.0.0.1", self.port, username="root", pkey=key, look_for_keys=False, allow_agent=False,
+                    timeout=5, banner_timeout=5, auth_timeout=5,
+                )
+                self._client = client
+                return
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                last_error = exc
+                client.close()
+                time.sleep(0.05)
+        raise GuestCommandError(f"SSH to the guest never came up on 127.0.0.1:{self.port}: {last_error!r}")
+
+    def run(self, command: str, timeout: float = 60, check: bool = True) -> Result:
+        """Run `command` with /bin/sh in the guest; raise on timeout, and on non-zero exit if `check`."""
+        if self._client is None:
+            raise GuestCommandError("not connected to the guest")
+        start = time.monotonic()
+        try:
+            channel = self._client.get_transport().open_session(timeout=10)
+            channel.settimeout(1.0)
+            channel.exec_command(command)
+            out, err = bytearray(), bytearray()
+            while True:
+                while channel.recv_ready():
+                    out += channel.recv(65536)
+                while channel.recv_stderr_ready():
+                    err += channel.recv_stderr(65536)
+                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                    break
+                if time.monotonic() - start > timeout:
+                    channel.close()
+                    self._log(command, None, bytes(out), bytes(err), time.monotonic() - start)
+                    raise GuestCommandError(f"guest command timed out after {timeout:.0f} s: {command}")
+                time.sleep(0.005)
+            rc = channel.recv_exit_status()
+            channel.close()
+            if rc == -1:  # the channel closed without an exit status: the connection is gone
+                raise EOFError("the SSH channel closed without an exit status")
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise GuestCommandError(f"SSH connection lost running {command!r}: {exc!r}") from exc
+        result = Result(command, rc, out.decode(errors="replace"), err.decode(errors="replace"),
+                        time.monotonic() - start)
+        self._log(command, rc, out, err, result.seconds)
+        if check and rc != 0:
+            raise GuestCommandError(
+                f"guest command failed with exit code {rc}: {command}: {result.stderr.strip() or result.stdout.strip()}"
+            )
+        return result
+
+    def _log(self, command: str, rc: int | None, out: bytes, err: bytes, seconds: float) -> None:
+        with self.transcript.open("a") as f:
+            f.write(f"$ {command}\n# exit={rc if rc is not None else 'timeout'} seconds={seconds:.3f}\n")
+            if out:
+                f.write(out.decode(errors="replace").rstrip("\n") + "\n")
+            if err:
+                f.write("# stderr:\n" + err.decode(errors="replace").rstrip("\n") + "\n")
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None

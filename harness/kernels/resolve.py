@@ -1,0 +1,45 @@
+"""From a kernel spec to a bootable kernel: fetch the stock kernel, build a base[+SERIES] kernel, or take an image file."""
+
+from __future__ import annotations
+
+import hashlib
+
+from harness.errors import InputError
+from harness.kernels.build import build_kernel
+from harness.kernels.inputs import load_series
+from harness.kernels.spec import GuestKernel, KernelSpec
+from harness.kernels.stock import fetch_stock_kernel
+
+
+def resolve_kernel(spec: KernelSpec, progress=None) -> GuestKernel:
+    """Fetch or build what the spec names (cached) and return the bootable kernel."""
+    if spec.kind == "stock":
+        return fetch_stock_kernel(spec, progress)
+    if spec.kind == "build":
+        return build_kernel(spec, progress=progress)
+    assert spec.path is not None
+    return GuestKernel(
+        spec=spec,
+        bzimage=spec.path,
+        version=None,
+        record={
+            "spec": spec.text,
+            "slug": spec.slug,
+            "version": None,
+            "sha256": hashlib.sha256(spec.path.read_bytes()).hexdigest(),
+            "cache_key": None,
+            "config": None,
+            "config_fragment_sha256": None,
+            "series": [],
+        },
+    )
+
+
+def check_available(spec: KernelSpec) -> None:
+    """InputError when the spec names something that does not exist (a patch series), before anything starts."""
+    if spec.kind == "build":
+        for name in spec.series:
+            try:
+                load_series(name)
+            except InputError as exc:
+                raise InputError(f"kernel spec {spec.text!r}: {exc}") from None

@@ -1,0 +1,92 @@
+"""Kernel specs and the guest kernels they resolve to.
+
+A kernel spec string names a guest kernel:
+
+* ``stock`` -- Debian's prebuilt ``linux-image-6.12.*-cloud-amd64-unsigned`` (see stock.py);
+* ``base`` or ``base+SERIES[+SERIES...]`` -- the pinned base from kernel_patches/base.yaml with the
+  named patch series applied in order, built and cached (see build.py);
+* a path to a bzImage or an ELF vmlinux (it must exist; contains a ``/``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import InputError
+
+SERIES_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    text: str
+    kind: str  # "stock", "build", "file" or "tree" (a developer's checkout, see kernels.build)
+    series: tuple[str, ...] = ()
+    path: Path | None = None
+
+    @property
+    def slug(self) -> str:
+        """A file-name-safe name for this spec."""
+        if self.kind == "file":
+            # Images are often all called bzImage: the hash of the full path tells them apart.
+            digest = hashlib.sha256(str(self.path).encode()).hexdigest()[:8]
+            return re.sub(r"[^A-Za-z0-9._+-]", "_", f"{self.path.name}-{digest}")
+        return re.sub(r"[^A-Za-z0-9._+-]", "_", self.text)
+
+
+@dataclass
+class GuestKernel:
+    """A bootable kernel and what the bundle records about it."""
+
+    spec: KernelSpec
+    bzimage: Path
+    version: str | None  # `uname -r` as built or packaged, when known before boot
+    modules: list[Path] = field(default_factory=list)  # .ko files to load at boot, in order
+    extra_files: dict[str, Path] = field(default_factory=dict)  # initramfs path -> host file
+    record: dict = field(default_factory=dict)  # manifest `kernels[]` entry
+    boot_image: Path | None = None  # what QEMU boots instead of the bzImage (the stock kernel's PVH vmlinux)
+
+
+BZIMAGE_MAGIC_OFFSET = 0x202  # the x86 boot protocol's "HdrS" header signature
+ELF_MAGIC = b"\x7fELF"
+
+
+def check_kernel_image(path: Path) -> None:
+    """InputError naming the file unless it is an x86 bzImage or an ELF vmlinux (what QEMU -kernel boots)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(BZIMAGE_MAGIC_OFFSET + 4)
+    except OSError as exc:
+        raise InputError(f"kernel image {path}: cannot read it: {exc.strerror or exc}") from None
+    if head[:4] == ELF_MAGIC or head[BZIMAGE_MAGIC_OFFSET:BZIMAGE_MAGIC_OFFSET + 4] == b"HdrS":
+        return
+    raise InputError(f"kernel image {path}: not a bzImage or an ELF vmlinux")
+
+
+def parse_kernel_spec(text: str) -> KernelSpec:
+    text = text.strip()
+    if not text:
+        raise InputError("kernel spec is empty")
+    if text == "stock":
+        return KernelSpec(text, "stock")
+    if "/" in text or text.endswith("bzImage"):
+        path = Path(text).expanduser()
+        if not path.is_file():
+            raise InputError(f"kernel spec {text!r}: no such kernel image file")
+        check_kernel_image(path)
+        return KernelSpec(text, "file", path=path.resolve())
+    parts = text.split("+")
+    if parts[0] != "base":
+        raise InputError(
+            f"kernel spec {text!r}: expected 'stock', 'base', 'base+SERIES[+SERIES...]' or a path to a bzImage"
+        )
+    series = tuple(parts[1:])
+    for name in series:
+        if not SERIES_NAME.match(name):
+            raise InputError(f"kernel spec {text!r}: bad series name {name!r}")
+    if len(set(series)) != len(series):
+        raise InputError(f"kernel spec {text!r}: a series is named twice")
+    return KernelSpec(text, "build", series=series)

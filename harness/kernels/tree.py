@@ -1,0 +1,252 @@
+"""Kernel source trees: the pristine base git repo, the per-key worktrees with patch series applied, and the
+state of a developer's own checkout (``--tree``).
+
+The base comes from the Debian linux-source package pinned in kernel_patches/base.yaml (installed with apt-get
+when missing); see :mod:`harness.kernels.cache` for where the repo and worktrees live.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+from harness.errors import HarnessError, InputError
+from harness.kernels.cache import flock, kernel_cache
+from harness.kernels.inputs import BaseInfo, PatchFile, Series, load_base
+from harness.kernels.progress import Reporter
+
+GIT_IDENTITY = ["-c", "user.name=testbed", "-c", "user.email=testbed@localhost", "-c", "gc.auto=0"]
+GIT_DATE = "2026-01-01T00:00:00+00:00"
+
+
+def _run(cmd: list[str], *, cwd: Path | None = None, env: dict | None = None, what: str | None = None,
+         check: bool = True) -> subprocess.CompletedProcess:
+    try:
+        res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, errors="replace")
+    except OSError as exc:
+        raise HarnessError(f"{what or cmd[0]}: cannot run {cmd[0]}: {exc}") from None
+    if check and res.returncode != 0:
+        out = (res.stdout + res.stderr).strip()
+        raise HarnessError(f"{what or ' '.join(cmd)} failed (exit {res.returncode}):\n{_tail(out, 30)}")
+    return res
+
+
+def _tail(text: str, n: int) -> str:
+    return "\n".join(text.splitlines()[-n:])
+
+
+def _git(repo: Path, *args: str, check: bool = True, what: str | None = None, env=None):
+    return _run(["git", *GIT_IDENTITY, "-C", str(repo), *args], check=check, what=what, env=env)
+
+
+def apt_install(package: str):
+    """apt-get install -y `package` (`name` or `name=version`; through sudo -n when not root)."""
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    cmd = ["apt-get", "install", "-y", "--allow-downgrades", package]
+    if os.geteuid() != 0 and shutil.which("sudo"):
+        cmd = ["sudo", "-n", *cmd]
+    _run(cmd, env=env, what=f"apt-get install -y {package}")
+
+
+def _dpkg_version(package: str) -> str | None:
+    res = _run(["dpkg-query", "-W", "-f", "${Status}\t${Version}", package], check=False)
+    if res.returncode != 0:
+        return None
+    status, _, version = res.stdout.partition("\t")
+    return version.strip() if status.endswith(" installed") else None
+
+
+def check_package(base: BaseInfo, rep: Reporter):
+    """The pinned base package is installed at its pinned version: apt-get installs exactly that version
+    when the tarball is missing or another version is installed."""
+    pinned = f"{base.package}={base.version}"
+    if not base.tarball.is_file() or _dpkg_version(base.package) != base.version:
+        with rep.status(f"installing {pinned} (apt-get)"):
+            try:
+                apt_install(pinned)
+            except HarnessError as exc:
+                raise HarnessError(
+                    f"cannot install the pinned kernel base {pinned} (kernel_patches/base.yaml): {exc}; "
+                    f"if the archive no longer has that version, update base.yaml deliberately"
+                ) from None
+    installed = _dpkg_version(base.package)
+    if not base.tarball.is_file() or installed != base.version:
+        raise HarnessError(
+            f"base kernel pin mismatch: kernel_patches/base.yaml pins {pinned} with {base.tarball}, "
+            f"but dpkg reports {installed or 'not installed'}"
+        )
+
+
+def _makefile_version(makefile: Path) -> str:
+    vals = {}
+    for line in makefile.read_text(errors="replace").splitlines()[:10]:
+        m = re.match(r"^(VERSION|PATCHLEVEL|SUBLEVEL)\s*=\s*(\S*)", line)
+        if m:
+            vals[m.group(1)] = m.group(2)
+    return f"{vals.get('VERSION')}.{vals.get('PATCHLEVEL')}.{vals.get('SUBLEVEL')}"
+
+
+def ensure_base_repo(base: BaseInfo | None = None, progress=None) -> Path:
+    """The extracted base as a git repo with tag ``base`` (extract + commit once, ~30 s)."""
+    base = base or load_base()
+    src = kernel_cache() / "src" / f"linux-{base.kernel_version}"
+    if _base_ready(src):
+        return src
+    with Reporter(progress) as rep, flock("src"):
+        if _base_ready(src):
+            return src
+        check_package(base, rep)
+        src.parent.mkdir(parents=True, exist_ok=True)
+        tmp = src.parent / f".tmp-{src.name}"
+        for d in (tmp, src):
+            if d.exists():
+                shutil.rmtree(d)
+        tmp.mkdir()
+        t0 = time.monotonic()
+        with rep.status(f"extracting {base.tarball.name} (linux {base.kernel_version})"):
+            _run(["tar", "-xJf", str(base.tarball), "-C", str(tmp), "--strip-components=1",
+                  f"{base.tarball_dir}/"], what=f"extracting {base.tarball}")
+        found = _makefile_version(tmp / "Makefile")
+        if found != base.kernel_version:
+            shutil.rmtree(tmp)
+            raise HarnessError(
+                f"{base.tarball}: Makefile says linux {found}, base.yaml pins {base.kernel_version}")
+        env = dict(os.environ, GIT_AUTHOR_DATE=GIT_DATE, GIT_COMMITTER_DATE=GIT_DATE)
+        with rep.status(f"committing the base tree to git ({src})"):
+            _git(tmp, "init", "-q")
+            _git(tmp, "config", "core.autocrlf", "false")
+            _git(tmp, "config", "gc.auto", "0")
+            _git(tmp, "add", "-A", "-f", ".")
+            _git(tmp, "commit", "-q", "--no-verify", "-m",
+                 f"{base.package} {base.version} (linux {base.kernel_version})", env=env)
+            _git(tmp, "tag", "base")
+        tmp.rename(src)
+        rep.log(f"base linux {base.kernel_version} extracted in {time.monotonic() - t0:.0f} s: {src}")
+    return src
+
+
+def _base_ready(src: Path) -> bool:
+    if not (src / ".git").is_dir() or not (src / "Makefile").is_file():
+        return False
+    return _git(src, "rev-parse", "-q", "--verify", "refs/tags/base", check=False).returncode == 0
+
+
+def _remove_worktree(src: Path, tree: Path):
+    if tree.exists():
+        _git(src, "worktree", "remove", "--force", "--force", str(tree), check=False)
+        if tree.exists():
+            shutil.rmtree(tree)
+    _git(src, "worktree", "prune", check=False)
+
+
+def prepare_tree(src: Path, key: str, series: list[Series], rep: Reporter, snapshot: Path | None = None) -> Path:
+    """trees/<key>: a worktree of the base with the series applied (reused if complete, else recreated)."""
+    trees = kernel_cache() / "trees"
+    trees.mkdir(exist_ok=True)
+    tree = trees / key
+    ready = trees / f"{key}.ready"
+    if tree.exists() and ready.is_file():
+        head = _git(tree, "rev-parse", "HEAD", check=False).stdout.strip()
+        dirty = _git(tree, "status", "--porcelain", "--untracked-files=no", check=False)
+        if head and head == ready.read_text().strip() and dirty.returncode == 0 and not dirty.stdout.strip():
+            return tree
+    ready.unlink(missing_ok=True)
+    check_series_applies(src, series, rep, snapshot)  # fail fast, before checking out a 1.5 GB worktree
+    with flock("src"):
+        with rep.status(f"creating worktree trees/{key[:12]}"):
+            _remove_worktree(src, tree)
+            _git(src, "worktree", "add", "-q", "--detach", str(tree), "base",
+                 what=f"git worktree add {tree}")
+    try:
+        apply_series(tree, series, rep, snapshot)
+    except BaseException:
+        with flock("src"):
+            _remove_worktree(src, tree)
+        raise
+    ready.write_text(_git(tree, "rev-parse", "HEAD").stdout.strip() + "\n")
+    return tree
+
+
+def check_series_applies(src: Path, series: list[Series], rep: Reporter | None = None,
+                         snapshot: Path | None = None):
+    """Apply the series in order to a scratch index of the base (no checkout); raise naming the first misfit.
+
+    Uses the same `git apply` machinery `git am` uses, so a series that passes here applies in the worktree.
+    """
+    if not series:
+        return
+    rep = rep or Reporter(quiet=True)
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="kb-index-") as td, rep.status("checking that the series apply"):
+        env = dict(os.environ, GIT_INDEX_FILE=str(Path(td) / "index"))
+        _git(src, "read-tree", "base", env=env, what="git read-tree base")
+        for s in series:
+            for i, p in enumerate(s.patches, 1):
+                ppath = snapshot / s.name / p.file if snapshot is not None else p.path
+                res = _git(src, "apply", "--cached", "--verbose", str(ppath), check=False, env=env)
+                if res.returncode != 0:
+                    out = "\n".join(line for line in (res.stdout + res.stderr).splitlines()
+                                    if not line.startswith("Checking patch"))
+                    raise HarnessError(
+                        f"patch series {s.name!r}: patch {i}/{len(s.patches)} {p.file} ({p.path}) does not apply"
+                        f" to the base{' after the series before it' if series.index(s) else ''}:\n"
+                        f"{_tail(out.strip(), 40)}")
+
+
+def apply_series(tree: Path, series: list[Series], rep: Reporter | None = None, snapshot: Path | None = None):
+    """`git am` each patch of each series in order; a patch that does not apply raises HarnessError.
+
+    snapshot: a directory with <series>/<patch file> copies to apply instead of the originals.
+    """
+    rep = rep or Reporter(quiet=True)
+    env = dict(os.environ, GIT_COMMITTER_DATE=GIT_DATE)
+    for s in series:
+        with rep.status(f"applying series {s.name} ({len(s.patches)} patches)"):
+            for i, p in enumerate(s.patches, 1):
+                ppath = snapshot / s.name / p.file if snapshot is not None else p.path
+                res = _git(tree, "am", "--no-3way", "--keep-cr", str(ppath), check=False, env=env)
+                if res.returncode != 0:
+                    raise HarnessError(_patch_failure(tree, s, i, p, ppath, res.stdout + res.stderr))
+
+
+def _patch_failure(tree: Path, s: Series, index: int, p: PatchFile, ppath: Path, am_out: str) -> str:
+    _git(tree, "am", "--abort", check=False)
+    rej = _run(["git", "-C", str(tree), "apply", "--reject", "--verbose", str(ppath)], check=False)
+    rej_texts = []
+    for r in sorted(tree.rglob("*.rej")):
+        rel = r.relative_to(tree)
+        rej_texts.append(f"--- {rel}\n{_tail(r.read_text(errors='replace'), 40)}")
+    msg = [f"patch series {s.name!r}: patch {index}/{len(s.patches)} {p.file} ({p.path}) does not apply:",
+           _tail(am_out.strip(), 15)]
+    applied_out = "\n".join(line for line in (rej.stdout + rej.stderr).splitlines()
+                            if line.startswith(("error", "Rejected", "Checking", "Applying", "Applied")))
+    if applied_out:
+        msg += ["git apply --reject:", _tail(applied_out, 20)]
+    if rej_texts:
+        msg += ["rejected hunks:", *rej_texts]
+    return "\n".join(msg)
+
+
+def tree_state(path: Path) -> dict:
+    """What decides a --tree build's sources: HEAD, the diff against HEAD, untracked (non-ignored) files."""
+    if _run(["git", "-C", str(path), "rev-parse", "--git-dir"], check=False).returncode != 0:
+        raise InputError(f"--tree {path}: not a git checkout (the cache key needs git rev-parse HEAD / git diff)")
+    head = _run(["git", "-C", str(path), "rev-parse", "HEAD"], what="git rev-parse HEAD").stdout.strip()
+    diff = subprocess.run(["git", "-C", str(path), "diff", "--binary", "HEAD"], capture_output=True).stdout
+    untracked = subprocess.run(["git", "-C", str(path), "ls-files", "-z", "--others", "--exclude-standard"],
+                               capture_output=True).stdout.split(b"\0")
+    h = hashlib.sha256()
+    names = sorted(u for u in untracked if u)
+    for u in names:
+        p = path / u.decode(errors="surrogateescape")
+        h.update(u + b"\0")
+        if p.is_file():
+            h.update(hashlib.sha256(p.read_bytes()).digest())
+    return {"path": str(path), "head": head, "diff_sha256": hashlib.sha256(diff).hexdigest(),
+            "untracked_sha256": h.hexdigest(), "untracked_files": len(names), "dirty": bool(diff or names)}

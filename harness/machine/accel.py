@@ -1,0 +1,71 @@
+"""Which accelerator works here, found out by booting a real guest kernel, not by trusting /dev/kvm.
+
+Some hosts expose a /dev/kvm that cannot run an unmodified guest kernel (e.g. a paravirtual PVM
+KVM): QEMU then reports "KVM internal error" or the guest hangs.  The probe boots the stock kernel
+with KVM and a short timeout; if it does not reach userspace the harness uses TCG.  The answer is
+cached per host and QEMU version.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from harness.constants import QEMU_BINARY
+from harness.errors import HarnessError
+from harness.paths import cache_root
+
+# Boots a guest under KVM: (it reached userspace, why).  The guest layer provides it (guest.launch.probe_kvm).
+KvmProbe = Callable[[], tuple[bool, str]]
+
+
+@dataclass(frozen=True)
+class AccelChoice:
+    accel: str
+    reason: str
+    cached: bool
+
+
+def qemu_version(binary: str = QEMU_BINARY) -> str:
+    try:
+        out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
+    except (FileNotFoundError, subprocess.CalledProcessError) as exc:
+        raise HarnessError(f"{binary} is not usable ({exc}): apt-get install qemu-system-x86") from None
+    return out.splitlines()[0].removeprefix("QEMU emulator version ").strip()
+
+
+def _cache_key() -> str:
+    return f"{platform.node()}|{platform.release()}|{qemu_version()}"
+
+
+def _cache_file() -> Path:
+    return cache_root() / "accel.json"
+
+
+def choose_accel(probe: KvmProbe, refresh: bool = False) -> AccelChoice:
+    """The accelerator to use, from the cache or a fresh `probe`."""
+    key = _cache_key()
+    path = _cache_file()
+    if not refresh and path.exists():
+        try:
+            cached = json.loads(path.read_text())
+            if cached.get("key") == key:
+                return AccelChoice(cached["accel"], cached["reason"], True)
+        except (ValueError, KeyError):
+            pass  # a corrupt cache entry is simply probed again
+    ok, reason = probe()
+    choice = AccelChoice("kvm" if ok else "tcg", reason, False)
+    path.write_text(json.dumps({"key": key, "accel": choice.accel, "reason": reason, "probed": time.time()}))
+    return choice
+
+
+def describe(choice: AccelChoice) -> str:
+    """The one line the harness prints about its accelerator."""
+    if choice.accel == "kvm":
+        return f"accelerator: kvm ({choice.reason})"
+    return f"accelerator: KVM unusable ({choice.reason}); falling back to TCG"

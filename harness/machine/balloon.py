@@ -1,0 +1,71 @@
+"""Driving virtio-balloon over QMP: targets, convergence, guest statistics."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+from harness.errors import HarnessError
+from harness.machine.qmp import QMP
+
+MIB = 1 << 20
+BALLOON_PATH = "/machine/peripheral/balloon0"
+
+
+class BalloonTimeout(HarnessError):
+    pass
+
+
+@dataclass
+class BalloonResult:
+    target_mib: int
+    start_mib: float
+    actual_mib: float
+    seconds: float
+    events: int  # BALLOON_CHANGE events seen while converging
+
+
+def actual_mib(qmp: QMP) -> float:
+    return qmp.execute("query-balloon")["actual"] / MIB
+
+
+def set_target(qmp: QMP, target_mib: int, timeout_s: float, progress=None,
+               alive: Callable[[], None] = lambda: None) -> BalloonResult:
+    """Ask the guest to give back (or take) memory until it has `target_mib`; wait for it.
+
+    `alive` raises when the VM died, so a dead guest is reported as such rather than as a timeout."""
+    start = actual_mib(qmp)
+    first_event = qmp.event_count
+    t0 = time.monotonic()
+    task = None
+    if progress is not None:
+        task = progress.add_task(f"balloon {start:.0f} -> {target_mib} MiB", total=abs(target_mib - start) or 1)
+    qmp.execute("balloon", {"value": target_mib * MIB})
+    try:
+        while True:
+            alive()
+            now = actual_mib(qmp)
+            if task is not None:
+                progress.update(task, completed=abs(now - start))
+            if abs(now - target_mib) < 1 / 256:  # one 4 KiB balloon page
+                break
+            if time.monotonic() - t0 > timeout_s:
+                raise BalloonTimeout(
+                    f"balloon did not converge: target {target_mib} MiB, actual {now:.1f} MiB "
+                    f"after {timeout_s:.0f} s (started at {start:.1f} MiB)"
+                )
+            qmp.wait_event(timeout=0.5)
+    finally:
+        if task is not None:
+            progress.remove_task(task)
+    changes = [e for e in qmp.events_since(first_event) if e.get("event") == "BALLOON_CHANGE"]
+    return BalloonResult(target_mib, start, now, time.monotonic() - t0, len(changes))
+
+
+def enable_stats(qmp: QMP, interval_s: int) -> None:
+    qmp.execute("qom-set", {"path": BALLOON_PATH, "property": "guest-stats-polling-interval", "value": interval_s})
+
+
+def guest_stats(qmp: QMP) -> dict:
+    return qmp.execute("qom-get", {"path": BALLOON_PATH, "property": "guest-stats"})

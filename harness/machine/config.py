@@ -1,0 +1,25 @@
+"""What the QEMU layer needs to know about a guest machine, built once from a scenario (or by a benchmark)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+BACKENDS = ("ram", "memfd", "file", "hugetlb")
+# How guest time runs: "realtime" (host clock) or "icount" (TCG only: 1 guest instruction = 1 ns of guest
+# time, -icount shift=0,sleep=off,align=off, so timings measure executed work and repeat exactly).
+TIMING_MODES = ("realtime", "icount")
+
+
+@dataclass(frozen=True)
+class MachineConfig:
+    memory_mib: int = 2048
+    cpus: int = 2
+    cmdline: str = ""  # appended to the harness's own kernel command line
+    memory_backend: str = "ram"  # one of BACKENDS
+    prealloc: bool = False
+    mem_lock: bool = False
+    mem_path: str | None = None  # file backend: a directory or file path (default: the private run dir)
+    free_page_reporting: bool = True
+    deflate_on_oom: bool = False
+    stats_interval_s: int = 0  # balloon guest statistics polling; 0 = off
+    timing: str = "realtime"  # one of TIMING_MODES

@@ -1,0 +1,115 @@
+"""The QEMU command line for one guest, from its machine config."""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+from harness.constants import QEMU_BINARY
+from harness.errors import HarnessError
+from harness.machine.config import MachineConfig
+
+QBOOT = Path("/usr/share/qemu/qboot.rom")
+# Guest time from the instruction count: 1 instruction = 1 ns; idle time skipped (sleep=off), never
+# throttled to host time (align=off).  TCG only.
+ICOUNT_ARGS = ["-icount", "shift=0,sleep=off,align=off"]
+BASE_CMDLINE = "console=ttyS0 panic=-1 rdinit=/init 8250.nr_uarts=1 loglevel=6 i8042.noaux i8042.nokbd i8042.nopnp"
+
+
+def free_local_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def check_hugepages(memory_mib: int, meminfo: str | None = None) -> None:
+    """A hugetlb-backed guest needs that many free 2 MiB pages reserved on the host."""
+    text = meminfo if meminfo is not None else Path("/proc/meminfo").read_text()
+    free = int(next((line.split()[1] for line in text.splitlines() if line.startswith("HugePages_Free:")), 0))
+    if free * 2 < memory_mib:
+        need = memory_mib // 2
+        raise HarnessError(
+            f"memory_backend hugetlb needs {need} free 2 MiB huge pages on the host, {free} are free: "
+            f"echo {need} > /proc/sys/vm/nr_hugepages"
+        )
+
+
+def memory_backend_args(config: MachineConfig, rundir: Path) -> list[str]:
+    size = f"size={config.memory_mib}M"
+    backend = config.memory_backend
+    if backend == "ram":
+        obj = f"memory-backend-ram,id=mem0,{size}"
+    elif backend == "memfd":
+        obj = f"memory-backend-memfd,id=mem0,{size},share=on"
+    elif backend == "hugetlb":
+        obj = f"memory-backend-memfd,id=mem0,{size},share=on,hugetlb=on,hugetlbsize=2M"
+    elif backend == "file":
+        path = Path(config.mem_path) if config.mem_path else rundir
+        obj = f"memory-backend-file,id=mem0,{size},share=on,mem-path={path}"
+    else:
+        raise HarnessError(f"unknown memory backend {backend}")
+    if config.prealloc:
+        obj += ",prealloc=on"
+    args = ["-object", obj]
+    if config.mem_lock:
+        args += ["-overcommit", "mem-lock=on"]
+    return args
+
+
+def qemu_argv(
+    *,
+    kernel: Path,
+    initrd: Path,
+    config: MachineConfig,
+    accel: str,
+    rundir: Path,
+    serial_log: Path,
+    ssh_port: int,
+    qemu_binary: str = QEMU_BINARY,
+) -> list[str]:
+    """The full QEMU command line for one guest."""
+    balloon = (
+        "virtio-balloon-pci,id=balloon0,"
+        f"free-page-reporting={'on' if config.free_page_reporting else 'off'},"
+        f"deflate-on-oom={'on' if config.deflate_on_oom else 'off'}"
+    )
+    cmdline = " ".join(filter(None, [BASE_CMDLINE, config.cmdline]))
+    argv = [
+        qemu_binary,
+        "-name", "balloon-testbed",
+        "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+        "-machine", "pc,memory-backend=mem0",
+        "-accel", accel,
+        "-cpu", "host" if accel == "kvm" else "max",
+        "-smp", str(config.cpus),
+        "-m", f"{config.memory_mib}M",
+        *memory_backend_args(config, rundir),
+        "-kernel", str(kernel),
+        "-initrd", str(initrd),
+        "-append", cmdline,
+        "-chardev", f"file,id=serial0,path={serial_log}",
+        "-serial", "chardev:serial0",
+        "-chardev", f"socket,id=qmp0,path={rundir / 'qmp.sock'},server=on,wait=off",
+        "-mon", "chardev=qmp0,mode=control",
+        "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
+        "-device", "virtio-net-pci,netdev=net0,romfile=",
+        "-device", balloon,
+        "-device", "virtio-rng-pci",
+    ]
+    if QBOOT.exists():
+        argv += ["-bios", str(QBOOT)]  # much faster than SeaBIOS for a direct kernel boot
+    if config.timing == "icount":
+        if accel != "tcg":
+            raise HarnessError(f"timing icount needs TCG; the accelerator is {accel} (see effective_timing)")
+        argv += ICOUNT_ARGS
+    return argv
+
+
+def effective_timing(requested: str, accel: str) -> tuple[str, str | None]:
+    """The timing mode a run really uses, and a one-line note when it differs from the request:
+    instruction counting exists only under TCG, so under KVM guest time is always real time."""
+    if requested == "icount" and accel != "tcg":
+        return "realtime", f"timing icount needs TCG: under {accel} guest time is real time (timing realtime)"
+    return requested, None
+
+

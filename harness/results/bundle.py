@@ -1,0 +1,126 @@
+"""Result bundles: built in a hidden temp dir, renamed into place when the run ends.
+
+See results/README.md for the format.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+from harness import __version__
+from harness.paths import REPO_ROOT
+from harness.results.metrics import metric
+
+SCHEMA = 1
+
+
+def utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def host_info() -> dict:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+        mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    except (OSError, ValueError, IndexError):
+        mem_kib = 0
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_mib": mem_kib // 1024,
+        "kernel": platform.release(),
+        "hostname": platform.node(),
+    }
+
+
+def git_commit() -> str | None:
+    try:
+        sha = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("-dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+class Bundle:
+    def __init__(self, results_dir: Path, scenario_name: str, kernel_slugs: list[str]):
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        name = f"{stamp}-{scenario_name}-{'_vs_'.join(kernel_slugs)}"
+        results_dir.mkdir(parents=True, exist_ok=True)
+        self.final_path = results_dir / name
+        self.path = results_dir / f".tmp-{name}-{os.getpid()}"
+        self.path.mkdir()
+        self.metrics: list[dict] = []
+        self.expectations: list[dict] = []
+        self.manifest: dict = {
+            "schema": SCHEMA,
+            "status": "running",
+            "error": None,
+            "scenario": None,
+            "kernels": [],
+            "qemu": None,
+            "accel": None,
+            "host": host_info(),
+            "harness": {"version": __version__, "git_commit": git_commit()},
+            "started": utc_now(),
+            "ended": None,
+            "reps": None,
+        }
+
+    def rep_dir(self, kernel_slug: str, rep: int) -> Path:
+        d = self.path / kernel_slug / f"rep{rep}"
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def add_metric(self, name: str, value: float, *, phase: str, rep: int, kernel: str, unit: str | None = None):
+        self.metrics.append(metric(name, value, phase=phase, rep=rep, kernel=kernel, unit=unit))
+
+    def values(self, name: str, phase: str | None = None, kernel: str | None = None) -> list[float]:
+        return [
+            m["value"]
+            for m in self.metrics
+            if m["name"] == name and (phase is None or m["phase"] == phase) and (kernel is None or m["kernel"] == kernel)
+        ]
+
+    # -- what a scenario run records (harness.scenario.sink.RunSink) ---------------------------
+    def set_environment(self, *, accel: str, timing: str, qemu_version: str, qemu_binary: str) -> None:
+        self.manifest.update(accel=accel, timing=timing,
+                             qemu={"version": qemu_version, "binary": qemu_binary, "argv": None})
+
+    def add_kernel(self, record: dict) -> None:
+        self.manifest["kernels"].append(record)
+
+    def update_kernel(self, index: int, *, zeroing_counters: str | None, guest_release: str | None,
+                      qemu_argv: list[str]) -> None:
+        """What a boot of kernel `index` found out; the first boot's QEMU command line is the bundle's."""
+        self.manifest["kernels"][index].update(zeroing_counters=zeroing_counters, guest_release=guest_release)
+        if self.manifest["qemu"]["argv"] is None and qemu_argv:
+            self.manifest["qemu"]["argv"] = qemu_argv
+
+    def set_expectations(self, rows: list[dict]) -> None:
+        self.expectations = rows
+
+    def finish(self, status: str, error: str | None) -> Path:
+        """Write the JSON files and move the bundle into place; returns its final path."""
+        self.manifest.update(status=status, error=error, ended=utc_now())
+        for fname, data in (
+            ("manifest.json", self.manifest),
+            ("metrics.json", self.metrics),
+            ("expectations.json", self.expectations),
+        ):
+            (self.path / fname).write_text(json.dumps(data, indent=1, default=str) + "\n")
+        self.path.rename(self.final_path)
+        self.path = self.final_path
+        return self.final_path

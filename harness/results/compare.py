@@ -1,0 +1,376 @@
+"""`harness compare A [B]`: judge the metrics of kernels against a baseline kernel.
+
+* ``compare A B``: two bundles.  With one kernel each, B's kernel is compared against A's.  Otherwise
+  kernels with the same slug are paired; failing that, A's first kernel is the baseline for each of
+  B's kernels.
+* ``compare A``: one bundle with several kernels; its first kernel (manifest ``kernels``) is the
+  baseline and each other kernel is compared against it.
+
+Metrics are matched by (name, phase) and judged by :mod:`harness.results.stats` (change of medians, bootstrap
+CI, Mann-Whitney U; counters by a no-overlap rule).  Timings from different accelerators, QEMU
+versions or host CPUs are not judged; counters and memory still are.
+
+Exit status: 0 nothing regressed, 1 something regressed, 2 bad input.  A failed bundle is compared
+as far as its metrics go, with a warning.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness.errors import InputError
+from harness.numbers import fmt_num
+from harness.results import stats
+from harness.results.metrics import TIME, definition
+
+# ---------------------------------------------------------------------------------------------- bundles
+
+
+@dataclass
+class Bundle:
+    path: Path
+    manifest: dict
+    metrics: list[dict]
+    expectations: list[dict]
+
+    @property
+    def status(self) -> str:
+        return str(self.manifest.get("status") or "unknown")
+
+    @property
+    def error(self) -> str | None:
+        return self.manifest.get("error")
+
+    @property
+    def scenario(self) -> str:
+        sc = self.manifest.get("scenario")
+        return str((sc.get("name") if isinstance(sc, dict) else sc) or "unknown")
+
+    @property
+    def accel(self) -> str | None:
+        return self.manifest.get("accel")
+
+    @property
+    def timing(self) -> str:
+        """realtime or icount; bundles written before timing modes existed ran in real time."""
+        return str(self.manifest.get("timing") or "realtime")
+
+    @property
+    def started(self) -> str:
+        return str(self.manifest.get("started") or "")
+
+    def kernel_records(self) -> list[dict]:
+        return [k for k in self.manifest.get("kernels") or [] if isinstance(k, dict)]
+
+    @property
+    def kernels(self) -> list[str]:
+        """Kernel labels (spec, else slug) in run order, plus any only the metrics name."""
+        labels = [str(k.get("spec") or k.get("slug")) for k in self.kernel_records()]
+        for row in self.metrics:
+            label = self.kernel_label(row["kernel"])
+            if label not in labels:
+                labels.append(label)
+        return labels
+
+    def kernel_slug(self, label: str) -> str:
+        for k in self.kernel_records():
+            if label in (k.get("spec"), k.get("slug")):
+                return str(k.get("slug") or label)
+        return label
+
+    def kernel_label(self, name: str) -> str:
+        """A metric row's kernel (slug or spec) as the label used in output."""
+        for k in self.kernel_records():
+            if name in (k.get("spec"), k.get("slug")):
+                return str(k.get("spec") or k.get("slug"))
+        return str(name)
+
+    def samples(self, label: str) -> dict[tuple[str, str], list[float]]:
+        """(name, phase) -> values of one kernel, in metrics.json order (the rep order)."""
+        out: dict[tuple[str, str], list[float]] = {}
+        for row in self.metrics:
+            if self.kernel_label(row["kernel"]) == label:
+                out.setdefault((row["name"], str(row.get("phase") or "")), []).append(float(row["value"]))
+        return out
+
+
+def _read_json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise InputError(f"{path}: {what} is not valid JSON: {exc}") from None
+
+
+def load_bundle(path: Path) -> Bundle:
+    """Read a bundle directory; InputError saying why when it is not one."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"{path}: not a bundle directory")
+    if not (path / "manifest.json").is_file():
+        raise InputError(f"{path}: not a bundle (no manifest.json)")
+    manifest = _read_json(path / "manifest.json", "manifest.json")
+    if not isinstance(manifest, dict):
+        raise InputError(f"{path}/manifest.json: not a JSON object")
+    if manifest.get("schema") != 1:
+        raise InputError(f"{path}/manifest.json: unsupported schema {manifest.get('schema')!r} (expected 1)")
+    if not isinstance(manifest.get("kernels", []), list):
+        raise InputError(f"{path}/manifest.json: kernels is not a list")
+    failed = manifest.get("status") == "failed"
+    metrics: list[dict] = []
+    if (path / "metrics.json").is_file():
+        metrics = _read_json(path / "metrics.json", "metrics.json")
+    elif not failed:
+        raise InputError(f"{path}: complete bundle without metrics.json")
+    if not isinstance(metrics, list):
+        raise InputError(f"{path}/metrics.json: not a JSON list")
+    for i, row in enumerate(metrics):
+        ok = isinstance(row, dict) and isinstance(row.get("name"), str) and row.get("kernel") is not None
+        if not ok or isinstance(row.get("value"), bool) or not isinstance(row.get("value"), (int, float)):
+            raise InputError(f"{path}/metrics.json: row {i} is not {{name, value, unit, phase, rep, kernel}}")
+    expectations: list[dict] = []
+    if (path / "expectations.json").is_file():
+        expectations = _read_json(path / "expectations.json", "expectations.json")
+        if not isinstance(expectations, list):
+            raise InputError(f"{path}/expectations.json: not a JSON list")
+    return Bundle(path, manifest, metrics, expectations)
+
+
+def environment(b: Bundle) -> dict[str, str | None]:
+    """What timings depend on: accelerator, timing mode, QEMU version, host CPU."""
+    qemu = b.manifest.get("qemu") or {}
+    host = b.manifest.get("host") or {}
+    return {"accel": b.accel, "timing": b.timing, "QEMU": qemu.get("version"), "host CPU": host.get("cpu")}
+
+
+def timing_comparability(a: Bundle, b: Bundle) -> tuple[bool, str]:
+    """(comparable, one-line reason when not)."""
+    if a.path == b.path:
+        return True, ""
+    ea, eb = environment(a), environment(b)
+    diffs = [f"{k} {ea[k]} vs {eb[k]}" for k in ea if ea[k] != eb[k]]
+    if not diffs:
+        return True, ""
+    return False, "timings not judged: " + "; ".join(diffs)
+
+
+# ------------------------------------------------------------------------------------------ comparison
+
+
+@dataclass
+class Row:
+    phase: str
+    judgement: stats.Judgement
+    a_values: list[float]
+    b_values: list[float]
+
+    def to_json(self) -> dict:
+        return {**self.judgement.to_json(), "phase": self.phase, "a_values": self.a_values, "b_values": self.b_values}
+
+
+@dataclass
+class KernelComparison:
+    base: str
+    other: str
+    base_bundle: Bundle
+    other_bundle: Bundle
+    timings_comparable: bool
+    reason: str
+    rows: list[Row] = field(default_factory=list)
+    only_base: list[tuple[str, str]] = field(default_factory=list)
+    only_other: list[tuple[str, str]] = field(default_factory=list)
+
+    def count(self, verdict: str) -> int:
+        return sum(r.judgement.verdict == verdict for r in self.rows)
+
+    def to_json(self) -> dict:
+        return {
+            "base": {"kernel": self.base, "bundle": str(self.base_bundle.path)},
+            "other": {"kernel": self.other, "bundle": str(self.other_bundle.path)},
+            "timings_comparable": self.timings_comparable,
+            "timings_reason": self.reason or None,
+            "regressions": self.count(stats.REGRESSION),
+            "improvements": self.count(stats.IMPROVEMENT),
+            "metrics": [r.to_json() for r in self.rows],
+            "only_in_base": [{"name": n, "phase": p} for n, p in self.only_base],
+            "only_in_other": [{"name": n, "phase": p} for n, p in self.only_other],
+        }
+
+
+def compare_kernels(a: Bundle, ka: str, b: Bundle, kb: str, threshold_pct: float) -> KernelComparison:
+    comparable, reason = timing_comparability(a, b)
+    sa, sb = a.samples(ka), b.samples(kb)
+    cmp = KernelComparison(ka, kb, a, b, comparable, reason)
+    for key, av in sa.items():
+        if key not in sb:
+            cmp.only_base.append(key)
+            continue
+        name, phase = key
+        judge_it = comparable or definition(name).kind != TIME
+        j = stats.judge(name, av, sb[key], threshold_pct=threshold_pct, comparable=judge_it, reason=reason,
+                        deterministic=comparable and a.timing == "icount")
+        cmp.rows.append(Row(phase, j, av, sb[key]))
+    cmp.only_other = [k for k in sb if k not in sa]
+    return cmp
+
+
+def plan_pairs(a: Bundle, b: Bundle | None) -> list[tuple[Bundle, str, Bundle, str]]:
+    """Which kernel is compared against which (see the module doc)."""
+    ka = a.kernels
+    if b is None:
+        if len(ka) < 2:
+            raise InputError(f"{a.path}: has {len(ka)} kernel(s); give a second bundle to compare against")
+        return [(a, ka[0], a, k) for k in ka[1:]]
+    kb = b.kernels
+    if not ka or not kb:
+        empty = a if not ka else b
+        raise InputError(f"{empty.path}: no kernels in manifest or metrics")
+    if len(ka) == 1 and len(kb) == 1:
+        return [(a, ka[0], b, kb[0])]
+    slugs_b = {b.kernel_slug(k): k for k in kb}
+    shared = [(k, slugs_b[a.kernel_slug(k)]) for k in ka if a.kernel_slug(k) in slugs_b]
+    if shared:
+        return [(a, x, b, y) for x, y in shared]
+    return [(a, ka[0], b, k) for k in kb]
+
+
+def bundle_warnings(bundles: list[Bundle]) -> list[str]:
+    out = []
+    for b in bundles:
+        if b.status != "complete":
+            out.append(f"bundle {b.path} has status {b.status}: {b.error or 'no error recorded'}")
+    return out
+
+
+def run_compare(a: Bundle, b: Bundle | None, threshold_pct: float) -> list[KernelComparison]:
+    return [compare_kernels(*pair, threshold_pct) for pair in plan_pairs(a, b)]
+
+
+# --------------------------------------------------------------------------------------------- output
+
+
+def _spread(s: stats.Summary, kind: str) -> str:
+    if kind == "counter":
+        return f"Σ{fmt_num(s.total)}"
+    cv = "-" if s.cv is None else f"{s.cv * 100:.1f}%"
+    return f"{fmt_num(s.mean)}±{fmt_num(s.stddev)} cv {cv}"
+
+
+VERDICT_MARK = {
+    stats.REGRESSION: "REGRESSION",
+    stats.IMPROVEMENT: "improvement",
+    stats.UNCHANGED: "",
+    stats.INFO: "info",
+    stats.NOT_JUDGED: "not judged",
+    stats.TOO_FEW: "too few samples",
+}
+
+COLUMNS = ["metric", "phase", "unit", "n", "A median", "B median", "change", "95% CI", "p", "verdict",
+           "A mean±sd (counters: Σ)", "B mean±sd (counters: Σ)"]
+
+
+def table_cells(r: Row) -> list[str]:
+    j = r.judgement
+    ci = "-" if j.ci_low is None else f"[{j.ci_low:+.1f}, {j.ci_high:+.1f}]"
+    p = "-" if j.p is None else f"{j.p:.2g}"
+    return [
+        j.name, r.phase or "-", definition(j.name).unit, f"{j.a.n}/{j.b.n}",
+        fmt_num(j.a.median), fmt_num(j.b.median), stats.format_change(j.change_pct), ci, p,
+        VERDICT_MARK[j.verdict], _spread(j.a, j.kind), _spread(j.b, j.kind),
+    ]
+
+
+def title(c: KernelComparison) -> str:
+    if c.base_bundle.path == c.other_bundle.path:
+        return f"{c.other} vs {c.base} (baseline), bundle {c.base_bundle.path.name}"
+    return f"{c.other} ({c.other_bundle.path.name}) vs {c.base} ({c.base_bundle.path.name}, baseline)"
+
+
+def summary_line(c: KernelComparison) -> str:
+    too_few = c.count(stats.TOO_FEW)
+    return (f"{c.count(stats.REGRESSION)} regression(s), {c.count(stats.IMPROVEMENT)} improvement(s), "
+            f"{len(c.rows)} metric(s) compared"
+            + (f"; {too_few} change(s) above the threshold with too few samples to test (use at least 4 "
+               f"repetitions)" if too_few else ""))
+
+
+def md_escape(s: str) -> str:
+    return s.replace("|", "\\|")
+
+
+def to_markdown(comparisons: list[KernelComparison], warnings: list[str], threshold_pct: float) -> str:
+    lines = [f"Change = % change of medians; flagged when p < {stats.ALPHA} and |change| > {threshold_pct:g}% "
+             "(counters: no overlap and |change| > threshold).", ""]
+    lines += [f"> **warning:** {md_escape(w)}" for w in warnings]
+    for c in comparisons:
+        lines += ["", f"### {md_escape(title(c))}", ""]
+        if c.reason:
+            lines += [f"> {c.reason}", ""]
+        lines += ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+        for r in c.rows:
+            cells = table_cells(r)
+            if r.judgement.flagged:
+                cells[9] = f"**{cells[9]}**"
+            lines.append("| " + " | ".join(md_escape(x) for x in cells) + " |")
+        lines += ["", summary_line(c)]
+        for label, keys in (("only in baseline", c.only_base), ("only in other", c.only_other)):
+            if keys:
+                lines.append(f"{label}: " + ", ".join(f"{n}@{p or '-'}" for n, p in keys))
+    return "\n".join(lines) + "\n"
+
+
+def to_json(comparisons: list[KernelComparison], bundles: list[Bundle], warnings: list[str],
+            threshold_pct: float) -> dict:
+    return {
+        "change_of": "median",
+        "threshold_pct": threshold_pct,
+        "alpha": stats.ALPHA,
+        "bundles": [{"path": str(b.path), "status": b.status, "error": b.error, "scenario": b.scenario,
+                     "kernels": b.kernels, **environment(b)} for b in bundles],
+        "warnings": warnings,
+        "regressed": any(c.count(stats.REGRESSION) for c in comparisons),
+        "comparisons": [c.to_json() for c in comparisons],
+    }
+
+
+FULL_WIDTH = 190  # the full table needs about this many columns
+
+
+def _compact(cells: list[str]) -> list[str]:
+    """metric@phase, medians A -> B with unit, change [CI], p, verdict: fits about 100 columns."""
+    name, phase, unit, n, ma, mb, change, ci, p, verdict = cells[:10]
+    return [f"{name} @ {phase}", f"{ma} -> {mb} {unit}\nn={n}", f"{change}\n{ci}", p, verdict]
+
+
+def print_rich(comparisons: list[KernelComparison], warnings: list[str], threshold_pct: float) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if not console.is_terminal:  # CI logs and pipes: don't fold the table to 80 columns
+        console = Console(width=max(console.width, FULL_WIDTH))
+    compact = console.width < FULL_WIDTH
+    columns = ["metric @ phase", "median A -> B", "change [95% CI]", "p", "verdict"] if compact else COLUMNS
+    for w in warnings:
+        console.print(f"[yellow]warning:[/yellow] {w}", highlight=False)
+    style = {stats.REGRESSION: "bold red", stats.IMPROVEMENT: "bold green", stats.NOT_JUDGED: "dim",
+             stats.TOO_FEW: "yellow"}
+    for c in comparisons:
+        table = Table(title=title(c), caption=c.reason or None)
+        for col in columns:
+            left = col.startswith(("metric", "phase", "verdict"))
+            wrap = col != "verdict"
+            table.add_column(col, justify="left" if left else "right", no_wrap=not wrap,
+                             min_width=16 if col.startswith("metric") else None, overflow="fold")
+        for r in c.rows:
+            cells = table_cells(r)
+            table.add_row(*(_compact(cells) if compact else cells), style=style.get(r.judgement.verdict))
+        console.print(table)
+        console.print(summary_line(c), highlight=False)
+    console.print(f"change = % change of medians; flagged when p < {stats.ALPHA} and |change| > "
+                  f"{threshold_pct:g}% (counters: samples do not overlap and |change| > threshold)"
+                  + ("; mean, stddev, CV: widen the terminal or use --md/--json" if compact else ""),
+                  highlight=False)

@@ -1,0 +1,78 @@
+"""JUnit XML of result bundles, for CI test reporters.
+
+One ``<testsuite>`` per bundle (named after its directory) holding:
+
+* a testcase ``run`` (classname ``<scenario>``) that fails with ``manifest.error`` unless the bundle's
+  status is ``complete`` (or with the reason, when the bundle cannot be read at all);
+* one testcase per row of ``expectations.json`` (classname ``<scenario>.<kernel>``, name the
+  expectation's name), failing with its ``detail`` when ``ok`` is false.
+"""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+from harness.errors import InputError
+from harness.results.compare import load_bundle
+
+
+def _case(suite: ET.Element, classname: str, name: str, failure: str | None) -> None:
+    case = ET.SubElement(suite, "testcase", classname=classname, name=name)
+    if failure is not None:
+        first = failure.splitlines()[0] if failure.strip() else "failed"
+        ET.SubElement(case, "failure", message=first[:200]).text = failure
+
+
+def _suite(root: ET.Element, name: str, timestamp: str | None = None) -> ET.Element:
+    suite = ET.SubElement(root, "testsuite", name=name)
+    if timestamp:
+        suite.set("timestamp", timestamp)
+    return suite
+
+
+def _bundle_suite(root: ET.Element, path: Path) -> None:
+    try:
+        b = load_bundle(path)
+    except (InputError, OSError) as exc:
+        _case(_suite(root, Path(path).name), Path(path).name, "run", f"unreadable bundle: {exc}")
+        return
+    suite = _suite(root, b.path.name, b.started or None)
+    failed = None if b.status == "complete" else (b.error or f"status {b.status}, no error recorded")
+    _case(suite, b.scenario, "run", failed)
+    for i, row in enumerate(b.expectations):
+        if not isinstance(row, dict):
+            _case(suite, b.scenario, f"expectation {i}", f"malformed expectations.json row: {row!r}")
+            continue
+        kernel = b.kernel_label(str(row.get("kernel"))) if row.get("kernel") is not None else "all"
+        detail = str(row.get("detail") or "expectation not met")
+        _case(suite, f"{b.scenario}.{kernel}", str(row.get("name", f"expectation {i}")),
+              None if row.get("ok") is True else detail)
+
+
+def _count(suite: ET.Element) -> tuple[int, int]:
+    cases = suite.findall("testcase")
+    return len(cases), sum(c.find("failure") is not None for c in cases)
+
+
+def write_junit(path: Path, bundles: list[Path], extra_failures: list[tuple[str, str]] = ()) -> None:
+    """Write JUnit XML for `bundles`; `extra_failures` are (name, reason) of runs that left no bundle."""
+    root = ET.Element("testsuites", name="balloon-testbed")
+    for b in bundles:
+        _bundle_suite(root, Path(b))
+    for name, reason in extra_failures:
+        _case(_suite(root, name), name.replace(".", "_"), "run", reason or "run produced no bundle")
+    total = failures = 0
+    for suite in root.findall("testsuite"):
+        n, f = _count(suite)
+        suite.set("tests", str(n))
+        suite.set("failures", str(f))
+        suite.set("errors", "0")
+        total, failures = total + n, failures + f
+    root.set("tests", str(total))
+    root.set("failures", str(failures))
+    root.set("errors", "0")
+    ET.indent(root)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    ET.ElementTree(root).write(path, encoding="utf-8", xml_declaration=True)

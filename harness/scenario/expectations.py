@@ -1,0 +1,121 @@
+"""Checking a scenario's expectations against what the run recorded.
+
+Each check yields rows {name, kernel, ok, detail} for expectations.json; a run whose expectations do
+not all hold is a failed run.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from harness.numbers import fmt_num
+from harness.scenario.schema import Scenario
+from harness.scenario.sink import MetricValues
+from harness.scenario.steps import RepResult
+
+PAGES_PER_MIB = 256
+
+
+def _row(name: str, kernel: str, ok: bool, detail: str) -> dict:
+    return {"name": name, "kernel": kernel, "ok": bool(ok), "detail": detail}
+
+
+def _steps(results: list[RepResult], kernel: str, kind: str):
+    for r in results:
+        if r.kernel == kernel:
+            for s in r.steps:
+                if s.kind == kind:
+                    yield r.rep, s
+
+
+def evaluate(scenario: Scenario, bundle: MetricValues, results: list[RepResult], kernels: list[str]) -> list[dict]:
+    """Rows for the kernels that ran; checks that name a kernel which did not run (--kernel overrides
+    the scenario's list) are left out."""
+    e = scenario.expect
+    rows: list[dict] = []
+    for k in kernels:
+        if e.get("balloon_reached"):
+            misses = [f"rep{rep} {s.phase}: {s.data['actual_mib']:.1f}/{s.data['target_mib']} MiB"
+                      for rep, s in _steps(results, k, "balloon")
+                      if abs(s.data["actual_mib"] - s.data["target_mib"]) >= 1 / PAGES_PER_MIB]
+            n = len(list(_steps(results, k, "balloon")))
+            rows.append(_row("balloon_reached", k, n > 0 and not misses,
+                             "; ".join(misses) or f"{n} balloon steps reached their targets"))
+        if e.get("balloon_inflate_matches"):
+            bad, n = [], 0
+            for rep, s in _steps(results, k, "balloon"):
+                if not s.data["inflate"]:
+                    continue
+                n += 1
+                want = round((s.data["start_mib"] - s.data["actual_mib"]) * PAGES_PER_MIB)
+                got = s.data["vmstat_delta"].get("balloon_inflate")
+                if got != want:
+                    bad.append(f"rep{rep} {s.phase}: vmstat balloon_inflate grew by {got}, ballooned {want} pages")
+            rows.append(_row("balloon_inflate_matches", k, n > 0 and not bad,
+                             "; ".join(bad) or f"{n} inflations: balloon_inflate delta equals the ballooned pages"))
+        if "rss_fell_after_reporting" in e:
+            floor = e["rss_fell_after_reporting"].get("min_mib", 64)
+            drops = [(rep, s.phase, s.data["rss_drop_mib"]) for rep, s in _steps(results, k, "wait_reporting")]
+            low = [f"rep{rep} {ph}: {d:.0f} MiB" for rep, ph, d in drops if d < floor]
+            rows.append(_row("rss_fell_after_reporting", k, bool(drops) and not low,
+                             ("host RSS fell by less than %g MiB: " % floor + "; ".join(low)) if low else
+                             f"host RSS fell by {min(d for *_, d in drops):.0f} MiB or more" if drops else
+                             "no wait_reporting step ran"))
+        if "nonzero_pages" in e:
+            want = e["nonzero_pages"]
+            touches = list(_steps(results, k, "memtouch"))
+            bad = [f"rep{rep} {s.phase}: {s.data['nonzero_pages']} non-zero pages "
+                   f"({s.data['pattern_pages']} with memdirty's pattern)"
+                   for rep, s in touches if s.data["nonzero_pages"] != want]
+            rows.append(_row("nonzero_pages", k, bool(touches) and not bad,
+                             "; ".join(bad) or f"{len(touches)} memtouch runs, each with {want} non-zero pages"))
+        if e.get("kernel_log_clean", True):
+            reps = [r for r in results if r.kernel == k]
+            bad = [f"rep{r.rep}: {line}" for r in reps for line in r.kernel_problems]
+            rows.append(_row("kernel_log_clean", k, bool(reps) and not bad,
+                             "; ".join(bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "") if bad else
+                             f"no kernel warning, BUG or bad page in dmesg of {len(reps)} boot(s)"))
+    rows += _metric_checks(scenario, bundle, kernels)
+    rows += _ratio_checks(scenario, bundle, kernels)
+    return rows
+
+
+def _median(bundle: MetricValues, name: str, phase: str | None, kernel: str) -> float | None:
+    values = bundle.values(name, phase, kernel)
+    return statistics.median(values) if values else None
+
+
+def _metric_checks(scenario: Scenario, bundle: MetricValues, ran: list[str]) -> list[dict]:
+    rows = []
+    for c in scenario.expect.get("metrics", []):
+        kernels = [c["kernel"]] if "kernel" in c else ran
+        kernels = [k for k in kernels if k in ran]
+        label = f"{c['name']}" + (f"@{c['phase']}" if "phase" in c else "")
+        for k in kernels:
+            v = _median(bundle, c["name"], c.get("phase"), k)
+            if v is None:
+                rows.append(_row(label, k, False, "metric was not recorded"))
+                continue
+            ok = ("min" not in c or v >= c["min"]) and ("max" not in c or v <= c["max"]) and (
+                "equals" not in c or v == c["equals"])
+            bounds = ", ".join(f"{b} {c[b]}" for b in ("min", "max", "equals") if b in c)
+            rows.append(_row(label, k, ok, f"median {fmt_num(v)} ({bounds})"))
+    return rows
+
+
+def _ratio_checks(scenario: Scenario, bundle: MetricValues, ran: list[str]) -> list[dict]:
+    rows = []
+    for c in scenario.expect.get("ratios", []):
+        if c["kernel"] not in ran or c["baseline"] not in ran:
+            continue
+        label = f"{c['name']}" + (f"@{c['phase']}" if "phase" in c else "") + f" vs {c['baseline']}"
+        v = _median(bundle, c["name"], c.get("phase"), c["kernel"])
+        base = _median(bundle, c["name"], c.get("phase"), c["baseline"])
+        if v is None or not base:
+            rows.append(_row(label, c["kernel"], False, f"metric missing or zero on a kernel ({v}, {base})"))
+            continue
+        ratio = v / base
+        ok = ("max_ratio" not in c or ratio <= c["max_ratio"]) and ("min_ratio" not in c or ratio >= c["min_ratio"])
+        bounds = ", ".join(f"{b} {c[b]}" for b in ("min_ratio", "max_ratio") if b in c)
+        rows.append(_row(label, c["kernel"], ok, f"ratio {ratio:.3f} = {fmt_num(v)} / {fmt_num(base)} ({bounds})"))
+    return rows

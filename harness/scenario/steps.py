@@ -1,0 +1,315 @@
+"""One repetition of a scenario on one kernel: boot, run the steps, record metrics and raw files."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass, field
+
+from rich.markup import escape
+
+from harness.errors import HarnessError
+from harness.guest import probes
+from harness.guest.launch import BootKit, make_vm, wait_ready
+from harness.guest.probe_check import check_faults
+from harness.guest.ssh import Guest
+from harness.machine import balloon
+from harness.machine.config import MachineConfig
+from harness.machine.qmp import QMP
+from harness.machine.rss import RssSampler
+from harness.machine.vm import VM
+from harness.scenario.schema import Scenario, Step
+from harness.scenario.sink import RunSink
+
+BOOT_TIMEOUT_S = 180
+REPORTING_POLL_S = 0.25  # guest seconds between two looks at free page reporting
+REPORTING_HOST_QUIET_S = 1.0  # host seconds without change, as well as settle_s of guest time
+# What a kernel prints when it caught itself misbehaving: a run that hits one of these is not a clean
+# result, whatever the counters say.
+KERNEL_PROBLEM = re.compile(r"WARNING: CPU: \d+ PID:|BUG:|Bad page (state|map)|Oops|general protection fault|"
+                            r"list_(add|del) corruption|page dumped because")
+
+
+@dataclass
+class StepRecord:
+    """What expectations need to know about a step beyond its metrics."""
+
+    kind: str
+    phase: str
+    data: dict = field(default_factory=dict)
+    invalid: str | None = None  # why the step did not measure what it claims (then it is not a result)
+
+
+@dataclass
+class RepResult:
+    kernel: str
+    rep: int
+    steps: list[StepRecord] = field(default_factory=list)
+    zeroing: str = "unknown"
+    guest_release: str | None = None
+    qemu_argv: list[str] = field(default_factory=list)
+    kernel_problems: list[str] = field(default_factory=list)  # WARNING/BUG/bad page lines from dmesg
+
+    @property
+    def invalid_steps(self) -> list[str]:
+        return [f"rep{self.rep} {s.phase} ({s.kind}): {s.invalid}" for s in self.steps if s.invalid]
+
+
+class RepRunner:
+    def __init__(self, *, scenario: Scenario, machine: MachineConfig, kit: BootKit, accel: str, sink: RunSink,
+                 rep: int, progress, console):
+        self.scenario = scenario
+        self.machine = machine
+        self.kit = kit
+        self.kernel = kit.kernel
+        self.accel = accel
+        self.sink = sink
+        self.rep = rep
+        self.progress = progress
+        self.console = console
+        self.dir = sink.rep_dir(self.kernel.spec.slug, rep)
+        self.result = RepResult(self.kernel.spec.text, rep)
+        self._vm: VM | None = None
+        self._ssh: Guest | None = None
+        self._rss: RssSampler | None = None
+        self.previous_step_peak_kib = 0  # highest host RSS during the step before the current one
+        self.zeroing: probes.ZeroingSource | None = None
+
+    def metric(self, name: str, value: float, phase: str, unit: str | None = None) -> None:
+        self.sink.add_metric(name, value, phase=phase, rep=self.rep, kernel=self.kernel.spec.text, unit=unit)
+
+    # The VM, its SSH connection and the RSS sampler exist while run() runs.
+    @property
+    def vm(self) -> VM:
+        assert self._vm is not None
+        return self._vm
+
+    @property
+    def ssh(self) -> Guest:
+        assert self._ssh is not None
+        return self._ssh
+
+    @property
+    def qmp(self) -> QMP:
+        assert self.vm.qmp is not None
+        return self.vm.qmp
+
+    @property
+    def rss(self) -> RssSampler:
+        assert self._rss is not None
+        return self._rss
+
+    def run(self) -> RepResult:
+        vm = make_vm(self.kit, self.machine, self.accel, self.dir)
+        self._vm = vm
+        try:
+            with vm:
+                self.result.qemu_argv = vm.argv
+                self._rss = RssSampler(vm.pid, self.dir / "rss.csv", vm.started_at).start()
+                try:
+                    self._boot()
+                    for step in self.scenario.steps:
+                        if step.kind != "boot":
+                            self._run_step(step)
+                    self._snapshot("final")
+                    self._save_kernel_log()
+                except HarnessError:
+                    vm.explain_failure()
+                    raise
+        finally:
+            if self._rss is not None:
+                self._rss.stop()
+            self._save_steps()
+        return self.result
+
+    def _save_steps(self) -> None:
+        """steps.json: what each step did, its vmstat deltas, and whether its probe did what it claims."""
+        rows = [{"kind": s.kind, "phase": s.phase, "invalid": s.invalid, **s.data} for s in self.result.steps]
+        (self.dir / "steps.json").write_text(json.dumps(rows, indent=1, default=str) + "\n")
+
+    # -- boot --------------------------------------------------------------------------------
+    def _boot(self) -> None:
+        task = self.progress.add_task(f"boot {self.kernel.spec.text} (rep {self.rep})", total=None)
+        try:
+            self._ssh, seconds = wait_ready(self.vm, self.kit.keys, BOOT_TIMEOUT_S, self.dir / "transcript.log")
+        finally:
+            self.progress.remove_task(task)
+        self.metric("boot_to_ssh_s", round(seconds, 3), "boot")
+        guest = self.ssh
+        self.result.guest_release = guest.run("uname -r").stdout.strip()
+        if self.machine.stats_interval_s:
+            balloon.enable_stats(self.qmp, self.machine.stats_interval_s)
+        self.zeroing = probes.setup_zeroing_source(guest, probes.vmstat(guest))
+        self.result.zeroing = self.zeroing.describe()
+        self._snapshot("boot")
+        self.console.print(f"  booted {self.kernel.spec.text} ({self.result.guest_release}) in {seconds:.1f} s; "
+                           f"zeroing counts: {self.zeroing.describe()}"
+                           + (f" ({self.zeroing.detail})" if self.zeroing.detail else ""))
+
+    # -- steps -------------------------------------------------------------------------------
+    def _counters(self) -> tuple[dict, dict]:
+        guest = self.ssh
+        hits = probes.kprobe_hits(guest) if self.zeroing.kind == "kprobe" else {}
+        return probes.vmstat(guest), hits
+
+    def _run_step(self, step: Step) -> None:
+        self.vm.check_alive()
+        self.previous_step_peak_kib = self.rss.peak_kib()
+        self.rss.mark()
+        before, hits_before = self._counters()
+        record = StepRecord(step.kind, step.phase)
+        handler = getattr(self, f"_step_{step.kind}")
+        task = self.progress.add_task(f"{step.phase}: {step.kind} {_describe(step.params)}", total=None)
+        try:
+            handler(step, record)
+        finally:
+            self.progress.remove_task(task)
+        after, hits_after = self._counters()
+        record.data["vmstat_delta"] = probes.tracked_deltas(before, after)
+        for name, delta in record.data["vmstat_delta"].items():
+            self.metric(f"vmstat.{name}", delta, step.phase)
+        if step.kind in PROBE_METRICS:
+            self._judge_probe(step, record)
+        for func, hits in hits_after.items():
+            self.metric(f"kprobe.{func}", hits - hits_before.get(func, 0), step.phase)
+        rss = self.rss.current_kib()
+        if rss is not None:
+            self.metric("rss_mib", round(rss / 1024, 1), step.phase)
+        self.result.steps.append(record)
+
+    def _step_balloon(self, step: Step, record: StepRecord) -> None:
+        p = step.params
+        res = balloon.set_target(self.qmp, p["target_mib"], p["timeout_s"], self.progress, alive=self.vm.check_alive)
+        inflate = res.target_mib < res.start_mib
+        self.metric("balloon_inflate_s" if inflate else "balloon_deflate_s", round(res.seconds, 3), step.phase)
+        self.metric("balloon_actual_mib", round(res.actual_mib, 2), step.phase)
+        record.data.update(start_mib=res.start_mib, target_mib=res.target_mib, actual_mib=res.actual_mib,
+                           events=res.events, inflate=inflate)
+        self.console.print(f"  {step.phase}: balloon {res.start_mib:.0f} -> {res.actual_mib:.0f} MiB "
+                           f"in {res.seconds:.1f} s ({res.events} BALLOON_CHANGE events)")
+
+    def _step_memdirty(self, step: Step, record: StepRecord) -> None:
+        out = probes.memdirty(self.ssh, step.params["size_mib"], step.params["thp"],
+                              timeout=_probe_timeout(step.params["size_mib"]))
+        record.data.update(out)
+
+    def _step_memtouch(self, step: Step, record: StepRecord) -> None:
+        out = probes.memtouch(self.ssh, step.params["size_mib"], step.params["thp"], step.params["fault"],
+                              timeout=_probe_timeout(step.params["size_mib"]))
+        # A page handed out non-zero is a finding whatever path faulted it in: recorded before the fault check.
+        self.metric("nonzero_pages", out["nonzero_pages"], step.phase)
+        self.metric("stale_pattern_pages", out["pattern_pages"], step.phase, unit="pages")
+        record.data.update(out)
+        self.console.print(f"  {step.phase}: memtouch {out['mib']} MiB{' THP' if out['thp'] else ''} "
+                           f"({out['mode']}): {out['wall_ms']:.0f} ms wall, {out['sys_ms']:.0f} ms sys, "
+                           f"{out['nonzero_pages']} non-zero pages")
+
+    def _judge_probe(self, step: Step, record: StepRecord) -> None:
+        """Timings of a probe count only when it faulted in what it claims (see probe_check)."""
+        check = check_faults(record.data, record.data["vmstat_delta"])
+        record.data["fault_check"] = check.invalid or check.note
+        if record.data.get("faults") is not None:
+            self.metric("probe_faults", record.data["faults"], step.phase)
+        if check.invalid:
+            record.invalid = check.invalid
+            self.console.print(f"  [bold red]{step.phase}: {step.kind} is INVALID:[/] {escape(check.invalid)}")
+            return
+        if check.thp_fallbacks:
+            self.console.print(f"  {step.phase}: {check.note}")
+        for name, value in PROBE_METRICS[step.kind](record.data).items():
+            self.metric(name, value, step.phase)
+
+    def _step_wait_reporting(self, step: Step, record: StepRecord) -> None:
+        """Wait until free page reporting is done: for settle_s of *guest* time, host RSS has not moved
+        and (where the kernel counts it) the guest's page_reporting_pages has not grown.
+
+        Guest time, because reporting's own delays (2 s after a free, between batches) run on the guest
+        clock, which under icount (sleep=off) runs far ahead of host time when the guest idles; and at
+        least a short quiet spell of host time too, since the host discards each batch in host time."""
+        settle, timeout = step.params["settle_s"], step.params["timeout_s"]
+        host_quiet = min(settle, REPORTING_HOST_QUIET_S)
+        t0 = time.monotonic()
+        first = last_change = None
+        last: tuple = ()
+        settled = False
+        while time.monotonic() - t0 <= timeout:  # past the timeout the rss_drop_mib expectation judges
+            self.vm.check_alive()
+            now, reported = probes.guest_clock_and_reported(self.ssh, REPORTING_POLL_S)
+            kib = self.rss.current_kib()
+            if first is None or abs(kib - last[0]) > 4096 or reported != last[1]:
+                last, last_change, last_change_host = (kib, reported), now, time.monotonic()
+                first = now if first is None else first
+            if (now - last_change >= settle and now - first >= settle + 2
+                    and time.monotonic() - last_change_host >= host_quiet):
+                settled = True
+                break
+        # From the peak of the step before: reporting may have begun before this step did (under icount
+        # guest time races ahead while the host works, so it often has finished by then).
+        drop = (max(self.previous_step_peak_kib, self.rss.peak_kib()) - self.rss.current_kib()) / 1024
+        settle_s = (last_change - first) if first is not None else 0.0
+        self.metric("rss_drop_mib", round(drop, 1), step.phase)
+        self.metric("reporting_settle_s", round(settle_s, 2), step.phase)
+        record.data.update(rss_drop_mib=drop, settled=settled, settle_guest_s=settle_s,
+                           host_s=time.monotonic() - t0)
+        self.console.print(f"  {step.phase}: host RSS fell by {drop:.0f} MiB (settled after {settle_s:.1f} s of "
+                           f"guest time, {time.monotonic() - t0:.1f} s of host time)"
+                           + ("" if settled else f"; NOT settled within {timeout} s"))
+
+    def _step_sleep(self, step: Step, record: StepRecord) -> None:
+        end = time.monotonic() + step.params["seconds"]
+        while time.monotonic() < end:
+            self.vm.check_alive()
+            time.sleep(min(0.25, max(0.0, end - time.monotonic())))
+
+    def _step_snapshot(self, step: Step, record: StepRecord) -> None:
+        self._snapshot(step.phase)
+
+    def _step_contig_bench(self, step: Step, record: StepRecord) -> None:
+        out = probes.contig_bench(self.ssh, step.params["iterations"], step.params["order"], timeout=1800)
+        self.metric("contig_bench_us", out["elapsed_us"], step.phase)
+        record.data.update(out)
+        self.console.print(f"  {step.phase}: contig_bench {out['iterations']} x order-{out['order']}: "
+                           f"{out['elapsed_us']} us")
+
+    def _step_shell(self, step: Step, record: StepRecord) -> None:
+        res = self.ssh.run(step.params["command"], timeout=step.params["timeout_s"])
+        record.data.update(stdout=res.stdout[-4000:])
+
+    def _save_kernel_log(self) -> None:
+        dmesg = self.ssh.run("dmesg").stdout
+        (self.dir / "dmesg.txt").write_text(dmesg)
+        self.result.kernel_problems = kernel_problems(dmesg)
+
+    def _snapshot(self, phase: str) -> None:
+        guest = self.ssh
+        for src in ("vmstat", "meminfo", "buddyinfo"):
+            (self.dir / f"{src}-{phase}.txt").write_text(guest.run(f"cat /proc/{src}").stdout)
+        if self.machine.stats_interval_s:
+            try:
+                stats = balloon.guest_stats(self.qmp)
+                (self.dir / f"guest-stats-{phase}.json").write_text(json.dumps(stats, indent=1))
+            except HarnessError:
+                pass  # the guest has not sent statistics yet
+
+
+# Timing metrics of the probes, recorded only for a step whose fault check passed.
+PROBE_METRICS = {
+    "memdirty": lambda out: {"dirty_ms": out["wall_ms"]},
+    "memtouch": lambda out: {"fault_in_ms": out["wall_ms"], "cpu_ms": round(out["user_ms"] + out["sys_ms"], 3),
+                             "sys_ms": out["sys_ms"]},
+}
+
+
+def kernel_problems(dmesg: str) -> list[str]:
+    """Lines of a kernel log that say the kernel itself misbehaved (warnings, BUGs, bad pages)."""
+    return [line.strip() for line in dmesg.splitlines() if KERNEL_PROBLEM.search(line)]
+
+
+def _probe_timeout(size_mib: int) -> float:
+    """Generous for TCG (about 15 s per GiB here), yet a hung probe fails the run in minutes."""
+    return 120 + size_mib / 5
+
+
+def _describe(params: dict) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.items())

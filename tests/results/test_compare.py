@@ -1,0 +1,234 @@
+"""`harness compare` on synthetic bundles (and, marked vm, on real ones)."""
+
+import argparse
+import json
+
+import bundle_synth as synth
+import numpy as np
+import pytest
+
+from harness.commands import compare
+from harness.errors import InputError
+
+
+def run(argv, capsys):
+    """Run `harness compare` through a parser with only compare's register(), like cli.main does."""
+    parser = argparse.ArgumentParser(prog="harness")
+    compare.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["compare", *map(str, argv)])
+    try:
+        code = args.func(args)
+    except InputError as exc:
+        print(exc)
+        code = 2
+    return code, capsys.readouterr().out
+
+
+def samples(fault_center, seed, *, nonzero=0, n=10, skip=100.0):
+    rng = np.random.default_rng(seed)
+    return {
+        ("fault_in_ms", "touch"): list(rng.normal(fault_center, fault_center * 0.02, n)),
+        ("boot_to_ssh_s", "boot"): list(rng.normal(5.0, 0.05, n)),
+        ("nonzero_pages", "touch"): [nonzero] * n,
+        ("vmstat.pgzero_skip_reported", "touch"): [skip] * n,
+        ("rss_mib", "touch"): list(rng.normal(600, 3, n)),
+    }
+
+
+@pytest.fixture
+def base(tmp_path):
+    return synth.write_bundle(tmp_path / "20261122T010000Z-smoke-stock", {"stock": samples(100, 1)})
+
+
+def test_unchanged_exit_0(tmp_path, base, capsys):
+    b = synth.write_bundle(tmp_path / "b", {"stock": samples(100, 2)})
+    code, out = run([base, b, "--md"], capsys)
+    assert code == 0
+    assert "| fault_in_ms | touch |" in out and "0 regression(s)" in out
+
+
+def test_regression_exit_1(tmp_path, base, capsys):
+    b = synth.write_bundle(tmp_path / "b", {"base+x": samples(130, 2)})
+    code, out = run([base, b], capsys)
+    assert code == 1
+    assert "REGRESSION" in out  # rich table
+
+
+def test_counter_regression_exit_1(tmp_path, base, capsys):
+    b = synth.write_bundle(tmp_path / "b", {"stock": samples(100, 2, nonzero=4)})
+    code, out = run([base, b, "--json"], capsys)
+    assert code == 1
+    rows = {r["name"]: r for r in json.loads(out)["comparisons"][0]["metrics"]}
+    assert rows["nonzero_pages"]["verdict"] == "regression"
+    assert rows["nonzero_pages"]["p"] is None and rows["nonzero_pages"]["b_values"] == [4.0] * 10
+
+
+def test_improvement_only_exit_0(tmp_path, base, capsys):
+    b = synth.write_bundle(tmp_path / "b", {"stock": samples(70, 2, skip=900.0)})
+    code, out = run([base, b, "--json"], capsys)
+    assert code == 0
+    data = json.loads(out)
+    assert data["comparisons"][0]["improvements"] == 2 and not data["regressed"]
+
+
+def test_json_structure(tmp_path, base, capsys):
+    b = synth.write_bundle(tmp_path / "b", {"stock": samples(130, 2)})
+    code, out = run([base, b, "--json", "--threshold", "10"], capsys)
+    data = json.loads(out)
+    assert code == 1
+    assert data["change_of"] == "median" and data["threshold_pct"] == 10 and data["alpha"] == 0.05
+    assert [x["path"] for x in data["bundles"]] == [str(base), str(b)]
+    c = data["comparisons"][0]
+    assert c["base"]["kernel"] == "stock" and c["timings_comparable"] and c["timings_reason"] is None
+    row = next(r for r in c["metrics"] if r["name"] == "fault_in_ms")
+    for key in ("phase", "kind", "better", "change_pct", "ci_low", "ci_high", "p", "test", "verdict", "flagged"):
+        assert key in row
+    for key in ("n", "median", "mean", "stddev", "cv", "total"):
+        assert key in row["a"] and key in row["b"]
+    assert row["phase"] == "touch" and row["kind"] == "time" and row["better"] == "lower"
+    assert row["verdict"] == "regression" and row["p"] < 0.05 and 25 < row["change_pct"] < 35
+    assert row["ci_low"] < row["change_pct"] < row["ci_high"]
+
+
+def test_only_common_metrics_compared(tmp_path, base, capsys):
+    s = samples(100, 2)
+    del s[("rss_mib", "touch")]
+    s[("fault_in_ms", "other-phase")] = [1.0, 2.0]
+    b = synth.write_bundle(tmp_path / "b", {"stock": s})
+    code, out = run([base, b, "--json"], capsys)
+    c = json.loads(out)["comparisons"][0]
+    assert {(r["name"], r["phase"]) for r in c["metrics"]} == {
+        ("fault_in_ms", "touch"), ("boot_to_ssh_s", "boot"), ("nonzero_pages", "touch"),
+        ("vmstat.pgzero_skip_reported", "touch")}
+    assert c["only_in_base"] == [{"name": "rss_mib", "phase": "touch"}]
+    assert c["only_in_other"] == [{"name": "fault_in_ms", "phase": "other-phase"}]
+
+
+def test_cross_accelerator_timings_not_judged(tmp_path, base, capsys):
+    # tcg is much slower, and a counter regressed: the timings are refused, the counter still judged
+    b = synth.write_bundle(tmp_path / "b", {"stock": samples(1000, 2, nonzero=1)}, accel="tcg")
+    code, out = run([base, b, "--json"], capsys)
+    assert code == 1
+    c = json.loads(out)["comparisons"][0]
+    assert not c["timings_comparable"] and c["timings_reason"] == "timings not judged: accel kvm vs tcg"
+    verdicts = {r["name"]: r["verdict"] for r in c["metrics"]}
+    assert verdicts["fault_in_ms"] == verdicts["boot_to_ssh_s"] == "not-judged"
+    assert verdicts["nonzero_pages"] == "regression"
+    assert verdicts["rss_mib"] == "info"  # memory still compared (informational metric)
+
+
+def test_cross_accelerator_terminal_says_why(tmp_path, base, capsys):
+    b = synth.write_bundle(tmp_path / "b", {"stock": samples(1000, 2)}, accel="tcg", qemu="9.1.0")
+    code, out = run([base, b, "--md"], capsys)
+    assert code == 0
+    assert "timings not judged: accel kvm vs tcg; QEMU 8.2.2 vs 9.1.0" in out
+
+
+def test_different_host_cpu_refuses_timings(tmp_path, base, capsys):
+    b = synth.write_bundle(tmp_path / "b", {"stock": samples(130, 2)}, cpu="AMD EPYC")
+    code, out = run([base, b, "--json"], capsys)
+    assert code == 0
+    assert "host CPU" in json.loads(out)["comparisons"][0]["timings_reason"]
+
+
+def test_single_bundle_several_kernels(tmp_path, capsys):
+    b = synth.write_bundle(tmp_path / "multi", {
+        "base": samples(100, 1),
+        "base+zeroing-stats": samples(101, 2),
+        "base+reporting": samples(130, 3),
+    })
+    code, out = run([b, "--json"], capsys)
+    assert code == 1
+    comps = json.loads(out)["comparisons"]
+    assert [(c["base"]["kernel"], c["other"]["kernel"]) for c in comps] == [
+        ("base", "base+zeroing-stats"), ("base", "base+reporting")]
+    assert (comps[0]["regressions"], comps[1]["regressions"]) == (0, 1)
+
+
+def test_two_multi_kernel_bundles_pair_by_slug(tmp_path, capsys):
+    a = synth.write_bundle(tmp_path / "a", {"base": samples(100, 1), "base+x": samples(100, 2)})
+    b = synth.write_bundle(tmp_path / "b", {"base+x": samples(100, 3), "base": samples(100, 4)})
+    code, out = run([a, b, "--json"], capsys)
+    pairs = [(c["base"]["kernel"], c["other"]["kernel"]) for c in json.loads(out)["comparisons"]]
+    assert code == 0 and pairs == [("base", "base"), ("base+x", "base+x")]
+
+
+def test_bad_input_exit_2(tmp_path, base, capsys):
+    assert run([tmp_path / "missing", base], capsys)[0] == 2
+    (tmp_path / "empty").mkdir()
+    code, out = run([tmp_path / "empty", base], capsys)
+    assert code == 2 and "no manifest.json" in out
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "manifest.json").write_text("{not json")
+    assert run([base, tmp_path / "junk"], capsys)[0] == 2
+    assert run([base], capsys)[0] == 2  # one bundle with one kernel: nothing to compare
+    assert run([base, base, "--threshold", "-1"], capsys)[0] == 2
+
+
+def test_failed_bundle_allowed_with_warning(tmp_path, base, capsys):
+    b = synth.write_bundle(tmp_path / "b", {"stock": samples(100, 2)}, status="failed",
+                           error="guest panicked during step touch")
+    code, out = run([base, b, "--json"], capsys)
+    data = json.loads(out)
+    assert code == 0
+    assert any("failed" in w and "guest panicked" in w for w in data["warnings"])
+    code, out = run([base, b], capsys)
+    assert "guest panicked" in out
+
+
+@pytest.mark.vm
+def test_real_bundles(smoke_bundles, capsys):
+    a, b = smoke_bundles[:2]
+    code, out = run([a, b, "--json"], capsys)
+    assert code in (0, 1)
+    data = json.loads(out)
+    assert data["comparisons"] and data["comparisons"][0]["metrics"]
+    assert code == (1 if data["regressed"] else 0)
+    code2, out2 = run([a, b, "--md"], capsys)
+    assert code2 == code and "| metric |" in out2
+
+
+def icount_samples(fault_values):
+    return {("fault_in_ms", "touch"): fault_values, ("nonzero_pages", "touch"): [0] * len(fault_values)}
+
+
+def test_timings_across_timing_modes_are_not_judged(tmp_path, capsys):
+    a = synth.write_bundle(tmp_path / "a", {"base": icount_samples([100.0, 100.1, 100.0])}, timing="icount")
+    b = synth.write_bundle(tmp_path / "b", {"base+x": icount_samples([50.0, 51.0, 49.0, 50.0])})
+    code, out = run([str(a), str(b), "--json"], capsys)
+    (c,) = json.loads(out)["comparisons"]
+    assert code == 0 and not c["timings_comparable"]
+    assert "timing icount vs realtime" in c["timings_reason"]
+    (row,) = [m for m in c["metrics"] if m["name"] == "fault_in_ms"]
+    assert row["verdict"] == "not-judged"
+
+
+def test_icount_timings_judged_by_the_counter_rule_at_n3(tmp_path, capsys):
+    # The reporting scenario's seed effect under icount (issue 9): 520.24/520.25/520.25 ms -> 288.6 ms.
+    a = synth.write_bundle(tmp_path / "a", {"base+zeroing-stats": icount_samples([520.24, 520.25, 520.25]),
+                                            "base+zeroing-stats+hzr": icount_samples([288.61, 288.60, 288.61])},
+                           timing="icount")
+    code, out = run([str(a), "--json"], capsys)
+    (row,) = [m for m in json.loads(out)["comparisons"][0]["metrics"] if m["name"] == "fault_in_ms"]
+    assert row["verdict"] == "improvement" and row["test"].startswith("icount")
+    # The same samples in real time: 3 a side can never reach p < 0.05.
+    b = synth.write_bundle(tmp_path / "b", {"base+zeroing-stats": icount_samples([520.24, 520.25, 520.25]),
+                                            "base+zeroing-stats+hzr": icount_samples([288.61, 288.60, 288.61])})
+    code, out = run([str(b), "--json"], capsys)
+    (row,) = [m for m in json.loads(out)["comparisons"][0]["metrics"] if m["name"] == "fault_in_ms"]
+    assert row["verdict"] == "too-few-samples"
+
+
+def test_icount_small_change_flagged_only_without_overlap_and_quiet_samples(tmp_path, capsys):
+    def verdict(a_vals, b_vals):
+        d = tmp_path / f"x{len(list(tmp_path.iterdir()))}"
+        synth.write_bundle(d, {"k1": icount_samples(a_vals), "k2": icount_samples(b_vals)}, timing="icount")
+        _, out = run([str(d), "--json"], capsys)
+        (row,) = [m for m in json.loads(out)["comparisons"][0]["metrics"] if m["name"] == "fault_in_ms"]
+        return row["verdict"], row["test"]
+
+    assert verdict([100.0, 100.1, 100.0], [102.0, 102.1, 102.0])[0] == "regression"  # +2 %, apart
+    assert verdict([100.0, 100.1, 100.0], [100.5, 100.4, 100.5])[0] == "unchanged"  # +0.5 %: below 1 %
+    # One noisy side (spread 4 %): back to Mann-Whitney, which 3 samples cannot satisfy.
+    v, test = verdict([100.0, 104.0, 100.0], [110.0, 110.1, 110.0])
+    assert test == "mann-whitney-u" and v == "too-few-samples"

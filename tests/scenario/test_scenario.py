@@ -1,0 +1,131 @@
+"""Scenario validation: every bad input is one clear error naming the file and the key."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.errors import InputError
+from harness.paths import REPO_ROOT
+from harness.scenario.schema import load_scenario
+
+GOOD = """
+name: t
+guest: {memory: 2G, cpus: 2}
+steps:
+  - balloon: 1G
+  - memtouch: {size: 256M, thp: true}
+expect: {nonzero_pages: 0}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_good_scenario_parses(tmp_path):
+    s = load_scenario(write(tmp_path, GOOD))
+    assert s.guest.memory_mib == 2048
+    assert [st.kind for st in s.steps] == ["balloon", "memtouch"]
+    assert s.steps[0].params["target_mib"] == 1024
+    assert s.steps[1].params == {"size_mib": 256, "thp": True, "fault": "populate"}
+    assert [k.text for k in s.kernels] == ["stock"]
+
+
+def test_every_shipped_scenario_is_valid():
+    for path in sorted((REPO_ROOT / "scenarios").glob("*.yaml")):
+        if path.name != "nightly.yaml":
+            load_scenario(path)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("name: t\nsteps: [snapshot]\nbogus: 1\n", "bogus: unknown key"),
+        ("name: t\nguest: {memory: lots}\nsteps: [snapshot]\n", "guest.memory: expected a size"),
+        ("name: t\nguest: {memory: 2G, cpus: two}\nsteps: [snapshot]\n", "guest.cpus: expected int"),
+        ("name: t\nguest: {memory: 2G}\nsteps: [{balloon: 3G}]\n", "above the guest memory"),
+        ("name: t\nguest: {memory: 2G}\nsteps: [{memtouch: 4G}]\n", "does not fit"),
+        ("name: t\nsteps: [{explode: 1}]\n", "steps[0]: a step has exactly one of"),
+        ("name: t\nsteps: [snapshot]\nqemu: {memory_backend: nvme}\n", "qemu.memory_backend"),
+        ("name: t\nsteps: [snapshot]\nqemu: {balloon: {free_page_reporting: 1}}\n", "expected bool"),
+        ("name: t\nsteps: [snapshot]\nkernels: [linux-9]\n", "kernels[0]"),
+        ("name: t\nsteps: [snapshot, boot]\n", "boot can only be the first step"),
+        ("steps: [snapshot]\n", "name: missing"),
+        ("name: t\nsteps: [{memtouch: 12}]\n", "expected a size with a unit"),
+        ("name: t\nsteps: [{memtouch: {size: 1M, fault: atomic}}]\n", "steps[0].memtouch.fault: 'atomic' is not one of"),
+        ("name: t\nsteps: [{memdirty: {size: 1M, fault: store}}]\n", "unknown key"),
+        ("name: t\nsteps: [snapshot]\nexpect: {metrics: [{name: x}]}\n", "expect.metrics[0]"),
+        ("name: t\nsteps: [{memtouch: 1M, phase: a}, {memtouch: 1M, phase: a}]\n", "used twice"),
+        ("name: [unclosed\n", "malformed YAML"),
+    ],
+)
+def test_bad_scenarios_name_the_problem(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(InputError) as exc:
+        load_scenario(path)
+    assert str(path) in str(exc.value)
+    assert message in str(exc.value)
+
+
+def test_cli_bad_scenario_exits_2_with_one_line(tmp_path):
+    path = write(tmp_path, "name: t\nguest: {memory: 2G}\nsteps: [{balloon: 3G}]\n")
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(path), "--results", str(tmp_path / "r")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "steps[0].balloon.target" in lines[0], proc.stderr
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_cli_missing_scenario_and_kernel(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(tmp_path / "nope.yaml")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "no such scenario file" in proc.stderr
+    good = write(tmp_path, GOOD)
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(good), "--kernel", "/no/such/bzImage"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2 and "no such kernel image file" in proc.stderr
+
+
+def test_kernel_problems_are_picked_out_of_dmesg():
+    from harness.scenario.steps import kernel_problems
+
+    dmesg = """[    2.385002] contig_bench: loading out-of-tree module taints kernel.
+[   12.101010] ------------[ cut here ]------------
+[   12.101011] WARNING: CPU: 1 PID: 87 at mm/page_alloc.c:1234 post_alloc_hook+0x1a/0x90
+[   12.101012] Modules linked in: virtio_balloon
+[   13.000000] BUG: Bad page state in process memtouch  pfn:12345
+[   14.000000] virtio_balloon virtio1: Free page reporting: host zeroes reported pages
+"""
+    problems = kernel_problems(dmesg)
+    assert len(problems) == 2
+    assert problems[0].endswith("post_alloc_hook+0x1a/0x90") and "Bad page state" in problems[1]
+    assert kernel_problems("[    0.1] Linux version 6.12.117+\n[    0.2] Run /init as init process\n") == []
+
+
+def test_same_kernel_twice_is_bad_input(tmp_path):
+    import subprocess
+    import sys
+
+    scenario = tmp_path / "s.yaml"
+    scenario.write_text("name: s\nsteps: [sleep: 1]\n")
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(scenario), "--kernel", "stock",
+                           "--kernel", "stock", "--results", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "named twice: stock" in proc.stderr
+    assert list(tmp_path.iterdir()) == [scenario], "bad input must not start a run"
+
+
+def test_image_files_with_the_same_name_get_different_slugs(tmp_path):
+    from harness.kernels.spec import parse_kernel_spec
+
+    for d in ("a", "b"):
+        (tmp_path / d).mkdir()
+        (tmp_path / d / "bzImage").write_bytes(b"\0" * 0x202 + b"HdrS")
+    a, b = (parse_kernel_spec(str(tmp_path / d / "bzImage")) for d in ("a", "b"))
+    assert a.slug != b.slug and a.slug.startswith("bzImage-")
