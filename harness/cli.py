@@ -1,4 +1,18 @@
-"""The `harness` command line.  Each stage module adds its own subcommands with register()."""
+"""balloon testbed: boot (patched) Linux guest kernels under QEMU, drive virtio-balloon and free page
+reporting, and measure page zeroing, timings and host memory into result bundles you can compare.
+
+usual commands:
+  harness doctor                                  is this machine ready, and which accelerator works
+  harness run scenarios/smoke.yaml                run a scenario; prints the bundle path last
+  harness run SCENARIO --kernel base+SERIES --kernel base --reps 5
+                                                  the same scenario on several kernels
+  harness compare results/A [results/B]           judge kernels against a baseline; exit 1 on a regression
+  harness report results --out report/            HTML and Markdown report of a results directory
+  harness kernel build base+SERIES                build a patched guest kernel (cached)
+  harness kernel list                             the cached kernel builds
+
+exit codes: 0 ok, 1 the run failed or an expectation broke, 2 bad input.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +24,7 @@ import sys
 from harness import __version__
 from harness.errors import HarnessError, InputError
 
-# Modules that provide register(subparsers); each subcommand sets func(args) -> exit code.
+# One module per verb, each with register(subparsers); a subcommand sets func(args) -> exit code.
 SUBCOMMAND_MODULES = [
     "harness.commands.run",
     "harness.commands.compare",
@@ -23,7 +37,8 @@ SUBCOMMAND_MODULES = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="harness", description=__doc__)
+    parser = argparse.ArgumentParser(prog="harness", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"balloon-testbed {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name in SUBCOMMAND_MODULES:

@@ -1,12 +1,12 @@
 """`harness compare A [B]`: judge the metrics of kernels against a baseline kernel.
 
-* ``compare A B``: two bundles.  With one kernel each, B's kernel is compared against A's.  Otherwise
+* compare A B: two bundles.  With one kernel each, B's kernel is compared against A's.  Otherwise
   kernels with the same slug are paired; failing that, A's first kernel is the baseline for each of
   B's kernels.
-* ``compare A``: one bundle with several kernels; its first kernel (manifest ``kernels``) is the
+* compare A: one bundle with several kernels; its first kernel (manifest kernels) is the
   baseline and each other kernel is compared against it.
 
-Metrics are matched by (name, phase) and judged by :mod:`harness.results.stats` (change of medians, bootstrap
+Metrics are matched by (name, phase) and judged by their change of medians (bootstrap
 CI, Mann-Whitney U; counters by a no-overlap rule).  Timings from different accelerators, QEMU
 versions or host CPUs are not judged; counters and memory still are.
 

@@ -1,6 +1,6 @@
 """`harness report RESULTS_DIR --out DIR`: a static HTML report (index.html) and the same as report.md.
 
-* An index of every run directory in RESULTS_DIR (hidden ``.tmp-*`` ones skipped): status, scenario,
+* An index of every run directory in RESULTS_DIR (hidden .tmp-* ones skipped): status, scenario,
   kernels, accelerator, start time; failed runs with their error and links to their serial.log and
   transcript.log; directories that are not readable bundles with the reason.
 * Per scenario (its latest bundle with metrics, whatever its status): the median of each

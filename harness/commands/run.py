@@ -55,7 +55,12 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
         raise InputError(f"the same kernel is named twice: {', '.join(twice)}")
     for spec in specs:
         check_available(spec)
-    bundle = Bundle(results_dir or DEFAULT_RESULTS, scenario.name, slugs)
+    results_dir = results_dir or DEFAULT_RESULTS
+    try:
+        bundle = Bundle(results_dir, scenario.name, slugs)
+    except OSError as exc:
+        raise HarnessError(f"results directory {results_dir}: cannot create a bundle there: "
+                           f"{exc.strerror or exc}") from None
     bundle.manifest.update(
         scenario={"name": scenario.name, "path": str(scenario.path), "content": scenario.content},
         reps=reps,
@@ -83,6 +88,8 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
         raise
     except HarnessError as exc:
         error = str(exc)
+    except OSError as exc:  # the results directory filled up or went away; QEMU is already stopped
+        error = f"cannot write the bundle in {results_dir}: {exc.strerror or exc}"
     except Exception as exc:  # a harness bug must still leave a failed bundle behind
         error = f"internal error: {exc!r}"
         console.print_exception()
@@ -91,7 +98,12 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
 
 
 def _finish(bundle: Bundle, status: str, error: str | None, junit: Path | None, console: Console) -> Path:
-    path = bundle.finish(status, error)
+    try:
+        path = bundle.finish(status, error)
+    except OSError as exc:
+        # Left under its hidden .tmp- name, the bundle never looks whole or complete.
+        raise HarnessError(f"run {status}{': ' + error if error else ''}; and the bundle could not be written: "
+                           f"{exc.strerror or exc} (what was written is in {bundle.path})") from None
     if junit is not None:
         from harness.results.junit import write_junit
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import json
 import threading
 import time
@@ -70,7 +71,10 @@ class QMP:
     def _write_log(self, record: dict) -> None:
         record = {"host_time": time.time(), **record}
         with self._log_lock:
-            self._log.write(json.dumps(record, default=str) + "\n")
+            try:
+                self._log.write(json.dumps(record, default=str) + "\n")
+            except (OSError, ValueError):
+                pass  # a full results disk (or the log closed at shutdown): the run reports it on its own writes
 
     def _call(self, coro, timeout: float):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
@@ -123,4 +127,5 @@ class QMP:
                 pass  # the loop is stopped below either way
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(timeout=5)
-        self._log.close()
+        with contextlib.suppress(OSError):
+            self._log.close()

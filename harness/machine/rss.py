@@ -28,6 +28,7 @@ class RssSampler:
         self.t0 = t0
         self.period = 1.0 / hz
         self._peak_kib = 0  # the highest sample since the last mark()
+        self.error: OSError | None = None
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="rss", daemon=True)
@@ -37,6 +38,12 @@ class RssSampler:
         return self
 
     def _loop(self) -> None:
+        try:
+            self._sample()
+        except OSError as exc:  # the results disk filled up: the run notices on its next write
+            self.error = exc
+
+    def _sample(self) -> None:
         with self.csv_path.open("w", buffering=1) as f:
             f.write("t_s,rss_kib\n")
             next_at = time.monotonic()
