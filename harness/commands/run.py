@@ -19,6 +19,7 @@ from harness.machine.config import TIMING_MODES
 from harness.numbers import fmt_num
 from harness.paths import REPO_ROOT
 from harness.results.bundle import Bundle
+from harness.scenario.expectations import check_kernel_names
 from harness.scenario.runner import execute
 from harness.scenario.schema import Scenario, load_scenario
 
@@ -55,6 +56,7 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
         raise InputError(f"the same kernel is named twice: {', '.join(twice)}")
     for spec in specs:
         check_available(spec)
+    check_kernel_names(scenario, [s.text for s in specs])
     results_dir = results_dir or DEFAULT_RESULTS
     try:
         bundle = Bundle(results_dir, scenario.name, slugs)

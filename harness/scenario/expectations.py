@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import statistics
 
+from harness.errors import InputError
 from harness.numbers import fmt_num
 from harness.scenario.schema import Scenario
 from harness.scenario.sink import MetricValues
@@ -119,3 +120,17 @@ def _ratio_checks(scenario: Scenario, bundle: MetricValues, ran: list[str]) -> l
         bounds = ", ".join(f"{b} {c[b]}" for b in ("min_ratio", "max_ratio") if b in c)
         rows.append(_row(label, c["kernel"], ok, f"ratio {ratio:.3f} = {fmt_num(v)} / {fmt_num(base)} ({bounds})"))
     return rows
+
+
+def check_kernel_names(scenario: Scenario, run_kernels: list[str]) -> None:
+    """InputError for a metric or ratio check naming a kernel that is neither in the scenario's kernels nor
+    run (--kernel): a typo would silently drop the check.  Checks on scenario kernels that a --kernel
+    override leaves out are skipped by evaluate(), as before."""
+    known = [k.text for k in scenario.kernels] + [k for k in run_kernels if k not in {s.text for s in scenario.kernels}]
+    for group in ("metrics", "ratios"):
+        for i, check in enumerate(scenario.expect.get(group, [])):
+            for key in ("kernel", "baseline"):
+                name = check.get(key)
+                if name is not None and name not in known:
+                    raise InputError(f"{scenario.path}: expect.{group}[{i}].{key}: {name!r} is not a kernel this "
+                                     f"run knows (scenario kernels and --kernel: {', '.join(known)})")

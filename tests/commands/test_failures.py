@@ -99,3 +99,32 @@ def test_guest_panic_is_reported(tmp_path):
     assert manifest["status"] == "failed"
     assert "Kernel panic" in manifest["error"] or "sysrq" in manifest["error"].lower(), manifest["error"]
     assert not qemu_pids_matching(str(results))
+
+
+CHATTY = """
+name: chatty
+guest: {memory: 512M, cpus: 1}
+steps:
+  - shell: "yes 0123456789abcdef0123456789abcdef | head -c 600000"
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs for the results needs root")
+def test_a_results_directory_that_fills_up_is_one_clear_error_and_no_qemu_left(tmp_path):
+    mnt = tmp_path / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(mnt)], check=True)
+    try:
+        scenario = tmp_path / "s.yaml"
+        scenario.write_text(CHATTY)
+        proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(scenario), "--results", str(mnt)],
+                              capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 1, proc.stderr
+        assert "Traceback" not in proc.stderr
+        last = proc.stderr.strip().splitlines()[-1]
+        assert last.startswith("harness: error:") and "No space left on device" in last, proc.stderr
+        assert not qemu_pids_matching(str(mnt))
+        for manifest in mnt.glob("*/manifest.json"):
+            assert json.loads(manifest.read_text())["status"] != "complete"
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
