@@ -17,6 +17,7 @@ SUBCOMMAND_MODULES = [
     "harness.bench",
     "harness.kernel_build",
     "harness.compare",
+    "harness.table",
     "harness.report",
     "harness.nightly",
 ]
