@@ -29,6 +29,7 @@ SUBCOMMAND_MODULES = [
     "harness.commands.run",
     "harness.commands.compare",
     "harness.commands.report",
+    "harness.commands.table",
     "harness.commands.nightly",
     "harness.commands.kernel",
     "harness.commands.bench",

@@ -1,0 +1,53 @@
+"""`harness table BUNDLE... --metric NAME@PHASE ...`: the Markdown table a README quotes, from bundles.
+
+Rows are metrics (medians over the repetitions, and n), columns are kernels; the first line says where the
+figures come from: scenario, date, accelerator, timing mode, repetitions and the bundle.  READMEs paste this
+output instead of typing figures by hand.
+"""
+
+from __future__ import annotations
+
+import statistics
+
+from harness.errors import InputError
+from harness.numbers import fmt_num
+from harness.results.compare import Bundle, md_escape
+
+
+def provenance(b: Bundle) -> str:
+    reps = b.manifest.get("reps")
+    return (f"`{b.scenario}`, {b.started[:10]}, {b.accel or '?'}, timing {b.timing}, {reps} repetition(s) "
+            f"per kernel, medians; bundle `{b.path.name}` ({b.status})")
+
+
+def parse_metric(text: str) -> tuple[str, str | None]:
+    name, _, phase = text.partition("@")
+    if not name:
+        raise InputError(f"--metric {text!r}: expected NAME or NAME@PHASE")
+    return name, phase or None
+
+
+def medians(b: Bundle, kernel: str, name: str, phase: str | None) -> tuple[float | None, int]:
+    values = [v for (n, p), vals in b.samples(kernel).items() if n == name and (phase is None or p == phase)
+              for v in vals]
+    return (statistics.median(values) if values else None), len(values)
+
+
+def render(bundles: list[Bundle], metrics: list[tuple[str, str | None]]) -> str:
+    columns = [(b, k) for b in bundles for k in b.kernels]
+    if not metrics:
+        seen: list[tuple[str, str | None]] = []
+        for b, k in columns:
+            seen += [(n, p) for (n, p), vals in b.samples(k).items() if any(vals) and (n, p) not in seen]
+        metrics = seen
+    tag = {id(b): f" [{i}]" if len(bundles) > 1 else "" for i, b in enumerate(bundles, 1)}
+    lines = [f"From{tag[id(b)]} {provenance(b)}." for b in bundles] + [""]
+    lines.append("| metric | phase | " + " | ".join(f"`{md_escape(k)}`{tag[id(b)]}" for b, k in columns) + " |")
+    lines.append("|---|---|" + "---:|" * len(columns))
+    for name, phase in metrics:
+        cells = []
+        for b, k in columns:
+            value, n = medians(b, k, name, phase)
+            cells.append(fmt_num(value) if value is None or n <= 1 else f"{fmt_num(value)} (n={n})")
+        lines.append(f"| {md_escape(name)} | {phase or 'all'} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
