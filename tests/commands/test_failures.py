@@ -124,7 +124,8 @@ def test_a_results_directory_that_fills_up_is_one_clear_error_and_no_qemu_left(t
         last = proc.stderr.strip().splitlines()[-1]
         assert last.startswith("harness: error:") and "No space left on device" in last, proc.stderr
         assert not qemu_pids_matching(str(mnt))
-        for manifest in mnt.glob("*/manifest.json"):
-            assert json.loads(manifest.read_text())["status"] != "complete"
+        # A bundle that could not be written stays under its hidden .tmp- name; one renamed into place is failed.
+        for bundle in (p for p in mnt.iterdir() if not p.name.startswith(".")):
+            assert json.loads((bundle / "manifest.json").read_text())["status"] == "failed"
     finally:
         subprocess.run(["umount", str(mnt)], check=True)
