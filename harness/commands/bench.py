@@ -79,44 +79,72 @@ def cv_pct(values: list[float]) -> float | None:
 
 
 def cmd_bench_noise(args) -> int:
+    from harness.compare import load_bundle
+
+    console = Console()
+    if args.bundles:
+        runs = [(load_bundle(Path(p)), None) for p in args.bundles]
+    else:
+        runs = _run_noise(args, console)
+        if runs is None:
+            return 1
+    rows = noise_rows(runs)
+    first = runs[0][0]
+    title = (f"A/A noise: {first.kernels[0]}, {first.accel}, {first.started[:10]}, "
+             f"{first.manifest.get('reps')} repetitions per mode, CV = stddev / mean")
+    if args.md:
+        print(f"{title}\n")
+        print("| metric | phase | " + " | ".join(f"{b.timing} median | {b.timing} CV" for b, _ in runs) + " |")
+        print("|---|---|" + "---:|---:|" * len(runs))
+        for row in rows:
+            print("| " + " | ".join(row) + " |")
+        return 0
+    table = Table(title=title)
+    for col in ["metric", "phase"] + [c for b, _ in runs for c in (f"{b.timing} median", f"{b.timing} CV")]:
+        table.add_column(col, justify="left" if col in ("metric", "phase") else "right")
+    for row in rows:
+        table.add_row(*row)
+    console.print(table)
+    for b, _ in runs:
+        console.print(f"{b.timing}: {b.path}")
+    return 0
+
+
+def _run_noise(args, console: Console):
     import yaml
 
     from harness.commands.run import run_scenario
     from harness.results.compare import load_bundle
 
-    console = Console()
-    results = Path(args.results)
-    bundles = {}
+    runs = []
     with tempfile.TemporaryDirectory(prefix="bench-noise-") as tmp:
         scenario = Path(tmp) / "aa-noise.yaml"
         scenario.write_text(yaml.safe_dump(noise_scenario(args.size, args.cpus, args.reps)))
         for mode in args.modes:
             t0 = time.monotonic()
-            outcome = run_scenario(scenario, kernels=[args.kernel], results_dir=results, timing=mode)
+            outcome = run_scenario(scenario, kernels=[args.kernel], results_dir=Path(args.results), timing=mode)
             if not outcome.ok:
                 console.print(f"[red]{mode} run failed:[/] {outcome.error}")
-                return 1
-            bundles[mode] = (load_bundle(outcome.bundle), time.monotonic() - t0)
-            console.print(f"{mode}: {outcome.bundle} ({bundles[mode][1]:.0f} s)")
-    table = Table(title=f"A/A noise: {args.kernel}, 1 GiB guest, {args.cpus} vCPU, memtouch + memdirty {args.size}, "
-                        f"{args.reps} repetitions per mode (CV = stddev / mean)")
-    table.add_column("metric")
-    table.add_column("phase")
-    for mode in bundles:
-        table.add_column(f"{mode} median", justify="right")
-        table.add_column(f"{mode} CV", justify="right")
-    first = next(iter(bundles.values()))[0]
+                return None
+            runs.append((load_bundle(outcome.bundle), time.monotonic() - t0))
+    return runs
+
+
+def noise_rows(runs) -> list[list[str]]:
+    """metric, phase, then median and CV per run; the last row is each run's wall time when known."""
+    rows = []
+    first = runs[0][0]
     keys = [k for k in first.samples(first.kernels[0]) if k[0] in NOISE_TIMINGS]
     for name, phase in sorted(keys, key=lambda k: NOISE_TIMINGS.index(k[0])):
-        cells = []
-        for bundle, _ in bundles.values():
+        cells = [name, phase]
+        for bundle, _ in runs:
             values = bundle.samples(bundle.kernels[0]).get((name, phase), [])
             cv = cv_pct(values)
             cells += [f"{statistics.median(values):.2f}" if values else "-", "-" if cv is None else f"{cv:.2f} %"]
-        table.add_row(name, phase, *cells)
-    table.add_row("scenario wall time", "", *[c for _, secs in bundles.values() for c in (f"{secs:.0f} s", "")])
-    console.print(table)
-    return 0
+        rows.append(cells)
+    if all(secs is not None for _, secs in runs):
+        rows.append(["scenario wall time", ""] + [c for _, secs in runs for c in (f"{secs:.0f} s", "")])
+    return rows
 
 
 def register(sub) -> None:
@@ -134,4 +162,6 @@ def register(sub) -> None:
     n.add_argument("--modes", nargs="+", choices=TIMING_MODES, default=list(TIMING_MODES),
                    help="timing modes to measure (default both)")
     n.add_argument("--results", default=str(REPO_ROOT / "results"), help="where the bundles go")
+    n.add_argument("--bundles", nargs="+", metavar="BUNDLE", help="print the figures of earlier noise runs instead")
+    n.add_argument("--md", action="store_true", help="print Markdown (for README)")
     n.set_defaults(func=cmd_bench_noise)
