@@ -79,7 +79,7 @@ def cv_pct(values: list[float]) -> float | None:
 
 
 def cmd_bench_noise(args) -> int:
-    from harness.compare import load_bundle
+    from harness.results.compare import load_bundle
 
     console = Console()
     if args.bundles:
