@@ -10,6 +10,7 @@ usual commands:
   harness report results --out report/            HTML and Markdown report of a results directory
   harness kernel build base+SERIES                build a patched guest kernel (cached)
   harness kernel list                             the cached kernel builds
+  harness schema > scenario.schema.json           JSON Schema of scenario files, for your editor
 
 exit codes: 0 ok, 1 the run failed or an expectation broke, 2 bad input.
 """
@@ -34,6 +35,7 @@ SUBCOMMAND_MODULES = [
     "harness.commands.kernel",
     "harness.commands.bench",
     "harness.commands.doctor",
+    "harness.commands.schema",
 ]
 
 

@@ -18,16 +18,17 @@ import argparse
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import yaml
+from pydantic import Field, ValidationError
 
 from harness.errors import HarnessError, InputError
 from harness.machine.config import TIMING_MODES
 from harness.paths import REPO_ROOT
 from harness.results.report import Entry, build_report
-
-KEYS = ("scenario", "kernels", "reps")
-
+from harness.validation import Strict, first_problem
+from harness.yamlfile import describe_error, parse_yaml
 
 @dataclass
 class MatrixEntry:
@@ -53,35 +54,38 @@ def _resolve(scenario: str, matrix: Path) -> Path:
     return matrix.parent / p
 
 
+class MatrixItem(Strict):
+    """One entry of a matrix file as written."""
+
+    scenario: Annotated[str, Field(min_length=1)]
+    kernels: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
+    reps: Annotated[int, Field(ge=1)] | None = None
+
+
+def _entry_problem(exc: ValidationError) -> str:
+    loc, message, unknown = first_problem(exc)
+    if unknown:
+        return f"unknown key(s) {loc[0]} {message.removeprefix('unknown key ')}"
+    return f"key '{loc[0]}': {message}" if loc else message
+
+
 def load_matrix(path: Path) -> list[MatrixEntry]:
     """Parse and validate a matrix file; InputError naming the file, the entry and the key."""
     try:
-        data = yaml.safe_load(path.read_text())
+        data = parse_yaml(path.read_text())
     except OSError as exc:
         raise InputError(f"{path}: cannot read matrix file: {exc.strerror or exc}") from None
     except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML: {exc}") from None
+        raise InputError(f"{path}: not valid YAML: {describe_error(exc)}") from None
     if not isinstance(data, list) or not data:
-        raise InputError(f"{path}: expected a non-empty YAML list of {{scenario, kernels, reps}} entries")
+        raise InputError(f"{path}: expected a non-empty YAML list of {{{', '.join(MatrixItem.keys())}}} entries")
     entries = []
-    for i, item in enumerate(data):
-        where = f"{path}: entry {i}"
-        if not isinstance(item, dict):
-            raise InputError(f"{where}: expected a mapping with keys {', '.join(KEYS)}")
-        unknown = sorted(set(map(str, item)) - set(KEYS))
-        if unknown:
-            raise InputError(f"{where}: unknown key(s) {', '.join(unknown)} (allowed: {', '.join(KEYS)})")
-        scenario = item.get("scenario")
-        if not isinstance(scenario, str) or not scenario.strip():
-            raise InputError(f"{where}: key 'scenario' must be a path to a scenario file")
-        kernels = item.get("kernels")
-        if kernels is not None and (not isinstance(kernels, list) or not kernels
-                                    or not all(isinstance(k, str) and k.strip() for k in kernels)):
-            raise InputError(f"{where}: key 'kernels' must be a non-empty list of kernel specs")
-        reps = item.get("reps")
-        if reps is not None and (isinstance(reps, bool) or not isinstance(reps, int) or reps < 1):
-            raise InputError(f"{where}: key 'reps' must be a positive integer, got {reps!r}")
-        entries.append(MatrixEntry(i, scenario, _resolve(scenario, path), kernels, reps))
+    for i, raw in enumerate(data):
+        try:
+            item = MatrixItem.model_validate(raw)
+        except ValidationError as exc:
+            raise InputError(f"{path}: entry {i}: {_entry_problem(exc)}") from None
+        entries.append(MatrixEntry(i, item.scenario, _resolve(item.scenario, path), item.kernels, item.reps))
     return entries
 
 

@@ -10,7 +10,7 @@ import statistics
 
 from harness.errors import InputError
 from harness.numbers import fmt_num
-from harness.scenario.schema import Scenario
+from harness.scenario.schema import MetricCheck, RatioCheck, Scenario
 from harness.scenario.sink import MetricValues
 from harness.scenario.steps import RepResult
 
@@ -35,14 +35,14 @@ def evaluate(scenario: Scenario, bundle: MetricValues, results: list[RepResult],
     e = scenario.expect
     rows: list[dict] = []
     for k in kernels:
-        if e.get("balloon_reached"):
+        if e.balloon_reached:
             misses = [f"rep{rep} {s.phase}: {s.data['actual_mib']:.1f}/{s.data['target_mib']} MiB"
                       for rep, s in _steps(results, k, "balloon")
                       if abs(s.data["actual_mib"] - s.data["target_mib"]) >= 1 / PAGES_PER_MIB]
             n = len(list(_steps(results, k, "balloon")))
             rows.append(_row("balloon_reached", k, n > 0 and not misses,
                              "; ".join(misses) or f"{n} balloon steps reached their targets"))
-        if e.get("balloon_inflate_matches"):
+        if e.balloon_inflate_matches:
             bad, n = [], 0
             for rep, s in _steps(results, k, "balloon"):
                 if not s.data["inflate"]:
@@ -54,23 +54,23 @@ def evaluate(scenario: Scenario, bundle: MetricValues, results: list[RepResult],
                     bad.append(f"rep{rep} {s.phase}: vmstat balloon_inflate grew by {got}, ballooned {want} pages")
             rows.append(_row("balloon_inflate_matches", k, n > 0 and not bad,
                              "; ".join(bad) or f"{n} inflations: balloon_inflate delta equals the ballooned pages"))
-        if "rss_fell_after_reporting" in e:
-            floor = e["rss_fell_after_reporting"].get("min_mib", 64)
+        if e.rss_fell_after_reporting is not None:
+            floor = e.rss_fell_after_reporting.min_mib
             drops = [(rep, s.phase, s.data["rss_drop_mib"]) for rep, s in _steps(results, k, "wait_reporting")]
             low = [f"rep{rep} {ph}: {d:.0f} MiB" for rep, ph, d in drops if d < floor]
             rows.append(_row("rss_fell_after_reporting", k, bool(drops) and not low,
                              ("host RSS fell by less than %g MiB: " % floor + "; ".join(low)) if low else
                              f"host RSS fell by {min(d for *_, d in drops):.0f} MiB or more" if drops else
                              "no wait_reporting step ran"))
-        if "nonzero_pages" in e:
-            want = e["nonzero_pages"]
+        if e.nonzero_pages is not None:
+            want = e.nonzero_pages
             touches = list(_steps(results, k, "memtouch"))
             bad = [f"rep{rep} {s.phase}: {s.data['nonzero_pages']} non-zero pages "
                    f"({s.data['pattern_pages']} with memdirty's pattern)"
                    for rep, s in touches if s.data["nonzero_pages"] != want]
             rows.append(_row("nonzero_pages", k, bool(touches) and not bad,
                              "; ".join(bad) or f"{len(touches)} memtouch runs, each with {want} non-zero pages"))
-        if e.get("kernel_log_clean", True):
+        if e.kernel_log_clean:
             reps = [r for r in results if r.kernel == k]
             bad = [f"rep{r.rep}: {line}" for r in reps for line in r.kernel_problems]
             rows.append(_row("kernel_log_clean", k, bool(reps) and not bad,
@@ -88,38 +88,42 @@ def _median(bundle: MetricValues, name: str, phase: str | None, kernel: str) -> 
 
 def _metric_checks(scenario: Scenario, bundle: MetricValues, ran: list[str]) -> list[dict]:
     rows = []
-    for c in scenario.expect.get("metrics", []):
-        kernels = [c["kernel"]] if "kernel" in c else ran
+    for c in scenario.expect.metrics:
+        kernels = [c.kernel] if c.kernel is not None else ran
         kernels = [k for k in kernels if k in ran]
-        label = f"{c['name']}" + (f"@{c['phase']}" if "phase" in c else "")
+        label = c.name + (f"@{c.phase}" if c.phase is not None else "")
         for k in kernels:
-            v = _median(bundle, c["name"], c.get("phase"), k)
+            v = _median(bundle, c.name, c.phase, k)
             if v is None:
                 rows.append(_row(label, k, False, "metric was not recorded"))
                 continue
-            ok = ("min" not in c or v >= c["min"]) and ("max" not in c or v <= c["max"]) and (
-                "equals" not in c or v == c["equals"])
-            bounds = ", ".join(f"{b} {c[b]}" for b in ("min", "max", "equals") if b in c)
+            ok = ((c.min is None or v >= c.min) and (c.max is None or v <= c.max)
+                  and (c.equals is None or v == c.equals))
+            bounds = _bounds(c, ("min", "max", "equals"))
             rows.append(_row(label, k, ok, f"median {fmt_num(v)} ({bounds})"))
     return rows
 
 
 def _ratio_checks(scenario: Scenario, bundle: MetricValues, ran: list[str]) -> list[dict]:
     rows = []
-    for c in scenario.expect.get("ratios", []):
-        if c["kernel"] not in ran or c["baseline"] not in ran:
+    for c in scenario.expect.ratios:
+        if c.kernel not in ran or c.baseline not in ran:
             continue
-        label = f"{c['name']}" + (f"@{c['phase']}" if "phase" in c else "") + f" vs {c['baseline']}"
-        v = _median(bundle, c["name"], c.get("phase"), c["kernel"])
-        base = _median(bundle, c["name"], c.get("phase"), c["baseline"])
+        label = c.name + (f"@{c.phase}" if c.phase is not None else "") + f" vs {c.baseline}"
+        v = _median(bundle, c.name, c.phase, c.kernel)
+        base = _median(bundle, c.name, c.phase, c.baseline)
         if v is None or not base:
-            rows.append(_row(label, c["kernel"], False, f"metric missing or zero on a kernel ({v}, {base})"))
+            rows.append(_row(label, c.kernel, False, f"metric missing or zero on a kernel ({v}, {base})"))
             continue
         ratio = v / base
-        ok = ("max_ratio" not in c or ratio <= c["max_ratio"]) and ("min_ratio" not in c or ratio >= c["min_ratio"])
-        bounds = ", ".join(f"{b} {c[b]}" for b in ("min_ratio", "max_ratio") if b in c)
-        rows.append(_row(label, c["kernel"], ok, f"ratio {ratio:.3f} = {fmt_num(v)} / {fmt_num(base)} ({bounds})"))
+        ok = (c.max_ratio is None or ratio <= c.max_ratio) and (c.min_ratio is None or ratio >= c.min_ratio)
+        bounds = _bounds(c, ("min_ratio", "max_ratio"))
+        rows.append(_row(label, c.kernel, ok, f"ratio {ratio:.3f} = {fmt_num(v)} / {fmt_num(base)} ({bounds})"))
     return rows
+
+
+def _bounds(check: MetricCheck | RatioCheck, names: tuple[str, ...]) -> str:
+    return ", ".join(f"{b} {getattr(check, b)}" for b in names if getattr(check, b) is not None)
 
 
 def check_kernel_names(scenario: Scenario, run_kernels: list[str]) -> None:
@@ -128,9 +132,9 @@ def check_kernel_names(scenario: Scenario, run_kernels: list[str]) -> None:
     override leaves out are skipped by evaluate(), as before."""
     known = [k.text for k in scenario.kernels] + [k for k in run_kernels if k not in {s.text for s in scenario.kernels}]
     for group in ("metrics", "ratios"):
-        for i, check in enumerate(scenario.expect.get(group, [])):
+        for i, check in enumerate(getattr(scenario.expect, group)):
             for key in ("kernel", "baseline"):
-                name = check.get(key)
+                name = getattr(check, key, None)
                 if name is not None and name not in known:
                     raise InputError(f"{scenario.path}: expect.{group}[{i}].{key}: {name!r} is not a kernel this "
                                      f"run knows (scenario kernels and --kernel: {', '.join(known)})")

@@ -42,7 +42,7 @@ def execute(scenario: Scenario, specs: list[KernelSpec], reps: int, sink: RunSin
     elif timing == "icount":
         console.print("timing icount: guest time is the instruction count (1 instruction = 1 ns): "
                       "repeatable work, not cycles")
-    scenario = replace(scenario, qemu=replace(scenario.qemu, timing=timing))
+    scenario = replace(scenario, qemu=scenario.qemu.model_copy(update={"timing": timing}))
     machine = scenario.machine()
     sink.set_environment(accel=choice.accel, timing=timing, qemu_version=accel_mod.qemu_version(),
                          qemu_binary=QEMU_BINARY)

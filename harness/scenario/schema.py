@@ -1,57 +1,317 @@
 """Scenario files (YAML): what guest to boot, how QEMU backs it, and the steps and expectations.
 
 Validation happens entirely at load time, so a bad file fails in a second with one message naming
-the file, the key and what is wrong -- never half-way through a boot.
+the file, the key and what is wrong -- never half-way through a boot.  The file's shape is the
+pydantic model `ScenarioFile`; `scenario_json_schema()` exports it for editors (`harness schema`).
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated, Any, ClassVar
 
 import yaml
+from pydantic import AfterValidator, BeforeValidator, Field, WithJsonSchema, model_validator
 
 from harness.errors import InputError
 from harness.kernels.spec import KernelSpec, parse_kernel_spec
 from harness.machine.config import BACKENDS, TIMING_MODES, MachineConfig
+from harness.validation import Strict, problem, validate
+from harness.yamlfile import DuplicateKeyError, describe_error, parse_yaml
 
 SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT])(?:i?B)?\s*$", re.IGNORECASE)
+SIZE_JSON_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*[KMGTkmgt]([iI]?[bB])?\s*$"  # SIZE for JSON Schema (no flags)
 UNIT_MIB = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
 # memtouch's ways to fault pages in: MADV_POPULATE_WRITE (the default) or a user-space store per page.
 FAULT_MODES = ("populate", "store")
-STEP_TYPES = ("boot", "balloon", "memdirty", "memtouch", "wait_reporting", "sleep", "snapshot", "contig_bench", "shell")
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+PHASE = re.compile(r"^[A-Za-z0-9_-]+$")
+MIN_GUEST_MIB = 256
+MIN_BALLOON_TARGET_MIB = 128
 
 
-@dataclass(frozen=True)
-class BalloonOptions:
+def _size_mib(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise problem(f"expected a size like 512M or 2G, got {value!r}")
+    m = SIZE.match(str(value))
+    if not m:
+        raise problem(f"expected a size with a unit like 512M or 2G, got {value!r}")
+    mib = float(m.group(1)) * UNIT_MIB[m.group(2).upper()]
+    if mib < 1 or mib != int(mib):
+        raise problem(f"size {value!r} is not a whole number of MiB")
+    return int(mib)
+
+
+def _one_of(values: tuple[str, ...]) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if value not in values:
+            raise problem(f"{value!r} is not one of {', '.join(values)}")
+        return value
+    return check
+
+
+def _matches(pattern: re.Pattern, what: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise problem(f"{value!r} must be {what}")
+        return value
+    return check
+
+
+def _kernel_spec(text: str) -> str:
+    try:
+        parse_kernel_spec(text)
+    except InputError as exc:
+        raise problem(str(exc)) from None
+    return text
+
+
+SizeMiB = Annotated[int, BeforeValidator(_size_mib),
+                    WithJsonSchema({"type": "string", "pattern": SIZE_JSON_PATTERN,
+                                    "description": "a size with a unit: 512M, 2G"})]
+Number = int | float
+Backend = Annotated[str, AfterValidator(_one_of(BACKENDS)), WithJsonSchema({"enum": list(BACKENDS)})]
+Timing = Annotated[str, AfterValidator(_one_of(TIMING_MODES)), WithJsonSchema({"enum": list(TIMING_MODES)})]
+FaultMode = Annotated[str, AfterValidator(_one_of(FAULT_MODES)), WithJsonSchema({"enum": list(FAULT_MODES)})]
+ScenarioName = Annotated[str, AfterValidator(_matches(NAME, "letters, digits, '.', '_' or '-'")),
+                         WithJsonSchema({"type": "string", "pattern": NAME.pattern})]
+PhaseName = Annotated[str, AfterValidator(_matches(PHASE, "letters, digits, '_' or '-'")),
+                      WithJsonSchema({"type": "string", "pattern": PHASE.pattern})]
+KernelText = Annotated[str, AfterValidator(_kernel_spec)]
+
+
+class BalloonOptions(Strict):
     free_page_reporting: bool = True
     deflate_on_oom: bool = False
-    stats_interval_s: int = 0
+    stats_interval_s: Annotated[int, Field(ge=0)] = 0  # 0: the guest sends no statistics
 
 
-@dataclass(frozen=True)
-class QemuOptions:
-    memory_backend: str = "ram"
+class QemuOptions(Strict):
+    memory_backend: Backend = "ram"
     prealloc: bool = False
     mem_lock: bool = False
     mem_path: str | None = None  # file backend: a directory or file path (default: the private run dir)
     balloon: BalloonOptions = BalloonOptions()
-    timing: str = "realtime"  # one of TIMING_MODES
+    timing: Timing = "realtime"
+
+    @model_validator(mode="after")
+    def _mem_path_needs_file(self) -> QemuOptions:
+        if self.mem_path is not None and self.memory_backend != "file":
+            raise problem("only meaningful with memory_backend: file", "mem_path")
+        return self
 
 
-@dataclass(frozen=True)
-class GuestOptions:
-    memory_mib: int = 2048
+class GuestOptions(Strict):
+    memory_mib: SizeMiB = Field(2048, alias="memory")
     cpus: int = 2
     cmdline: str = ""
+
+    @model_validator(mode="after")
+    def _bounds(self) -> GuestOptions:
+        if self.memory_mib < MIN_GUEST_MIB:
+            raise problem(f"{self.memory_mib} MiB is too small to boot a guest (at least {MIN_GUEST_MIB}M)",
+                          "memory")
+        if not 1 <= self.cpus <= 64:
+            raise problem(f"{self.cpus} is not between 1 and 64", "cpus")
+        return self
+
+
+# -- step parameters: each step kind's own model; a bare scalar means the shorthand key ----------------
+class BootParams(Strict):
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if data not in (None, {}):
+            raise problem("takes no parameters")
+        return data
+
+
+class BalloonParams(Strict):
+    shorthand = "target"
+    target_mib: SizeMiB = Field(alias="target")
+    timeout_s: Number = 300
+
+    @model_validator(mode="after")
+    def _leaves_room(self) -> BalloonParams:
+        if self.target_mib < MIN_BALLOON_TARGET_MIB:
+            raise problem(f"{self.target_mib} MiB would leave the guest too little memory to run "
+                          f"(at least {MIN_BALLOON_TARGET_MIB}M)", "target")
+        return self
+
+
+class MemdirtyParams(Strict):
+    shorthand = "size"
+    size_mib: SizeMiB = Field(alias="size")
+    thp: bool = False
+
+
+class MemtouchParams(MemdirtyParams):
+    fault: FaultMode = FAULT_MODES[0]
+
+
+class WaitReportingParams(Strict):
+    timeout_s: Number = 60
+    settle_s: Number = 3
+
+
+class SleepParams(Strict):
+    shorthand = "seconds"
+    seconds: Annotated[Number, Field(ge=0)]
+
+
+class SnapshotParams(Strict):
+    pass
+
+
+class ContigBenchParams(Strict):
+    shorthand = "iterations"
+    iterations: Annotated[int, Field(ge=1)] = 2000
+    order: Annotated[int, Field(ge=0, le=10)] = 9
+
+
+class ShellParams(Strict):
+    shorthand = "command"
+    command: Annotated[str, Field(min_length=1)]
+    timeout_s: Number = 60
+
+
+StepParams = (BootParams | BalloonParams | MemdirtyParams | MemtouchParams | WaitReportingParams | SleepParams
+              | SnapshotParams | ContigBenchParams | ShellParams)
+STEP_PARAMS: dict[str, type[Strict]] = {
+    "boot": BootParams, "balloon": BalloonParams, "memdirty": MemdirtyParams, "memtouch": MemtouchParams,
+    "wait_reporting": WaitReportingParams, "sleep": SleepParams, "snapshot": SnapshotParams,
+    "contig_bench": ContigBenchParams, "shell": ShellParams,
+}
+STEP_TYPES = tuple(STEP_PARAMS)
+
+
+class StepEntry(Strict):
+    """One item of `steps:` as written: `- KIND: PARAMS` (or just `- KIND`), optionally with `phase:`."""
+
+    phase: PhaseName | None = None
+    boot: BootParams | None = None
+    balloon: BalloonParams | None = None
+    memdirty: MemdirtyParams | None = None
+    memtouch: MemtouchParams | None = None
+    wait_reporting: WaitReportingParams | None = None
+    sleep: SleepParams | None = None
+    snapshot: SnapshotParams | None = None
+    contig_bench: ContigBenchParams | None = None
+    shell: ShellParams | None = None
+
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            data = {data: None}
+        if not isinstance(data, dict):
+            raise problem(f"expected a step like '- memtouch: 256M', got {data!r}")
+        kinds = [k for k in data if k != "phase"]
+        if len(kinds) != 1 or kinds[0] not in STEP_TYPES:
+            raise problem(f"a step has exactly one of {', '.join(STEP_TYPES)} (and optionally phase), "
+                          f"got {list(data)}")
+        # A kind written without parameters still names the step: its model validates an empty mapping.
+        return {**data, kinds[0]: {} if data[kinds[0]] is None else data[kinds[0]]}
+
+    @property
+    def kind(self) -> str:
+        return next(k for k in STEP_TYPES if getattr(self, k) is not None)
+
+    @property
+    def params(self) -> Strict:
+        return getattr(self, self.kind)
+
+
+# -- expectations ---------------------------------------------------------------------------------------
+class RssFellCheck(Strict):
+    min_mib: Number = 64
+
+
+class MetricCheck(Strict):
+    name: str
+    phase: str | None = None
+    kernel: str | None = None
+    min: Number | None = None
+    max: Number | None = None
+    equals: Number | None = None
+
+    @model_validator(mode="after")
+    def _has_a_bound(self) -> MetricCheck:
+        if self.min is None and self.max is None and self.equals is None:
+            raise problem("needs name and one of min, max, equals")
+        return self
+
+
+class RatioCheck(Strict):
+    name: str
+    kernel: str
+    baseline: str
+    phase: str | None = None
+    max_ratio: Number | None = None
+    min_ratio: Number | None = None
+
+    @model_validator(mode="after")
+    def _has_a_bound(self) -> RatioCheck:
+        if self.max_ratio is None and self.min_ratio is None:
+            raise problem("needs name, kernel, baseline and max_ratio or min_ratio")
+        return self
+
+
+class Expectations(Strict):
+    balloon_reached: bool = False
+    balloon_inflate_matches: bool = False
+    rss_fell_after_reporting: RssFellCheck | None = None
+    nonzero_pages: int | None = None
+    kernel_log_clean: bool = True
+    metrics: list[MetricCheck] = []
+    ratios: list[RatioCheck] = []
+
+
+class ScenarioFile(Strict):
+    """A scenario file as written."""
+
+    name: ScenarioName
+    description: str = ""
+    guest: GuestOptions = GuestOptions()
+    qemu: QemuOptions = QemuOptions()
+    kernels: Annotated[list[KernelText], Field(min_length=1)] = ["stock"]
+    repetitions: Annotated[int, Field(ge=1)] = 1
+    steps: Annotated[list[StepEntry], Field(min_length=1)]
+    expect: Expectations = Expectations()
+
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if not data:
+            raise problem("the scenario is empty")
+        return data
+
+    @model_validator(mode="after")
+    def _steps_fit_the_guest(self) -> ScenarioFile:
+        memory = self.guest.memory_mib
+        phases: set[str] = set()
+        for i, entry in enumerate(self.steps):
+            kind, p = entry.kind, entry.params
+            if kind == "boot" and i != 0:
+                raise problem("boot can only be the first step (every repetition starts with a fresh boot)",
+                              "steps", i)
+            phase = entry.phase or f"{kind}{i}"
+            if phase in phases:
+                raise problem(f"phase {phase!r} is used twice", "steps", i, "phase")
+            phases.add(phase)
+            if isinstance(p, BalloonParams) and p.target_mib > memory:
+                raise problem(f"{p.target_mib} MiB is above the guest memory ({memory} MiB)",
+                              "steps", i, kind, "target")
+            if isinstance(p, MemdirtyParams) and p.size_mib >= memory:
+                raise problem(f"{p.size_mib} MiB does not fit in the guest's {memory} MiB", "steps", i, kind, "size")
+        return self
 
 
 @dataclass(frozen=True)
 class Step:
     kind: str
     phase: str
-    params: dict
+    params: Any  # the kind's parameter model (BalloonParams, MemtouchParams, ...)
 
 
 @dataclass(frozen=True)
@@ -65,7 +325,7 @@ class Scenario:
     kernels: list[KernelSpec]
     repetitions: int
     steps: list[Step]
-    expect: dict = field(default_factory=dict)
+    expect: Expectations = field(default_factory=Expectations)
 
     def machine(self) -> MachineConfig:
         """The guest machine this scenario describes, for the QEMU layer."""
@@ -77,297 +337,41 @@ class Scenario:
                              timing=q.timing)
 
 
-class _Where:
-    """Builds error messages that name the file and the key path."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def fail(self, key: str, problem: str):
-        raise InputError(f"{self.path}: {key}: {problem}")
-
-    def mapping(self, value, key: str, allowed: dict) -> dict:
-        """Check `value` is a mapping whose keys are all in `allowed` (key -> type or tuple of types)."""
-        if value is None:
-            return {}
-        if not isinstance(value, dict):
-            self.fail(key, f"expected a mapping, got {type(value).__name__}")
-        for k, v in value.items():
-            if k not in allowed:
-                self.fail(f"{key}.{k}" if key else str(k), f"unknown key (allowed: {', '.join(allowed)})")
-            types = _as_tuple(allowed[k])
-            if not isinstance(v, types) or (isinstance(v, bool) and bool not in types):
-                self.fail(f"{key}.{k}" if key else str(k), f"expected {_type_names(types)}, got {v!r}")
-        return value
-
-    def size_mib(self, value, key: str) -> int:
-        if isinstance(value, bool) or not isinstance(value, (str, int)):
-            self.fail(key, f"expected a size like 512M or 2G, got {value!r}")
-        m = SIZE.match(str(value))
-        if not m:
-            self.fail(key, f"expected a size with a unit like 512M or 2G, got {value!r}")
-        mib = float(m.group(1)) * UNIT_MIB[m.group(2).upper()]
-        if mib < 1 or mib != int(mib):
-            self.fail(key, f"size {value!r} is not a whole number of MiB")
-        return int(mib)
-
-
-def _as_tuple(types) -> tuple:
-    return types if isinstance(types, tuple) else (types,)
-
-
-def _type_names(types) -> str:
-    return " or ".join(t.__name__ for t in _as_tuple(types))
-
-
 def load_scenario(path: str | Path) -> Scenario:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such scenario file")
     content = path.read_text()
     try:
-        data = yaml.safe_load(content)
+        data = parse_yaml(content)
+    except DuplicateKeyError as exc:
+        raise InputError(f"{path}: {describe_error(exc)}") from None
     except yaml.YAMLError as exc:
-        raise InputError(f"{path}: malformed YAML: {exc}") from None
+        raise InputError(f"{path}: malformed YAML: {describe_error(exc)}") from None
     return parse_scenario(data, path, content)
 
 
-def parse_scenario(data, path: Path, content: str = "") -> Scenario:
-    w = _Where(path)
-    top = w.mapping(
-        data,
-        "",
-        {
-            "name": str,
-            "description": str,
-            "guest": dict,
-            "qemu": dict,
-            "kernels": list,
-            "repetitions": int,
-            "steps": list,
-            "expect": dict,
-        },
-    )
-    if not top:
-        w.fail("(top)", "the scenario is empty")
-    for required in ("name", "steps"):
-        if required not in top:
-            w.fail(required, "missing")
-    if not re.match(r"^[A-Za-z0-9][A-Za-z0-9._-]*$", top["name"]):
-        w.fail("name", f"{top['name']!r} must be letters, digits, '.', '_' or '-'")
-
-    g = w.mapping(top.get("guest"), "guest", {"memory": (str, int), "cpus": int, "cmdline": str})
-    guest = GuestOptions(
-        memory_mib=w.size_mib(g["memory"], "guest.memory") if "memory" in g else 2048,
-        cpus=g.get("cpus", 2),
-        cmdline=g.get("cmdline", ""),
-    )
-    if guest.memory_mib < 256:
-        w.fail("guest.memory", f"{guest.memory_mib} MiB is too small to boot a guest (at least 256M)")
-    if not 1 <= guest.cpus <= 64:
-        w.fail("guest.cpus", f"{guest.cpus} is not between 1 and 64")
-
-    qemu = _parse_qemu(w, top.get("qemu"))
-    kernels = []
-    for i, text in enumerate(top.get("kernels", ["stock"])):
-        if not isinstance(text, str):
-            w.fail(f"kernels[{i}]", f"expected a kernel spec string, got {text!r}")
-        try:
-            kernels.append(parse_kernel_spec(text))
-        except InputError as exc:
-            w.fail(f"kernels[{i}]", str(exc))
-    if not kernels:
-        w.fail("kernels", "needs at least one kernel spec")
-    reps = top.get("repetitions", 1)
-    if reps < 1:
-        w.fail("repetitions", f"must be at least 1, got {reps}")
-
-    steps = _parse_steps(w, top["steps"], guest)
-    expect = _parse_expect(w, top.get("expect"))
-    return Scenario(
-        name=top["name"],
-        path=path,
-        content=content,
-        description=top.get("description", ""),
-        guest=guest,
-        qemu=qemu,
-        kernels=kernels,
-        repetitions=reps,
-        steps=steps,
-        expect=expect,
-    )
+def parse_scenario(data: Any, path: Path, content: str = "") -> Scenario:
+    f = validate(ScenarioFile, data, path)
+    steps = [Step(e.kind, e.phase or f"{e.kind}{i}", e.params) for i, e in enumerate(f.steps)]
+    return Scenario(name=f.name, path=path, content=content, description=f.description, guest=f.guest, qemu=f.qemu,
+                    kernels=[parse_kernel_spec(k) for k in f.kernels], repetitions=f.repetitions, steps=steps,
+                    expect=f.expect)
 
 
-def _parse_qemu(w: _Where, value) -> QemuOptions:
-    q = w.mapping(
-        value,
-        "qemu",
-        {"memory_backend": str, "prealloc": bool, "mem_lock": bool, "mem_path": str, "balloon": dict,
-         "timing": str},
-    )
-    backend = q.get("memory_backend", "ram")
-    if backend not in BACKENDS:
-        w.fail("qemu.memory_backend", f"{backend!r} is not one of {', '.join(BACKENDS)}")
-    timing = q.get("timing", "realtime")
-    if timing not in TIMING_MODES:
-        w.fail("qemu.timing", f"{timing!r} is not one of {', '.join(TIMING_MODES)}")
-    if "mem_path" in q and backend != "file":
-        w.fail("qemu.mem_path", "only meaningful with memory_backend: file")
-    b = w.mapping(
-        q.get("balloon"),
-        "qemu.balloon",
-        {"free_page_reporting": bool, "deflate_on_oom": bool, "stats_interval_s": int},
-    )
-    if b.get("stats_interval_s", 0) < 0:
-        w.fail("qemu.balloon.stats_interval_s", "must be 0 (off) or a number of seconds")
-    return QemuOptions(
-        memory_backend=backend,
-        prealloc=q.get("prealloc", False),
-        mem_lock=q.get("mem_lock", False),
-        mem_path=q.get("mem_path"),
-        balloon=BalloonOptions(**b),
-        timing=timing,
-    )
-
-
-def _parse_steps(w: _Where, raw: list, guest: GuestOptions) -> list[Step]:
-    steps: list[Step] = []
-    phases: set[str] = set()
-    if not raw:
-        w.fail("steps", "needs at least one step")
-    for i, item in enumerate(raw):
-        key = f"steps[{i}]"
-        if isinstance(item, str):
-            item = {item: None}
-        if not isinstance(item, dict):
-            w.fail(key, f"expected a step like '- memtouch: 256M', got {item!r}")
-        kinds = [k for k in item if k != "phase"]
-        if len(kinds) != 1 or kinds[0] not in STEP_TYPES:
-            w.fail(key, f"a step has exactly one of {', '.join(STEP_TYPES)} (and optionally phase), got {list(item)}")
-        kind = kinds[0]
-        if kind == "boot" and i != 0:
-            w.fail(key, "boot can only be the first step (every repetition starts with a fresh boot)")
-        phase = item.get("phase") or f"{kind}{i}"
-        if not isinstance(phase, str) or not re.match(r"^[A-Za-z0-9_-]+$", phase):
-            w.fail(f"{key}.phase", f"{phase!r} must be letters, digits, '_' or '-'")
-        if phase in phases:
-            w.fail(f"{key}.phase", f"phase {phase!r} is used twice")
-        phases.add(phase)
-        params = _STEP_PARSERS[kind](w, f"{key}.{kind}", item[kind], guest)
-        steps.append(Step(kind, phase, params))
-    return steps
-
-
-def _scalar_or_mapping(value, primary: str) -> dict:
-    return value if isinstance(value, dict) else ({} if value is None else {primary: value})
-
-
-def _step_balloon(w, key, value, guest):
-    p = w.mapping(_scalar_or_mapping(value, "target"), key, {"target": (str, int), "timeout_s": (int, float)})
-    if "target" not in p:
-        w.fail(f"{key}.target", "missing")
-    target = w.size_mib(p["target"], f"{key}.target")
-    if target > guest.memory_mib:
-        w.fail(f"{key}.target", f"{target} MiB is above the guest memory ({guest.memory_mib} MiB)")
-    if target < 128:
-        w.fail(f"{key}.target", f"{target} MiB would leave the guest too little memory to run (at least 128M)")
-    return {"target_mib": target, "timeout_s": p.get("timeout_s", 300)}
-
-
-def _step_mem(w, key, value, guest):
-    p = w.mapping(_scalar_or_mapping(value, "size"), key, {"size": (str, int), "thp": bool})
-    if "size" not in p:
-        w.fail(f"{key}.size", "missing")
-    size = w.size_mib(p["size"], f"{key}.size")
-    if size >= guest.memory_mib:
-        w.fail(f"{key}.size", f"{size} MiB does not fit in the guest's {guest.memory_mib} MiB")
-    return {"size_mib": size, "thp": p.get("thp", False)}
-
-
-def _step_memtouch(w, key, value, guest):
-    raw = _scalar_or_mapping(value, "size")
-    raw = dict(raw) if isinstance(raw, dict) else raw
-    fault = raw.pop("fault", FAULT_MODES[0]) if isinstance(raw, dict) else FAULT_MODES[0]
-    if fault not in FAULT_MODES:
-        w.fail(f"{key}.fault", f"{fault!r} is not one of {', '.join(FAULT_MODES)}")
-    return {**_step_mem(w, key, raw, guest), "fault": fault}
-
-
-def _step_wait_reporting(w, key, value, guest):
-    p = w.mapping(value, key, {"timeout_s": (int, float), "settle_s": (int, float)})
-    return {"timeout_s": p.get("timeout_s", 60), "settle_s": p.get("settle_s", 3)}
-
-
-def _step_sleep(w, key, value, guest):
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-        w.fail(key, f"expected a number of seconds, got {value!r}")
-    return {"seconds": value}
-
-
-def _step_snapshot(w, key, value, guest):
-    return {}
-
-
-def _step_boot(w, key, value, guest):
-    if value is not None:
-        w.fail(key, "takes no parameters")
-    return {}
-
-
-def _step_contig_bench(w, key, value, guest):
-    p = w.mapping(_scalar_or_mapping(value, "iterations"), key, {"iterations": int, "order": int})
-    if p.get("iterations", 1) < 1 or not 0 <= p.get("order", 9) <= 10:
-        w.fail(key, "iterations must be >= 1 and order between 0 and 10")
-    return {"iterations": p.get("iterations", 2000), "order": p.get("order", 9)}
-
-
-def _step_shell(w, key, value, guest):
-    p = w.mapping(_scalar_or_mapping(value, "command"), key, {"command": str, "timeout_s": (int, float)})
-    if not p.get("command"):
-        w.fail(f"{key}.command", "missing")
-    return {"command": p["command"], "timeout_s": p.get("timeout_s", 60)}
-
-
-_STEP_PARSERS = {
-    "boot": _step_boot,
-    "balloon": _step_balloon,
-    "memdirty": _step_mem,
-    "memtouch": _step_memtouch,
-    "wait_reporting": _step_wait_reporting,
-    "sleep": _step_sleep,
-    "snapshot": _step_snapshot,
-    "contig_bench": _step_contig_bench,
-    "shell": _step_shell,
-}
-
-METRIC_CHECK_KEYS = {"name": str, "phase": str, "kernel": str, "min": (int, float), "max": (int, float),
-                     "equals": (int, float)}
-RATIO_CHECK_KEYS = {"name": str, "phase": str, "kernel": str, "baseline": str, "max_ratio": (int, float),
-                    "min_ratio": (int, float)}
-
-
-def _parse_expect(w: _Where, value) -> dict:
-    e = w.mapping(
-        value,
-        "expect",
-        {
-            "balloon_reached": bool,
-            "balloon_inflate_matches": bool,
-            "rss_fell_after_reporting": dict,
-            "nonzero_pages": int,
-            "kernel_log_clean": bool,
-            "metrics": list,
-            "ratios": list,
-        },
-    )
-    if "rss_fell_after_reporting" in e:
-        w.mapping(e["rss_fell_after_reporting"], "expect.rss_fell_after_reporting", {"min_mib": (int, float)})
-    for i, check in enumerate(e.get("metrics", [])):
-        c = w.mapping(check, f"expect.metrics[{i}]", METRIC_CHECK_KEYS)
-        if "name" not in c or not {"min", "max", "equals"} & set(c):
-            w.fail(f"expect.metrics[{i}]", "needs name and one of min, max, equals")
-    for i, check in enumerate(e.get("ratios", [])):
-        c = w.mapping(check, f"expect.ratios[{i}]", RATIO_CHECK_KEYS)
-        if not {"name", "kernel", "baseline"} <= set(c) or not {"max_ratio", "min_ratio"} & set(c):
-            w.fail(f"expect.ratios[{i}]", "needs name, kernel, baseline and max_ratio or min_ratio")
-    return e
+def scenario_json_schema() -> dict:
+    """JSON Schema of a scenario file, shorthands included (`- snapshot`, `balloon: 1G`)."""
+    schema = ScenarioFile.model_json_schema()
+    defs = schema["$defs"]
+    for model in STEP_PARAMS.values():
+        own = defs[model.__name__]
+        forms = [own]
+        if model.shorthand is not None:
+            forms.append(own["properties"][model.shorthand])
+        if not own.get("required"):
+            forms.append({"type": "null"})
+        defs[model.__name__] = {"anyOf": forms} if len(forms) > 1 else own
+    defs["BootParams"] = {"type": "null"}
+    entry = schema["properties"]["steps"]["items"]
+    schema["properties"]["steps"]["items"] = {"anyOf": [{"enum": list(STEP_TYPES)}, entry]}
+    return schema

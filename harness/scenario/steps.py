@@ -7,6 +7,7 @@ import re
 import time
 from dataclasses import dataclass, field
 
+from pydantic import BaseModel
 from rich.markup import escape
 
 from harness.errors import HarnessError
@@ -19,7 +20,17 @@ from harness.machine.config import MachineConfig
 from harness.machine.qmp import QMP
 from harness.machine.rss import RssSampler
 from harness.machine.vm import VM
-from harness.scenario.schema import Scenario, Step
+from harness.scenario.schema import (
+    BalloonParams,
+    ContigBenchParams,
+    MemdirtyParams,
+    MemtouchParams,
+    Scenario,
+    ShellParams,
+    SleepParams,
+    Step,
+    WaitReportingParams,
+)
 from harness.scenario.sink import RunSink
 
 BOOT_TIMEOUT_S = 180
@@ -179,8 +190,8 @@ class RepRunner:
         self.result.steps.append(record)
 
     def _step_balloon(self, step: Step, record: StepRecord) -> None:
-        p = step.params
-        res = balloon.set_target(self.qmp, p["target_mib"], p["timeout_s"], self.progress, alive=self.vm.check_alive)
+        p: BalloonParams = step.params
+        res = balloon.set_target(self.qmp, p.target_mib, p.timeout_s, self.progress, alive=self.vm.check_alive)
         inflate = res.target_mib < res.start_mib
         self.metric("balloon_inflate_s" if inflate else "balloon_deflate_s", round(res.seconds, 3), step.phase)
         self.metric("balloon_actual_mib", round(res.actual_mib, 2), step.phase)
@@ -190,13 +201,13 @@ class RepRunner:
                            f"in {res.seconds:.1f} s ({res.events} BALLOON_CHANGE events)")
 
     def _step_memdirty(self, step: Step, record: StepRecord) -> None:
-        out = probes.memdirty(self.ssh, step.params["size_mib"], step.params["thp"],
-                              timeout=_probe_timeout(step.params["size_mib"]))
+        p: MemdirtyParams = step.params
+        out = probes.memdirty(self.ssh, p.size_mib, p.thp, timeout=_probe_timeout(p.size_mib))
         record.data.update(out)
 
     def _step_memtouch(self, step: Step, record: StepRecord) -> None:
-        out = probes.memtouch(self.ssh, step.params["size_mib"], step.params["thp"], step.params["fault"],
-                              timeout=_probe_timeout(step.params["size_mib"]))
+        p: MemtouchParams = step.params
+        out = probes.memtouch(self.ssh, p.size_mib, p.thp, p.fault, timeout=_probe_timeout(p.size_mib))
         # A page handed out non-zero is a finding whatever path faulted it in: recorded before the fault check.
         self.metric("nonzero_pages", out["nonzero_pages"], step.phase)
         self.metric("stale_pattern_pages", out["pattern_pages"], step.phase, unit="pages")
@@ -227,7 +238,8 @@ class RepRunner:
         Guest time, because reporting's own delays (2 s after a free, between batches) run on the guest
         clock, which under icount (sleep=off) runs far ahead of host time when the guest idles; and at
         least a short quiet spell of host time too, since the host discards each batch in host time."""
-        settle, timeout = step.params["settle_s"], step.params["timeout_s"]
+        p: WaitReportingParams = step.params
+        settle, timeout = p.settle_s, p.timeout_s
         host_quiet = min(settle, REPORTING_HOST_QUIET_S)
         t0 = time.monotonic()
         first = last_change = None
@@ -257,7 +269,8 @@ class RepRunner:
                            + ("" if settled else f"; NOT settled within {timeout} s"))
 
     def _step_sleep(self, step: Step, record: StepRecord) -> None:
-        end = time.monotonic() + step.params["seconds"]
+        p: SleepParams = step.params
+        end = time.monotonic() + p.seconds
         while time.monotonic() < end:
             self.vm.check_alive()
             time.sleep(min(0.25, max(0.0, end - time.monotonic())))
@@ -266,14 +279,16 @@ class RepRunner:
         self._snapshot(step.phase)
 
     def _step_contig_bench(self, step: Step, record: StepRecord) -> None:
-        out = probes.contig_bench(self.ssh, step.params["iterations"], step.params["order"], timeout=1800)
+        p: ContigBenchParams = step.params
+        out = probes.contig_bench(self.ssh, p.iterations, p.order, timeout=1800)
         self.metric("contig_bench_us", out["elapsed_us"], step.phase)
         record.data.update(out)
         self.console.print(f"  {step.phase}: contig_bench {out['iterations']} x order-{out['order']}: "
                            f"{out['elapsed_us']} us")
 
     def _step_shell(self, step: Step, record: StepRecord) -> None:
-        res = self.ssh.run(step.params["command"], timeout=step.params["timeout_s"])
+        p: ShellParams = step.params
+        res = self.ssh.run(p.command, timeout=p.timeout_s)
         record.data.update(stdout=res.stdout[-4000:])
 
     def _save_kernel_log(self) -> None:
@@ -311,5 +326,5 @@ def _probe_timeout(size_mib: int) -> float:
     return 120 + size_mib / 5
 
 
-def _describe(params: dict) -> str:
-    return " ".join(f"{k}={v}" for k, v in params.items())
+def _describe(params: BaseModel) -> str:
+    return " ".join(f"{k}={v}" for k, v in params.model_dump().items())

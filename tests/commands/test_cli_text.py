@@ -13,7 +13,7 @@ from harness.kernels.progress import Reporter
 from harness.numbers import fmt_num
 
 VERBS = ["run", "compare", "report", "nightly", "kernel", "kernel build", "kernel list", "bench", "bench boot",
-         "bench noise", "doctor"]
+         "bench noise", "doctor", "schema"]
 SPHINX = re.compile(r"``|:(mod|func|class|meth):`")
 
 

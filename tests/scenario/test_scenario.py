@@ -32,8 +32,8 @@ def test_good_scenario_parses(tmp_path):
     s = load_scenario(write(tmp_path, GOOD))
     assert s.guest.memory_mib == 2048
     assert [st.kind for st in s.steps] == ["balloon", "memtouch"]
-    assert s.steps[0].params["target_mib"] == 1024
-    assert s.steps[1].params == {"size_mib": 256, "thp": True, "fault": "populate"}
+    assert s.steps[0].params.target_mib == 1024
+    assert s.steps[1].params.model_dump() == {"size_mib": 256, "thp": True, "fault": "populate"}
     assert [k.text for k in s.kernels] == ["stock"]
 
 
@@ -129,3 +129,57 @@ def test_image_files_with_the_same_name_get_different_slugs(tmp_path):
         (tmp_path / d / "bzImage").write_bytes(b"\0" * 0x202 + b"HdrS")
     a, b = (parse_kernel_spec(str(tmp_path / d / "bzImage")) for d in ("a", "b"))
     assert a.slug != b.slug and a.slug.startswith("bzImage-")
+
+
+def test_step_parameters_are_typed(tmp_path):
+    s = load_scenario(write(tmp_path, "name: t\nsteps:\n  - boot\n  - wait_reporting\n  - sleep: 0.5\n"
+                                      "  - contig_bench: 10\n  - shell: {command: 'true', timeout_s: 5}\n"))
+    boot, wait, sleep, bench, shell = (st.params for st in s.steps)
+    assert [st.phase for st in s.steps] == ["boot0", "wait_reporting1", "sleep2", "contig_bench3", "shell4"]
+    assert (wait.timeout_s, wait.settle_s, sleep.seconds) == (60, 3, 0.5)
+    assert (bench.iterations, bench.order, shell.command, shell.timeout_s) == (10, 9, "true", 5)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("name: t\nsteps: [snapshot]\nname: u\n", "line 3: duplicate key 'name' (first given on line 1)"),
+        ("name: t\nsteps: [{memtouch: {size: 1M, size: 2M}}]\n", "line 2: duplicate key 'size'"),
+        ("name: t\nsteps: [{boot: 3}]\n", "steps[0].boot: takes no parameters"),
+        ("name: t\nsteps: [{contig_bench: {order: 11}}]\n", "steps[0].contig_bench.order: must be at most 10"),
+        ("name: t\nsteps: [{shell: ''}]\n", "steps[0].shell.command: must not be empty"),
+        ("name: t\nsteps: [{sleep: -1}]\n", "steps[0].sleep.seconds: must be at least 0"),
+        ("name: t\nsteps: [snapshot]\nqemu: {mem_path: /x}\n", "qemu.mem_path: only meaningful"),
+        ("name: t\nsteps: []\n", "steps: must not be empty"),
+        ("", "(top): the scenario is empty"),
+        ("- 1\n", "(top): expected a mapping, got list"),
+        ("name: t\nsteps: [snapshot]\nexpect: {ratios: [{name: x, kernel: a, baseline: b}]}\n",
+         "expect.ratios[0]: needs name, kernel, baseline and max_ratio or min_ratio"),
+    ],
+)
+def test_more_bad_scenarios_are_one_line(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(InputError) as exc:
+        load_scenario(path)
+    assert str(exc.value) == f"{path}: {str(exc.value).split(': ', 1)[1]}" and "\n" not in str(exc.value)
+    assert message in str(exc.value)
+
+
+def test_every_shipped_scenario_validates_against_the_exported_json_schema():
+    import json
+
+    import jsonschema
+    import yaml
+
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "schema"], capture_output=True, text=True, check=True)
+    schema = json.loads(proc.stdout)
+    jsonschema.Draft202012Validator.check_schema(schema)
+    validator = jsonschema.Draft202012Validator(schema)
+    scenarios = [p for p in sorted((REPO_ROOT / "scenarios").glob("*.yaml")) if p.name != "nightly.yaml"]
+    assert scenarios
+    for path in scenarios:
+        errors = [e.message for e in validator.iter_errors(yaml.safe_load(path.read_text()))]
+        assert not errors, f"{path.name}: {errors}"
+    for bad in ({"name": "t", "steps": ["explode"]}, {"name": "t", "steps": [{"memtouch": {"size": "1M", "x": 1}}]},
+                {"steps": ["snapshot"]}, {"name": "t", "steps": ["snapshot"], "qemu": {"timing": "fast"}}):
+        assert not validator.is_valid(bad), bad
