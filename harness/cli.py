@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import os
 import signal
 import sys
 
@@ -56,6 +58,8 @@ def _interrupt_on_sigterm(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    # Diagnostics (commands run, retries) go to the log; HARNESS_LOG=debug shows them.
+    logging.basicConfig(level=os.environ.get("HARNESS_LOG", "warning").upper(), format="%(name)s: %(message)s")
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -30,6 +30,7 @@ from harness.results.report import Entry, build_report
 from harness.validation import Strict, first_problem
 from harness.yamlfile import describe_error, parse_yaml
 
+
 @dataclass
 class MatrixEntry:
     index: int

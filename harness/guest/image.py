@@ -10,7 +10,6 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
@@ -18,23 +17,17 @@ from harness.errors import HarnessError
 from harness.guest.keys import SshKeys, ssh_keys
 from harness.kernels.spec import GuestKernel
 from harness.paths import REPO_ROOT, cache_root
+from harness.process import run_command
 
 GUEST_DIR = REPO_ROOT / "guest_images"
 PROBES = ["memtouch", "memdirty"]
 IMAGE_FORMAT = "1"  # bump when the layout below changes
 
 
-def _run(cmd: list[str], **kw) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if proc.returncode != 0:
-        raise HarnessError(f"{' '.join(map(str, cmd))} failed: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout
-
-
 def _shared_libs(binary: str) -> list[Path]:
     """The dynamic loader and libraries a host binary needs (from ldd)."""
     libs = []
-    for line in _run(["ldd", binary]).splitlines():
+    for line in run_command(["ldd", binary]).stdout.splitlines():
         m = re.search(r"(/\S+) \(0x", line)
         if m:
             libs.append(Path(m.group(1)))
@@ -48,7 +41,7 @@ def _host_inputs() -> dict[str, Path]:
     for tool, package in ((busybox, "busybox-static"), (Path(dropbear), "dropbear-bin")):
         if not Path(tool).exists():
             raise HarnessError(f"{tool} is missing: apt-get install {package}")
-    ldd = subprocess.run(["ldd", str(busybox)], capture_output=True, text=True)
+    ldd = run_command(["ldd", busybox], check=False)
     if "not a dynamic executable" not in ldd.stdout + ldd.stderr:
         raise HarnessError("/bin/busybox is not static: apt-get install busybox-static")
     files = {"/bin/busybox": busybox, "/usr/sbin/dropbear": Path(dropbear)}
@@ -61,7 +54,7 @@ def _compile_probes(out: Path) -> dict[str, Path]:
     probes = {}
     for name in PROBES:
         exe = out / name
-        _run(["gcc", "-static", "-O2", "-Wall", "-o", str(exe), str(GUEST_DIR / "probes" / f"{name}.c")])
+        run_command(["gcc", "-static", "-O2", "-Wall", "-o", exe, GUEST_DIR / "probes" / f"{name}.c"])
         probes[f"/usr/bin/{name}"] = exe
     return probes
 
@@ -128,7 +121,7 @@ def _stage(root: Path, files: dict[str, Path], texts: dict[str, str]) -> None:
         target = root / dest.lstrip("/")
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_text(text)
-    for applet in _run([str(files["/bin/busybox"]), "--list-full"]).split():
+    for applet in run_command([files["/bin/busybox"], "--list-full"]).stdout.split():
         link = root / applet
         if not link.exists() and not link.is_symlink():
             link.parent.mkdir(parents=True, exist_ok=True)
@@ -144,12 +137,5 @@ def _pack(root: Path, out: Path) -> None:
     """An uncompressed newc cpio: the kernel needs no decompressor, which boots faster under TCG."""
     names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
     with out.open("wb") as f:
-        proc = subprocess.run(
-            ["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"],
-            input="\n".join(names).encode(),
-            cwd=root,
-            stdout=f,
-            stderr=subprocess.PIPE,
-        )
-    if proc.returncode != 0:
-        raise HarnessError(f"cpio failed: {proc.stderr.decode().strip()}")
+        run_command(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"], input="\n".join(names).encode(),
+                    cwd=root, stdout=f, binary=True, what="cpio")

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
 
-from harness.errors import HarnessError
 from harness.paths import cache_root, private_dir
+from harness.process import run_command
 
 
 @dataclass(frozen=True)
@@ -34,19 +33,12 @@ def ssh_keys() -> SshKeys:
     if not host.exists():
         tmp = d / "host.tmp"
         tmp.unlink(missing_ok=True)
-        _run(["dropbearkey", "-t", "ed25519", "-f", str(tmp)])
+        run_command(["dropbearkey", "-t", "ed25519", "-f", tmp])
         tmp.chmod(0o600)
         tmp.rename(host)
     key = paramiko.ECDSAKey.from_private_key_file(str(client))
     client_pub = f"{key.get_name()} {key.get_base64()} balloon-testbed"
     host_pub = next(
-        line for line in _run(["dropbearkey", "-y", "-f", str(host)]).splitlines() if line.startswith("ssh-")
+        line for line in run_command(["dropbearkey", "-y", "-f", host]).stdout.splitlines() if line.startswith("ssh-")
     )
     return SshKeys(client, client_pub, host, " ".join(host_pub.split()[:2]))
-
-
-def _run(cmd: list[str]) -> str:
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise HarnessError(f"{' '.join(cmd)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout

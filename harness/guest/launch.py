@@ -19,6 +19,7 @@ from harness.kernels.spec import GuestKernel, KernelSpec, parse_kernel_spec
 from harness.machine import accel
 from harness.machine.config import MachineConfig
 from harness.machine.vm import VM, GuestDied
+from harness.process import poll_until
 
 KVM_PROBE_TIMEOUT_S = 8.0
 
@@ -67,15 +68,19 @@ def probe_kvm() -> tuple[bool, str]:
         try:
             with vm:
                 assert vm.qmp is not None
+                qmp = vm.qmp
                 started = time.monotonic()
-                while time.monotonic() - started < KVM_PROBE_TIMEOUT_S:
-                    vm.check_alive()
-                    status = vm.qmp.execute("query-status", timeout=2)
-                    if status.get("status") == "internal-error":
-                        return False, "KVM internal error"
-                    if READY_MARKER in vm.serial_text():
-                        return True, f"a guest kernel booted under KVM in {time.monotonic() - started:.1f} s"
-                    time.sleep(0.1)
+
+                def outcome() -> str | None:
+                    if qmp.execute("query-status", timeout=2).get("status") == "internal-error":
+                        return "internal-error"
+                    return "booted" if READY_MARKER in vm.serial_text() else None
+
+                seen = poll_until(outcome, timeout=KVM_PROBE_TIMEOUT_S, interval=0.1, alive=vm.check_alive)
+                if seen == "internal-error":
+                    return False, "KVM internal error"
+                if seen == "booted":
+                    return True, f"a guest kernel booted under KVM in {time.monotonic() - started:.1f} s"
                 return False, f"a guest kernel did not boot under KVM within {KVM_PROBE_TIMEOUT_S:.0f} s"
         except (GuestDied, HarnessError) as exc:
             stderr = Path(tmp) / "qemu.stderr"

@@ -12,7 +12,6 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -52,6 +51,7 @@ from harness.kernels.tree import (
     tree_state,
 )
 from harness.paths import cache_root
+from harness.process import run_command
 
 CONTIG_BENCH_GUEST_PATH = "/lib/modules/contig_bench.ko"
 
@@ -105,31 +105,21 @@ class _Build:
     def run(self, cmd: list[str], cwd: Path, what: str, count: bool = False) -> str:
         self.log.write(f"\n$ (cd {cwd} && {' '.join(cmd)})\n")
         self.log.flush()
-        captured = []
-        try:
-            proc = subprocess.Popen(cmd, cwd=cwd, env=self.env, stdout=subprocess.PIPE,
-                                    stderr=subprocess.STDOUT, text=True, errors="replace", bufsize=1)
-        except OSError as exc:
-            raise HarnessError(f"{what}: cannot run {cmd[0]}: {exc}") from None
-        try:
-            for line in proc.stdout:
-                self.log.write(line)
-                captured.append(line)
-                if count and UNIT_LINE.match(line):
-                    self.units += 1
-                    if self.units > self.expected:
-                        self.expected = int(self.units * 1.05) + 1
-                        self.rep.update(self.task, total=self.expected)
-                    self.rep.update(self.task, completed=self.units)
-            rc = proc.wait()
-        except BaseException:
-            proc.kill()
-            proc.wait()
-            raise
+
+        def on_line(line: str) -> None:
+            self.log.write(line)
+            if count and UNIT_LINE.match(line):
+                self.units += 1
+                if self.units > self.expected:
+                    self.expected = int(self.units * 1.05) + 1
+                    self.rep.update(self.task, total=self.expected)
+                self.rep.update(self.task, completed=self.units)
+
+        res = run_command(cmd, cwd=cwd, env=self.env, on_line=on_line, what=what, check=False)
         self.log.flush()
-        if rc != 0:
-            raise _MakeFailed(what, rc, "".join(captured))
-        return "".join(captured)
+        if res.returncode != 0:
+            raise _MakeFailed(what, res.returncode, res.stdout)
+        return res.stdout
 
 
 class _MakeFailed(Exception):

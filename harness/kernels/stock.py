@@ -10,28 +10,21 @@ import hashlib
 import json
 import re
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 from harness.errors import HarnessError
 from harness.kernels.spec import GuestKernel, KernelSpec
 from harness.paths import cache_root
+from harness.process import run_command
 
 PACKAGE_PATTERN = re.compile(r"^linux-image-(6\.12\.\d+\+deb\d+-cloud-amd64)-unsigned$")
 WANTED_MODULES = ["virtio_balloon", "virtio_net", "virtio-rng"]
 
 
-def _run(cmd: list[str], cwd: Path | None = None) -> str:
-    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise HarnessError(f"{' '.join(cmd)} failed: {proc.stderr.strip() or proc.stdout.strip()}")
-    return proc.stdout
-
-
 def newest_stock_release() -> str:
     """The newest 6.12 cloud kernel release apt knows about, e.g. 6.12.117+deb12-cloud-amd64."""
-    out = _run(["apt-cache", "search", "--names-only", r"^linux-image-6\.12\..*-cloud-amd64-unsigned$"])
+    out = run_command(["apt-cache", "search", "--names-only", r"^linux-image-6\.12\..*-cloud-amd64-unsigned$"]).stdout
     releases = [m.group(1) for line in out.splitlines() if (m := PACKAGE_PATTERN.match(line.split(" ")[0]))]
     if not releases:
         raise HarnessError("apt knows no linux-image-6.12.*-cloud-amd64-unsigned package (run apt-get update)")
@@ -50,7 +43,7 @@ def _module_closure(moddir: Path, names: list[str]) -> list[Path]:
             raise HarnessError(f"stock kernel has no module {name} under {moddir}")
         if path in ordered:
             return
-        depends = _run(["modinfo", "-F", "depends", str(path)]).strip()
+        depends = run_command(["modinfo", "-F", "depends", str(path)]).stdout.strip()
         for dep in filter(None, depends.split(",")):
             visit(dep)
         ordered.append(path)
@@ -64,10 +57,10 @@ def _unpack(release: str, dest: Path) -> None:
     package = f"linux-image-{release}-unsigned"
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         tmpdir = Path(tmp)
-        _run(["apt-get", "download", package], cwd=tmpdir)
+        run_command(["apt-get", "download", package], cwd=tmpdir)
         (deb,) = tmpdir.glob("*.deb")
         tree = tmpdir / "tree"
-        _run(["dpkg-deb", "-x", str(deb), str(tree)])
+        run_command(["dpkg-deb", "-x", deb, tree])
         out = tmpdir / "out"
         (out / "modules").mkdir(parents=True)
         shutil.copy(tree / "boot" / f"vmlinuz-{release}", out / "bzImage")
@@ -77,9 +70,9 @@ def _unpack(release: str, dest: Path) -> None:
             target = out / "modules" / path.name.split(".ko")[0]
             target = target.with_name(target.name + ".ko")
             if path.name.endswith(".xz"):
-                target.write_bytes(subprocess.run(["xz", "-dc", str(path)], capture_output=True, check=True).stdout)
+                target.write_bytes(run_command(["xz", "-dc", path], binary=True).stdout)
             elif path.name.endswith(".zst"):
-                target.write_bytes(subprocess.run(["zstd", "-dc", str(path)], capture_output=True, check=True).stdout)
+                target.write_bytes(run_command(["zstd", "-dc", path], binary=True).stdout)
             else:
                 shutil.copy(path, target)
             modules.append(target.name)
@@ -109,7 +102,7 @@ def pvh_vmlinux(dest: Path) -> Path | None:
     if start < 0:
         return None
     # zstd stops with an error at the bzImage's trailing bytes after the frame; the frame itself is whole.
-    out = subprocess.run(["zstd", "-dcq"], input=data[start:], capture_output=True).stdout
+    out = run_command(["zstd", "-dcq"], input=data[start:], binary=True, check=False).stdout
     if not out.startswith(b"\x7fELF"):
         return None
     tmp = dest / "vmlinux.tmp"

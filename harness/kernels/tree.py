@@ -11,7 +11,6 @@ import hashlib
 import os
 import re
 import shutil
-import subprocess
 import time
 from pathlib import Path
 
@@ -19,29 +18,14 @@ from harness.errors import HarnessError, InputError
 from harness.kernels.cache import flock, kernel_cache
 from harness.kernels.inputs import BaseInfo, PatchFile, Series, load_base
 from harness.kernels.progress import Reporter
+from harness.process import run_command, tail
 
 GIT_IDENTITY = ["-c", "user.name=testbed", "-c", "user.email=testbed@localhost", "-c", "gc.auto=0"]
 GIT_DATE = "2026-01-01T00:00:00+00:00"
 
 
-def _run(cmd: list[str], *, cwd: Path | None = None, env: dict | None = None, what: str | None = None,
-         check: bool = True) -> subprocess.CompletedProcess:
-    try:
-        res = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, errors="replace")
-    except OSError as exc:
-        raise HarnessError(f"{what or cmd[0]}: cannot run {cmd[0]}: {exc}") from None
-    if check and res.returncode != 0:
-        out = (res.stdout + res.stderr).strip()
-        raise HarnessError(f"{what or ' '.join(cmd)} failed (exit {res.returncode}):\n{_tail(out, 30)}")
-    return res
-
-
-def _tail(text: str, n: int) -> str:
-    return "\n".join(text.splitlines()[-n:])
-
-
 def _git(repo: Path, *args: str, check: bool = True, what: str | None = None, env=None):
-    return _run(["git", *GIT_IDENTITY, "-C", str(repo), *args], check=check, what=what, env=env)
+    return run_command(["git", *GIT_IDENTITY, "-C", str(repo), *args], check=check, what=what, env=env)
 
 
 def apt_install(package: str):
@@ -50,11 +34,11 @@ def apt_install(package: str):
     cmd = ["apt-get", "install", "-y", "--allow-downgrades", package]
     if os.geteuid() != 0 and shutil.which("sudo"):
         cmd = ["sudo", "-n", *cmd]
-    _run(cmd, env=env, what=f"apt-get install -y {package}")
+    run_command(cmd, env=env, what=f"apt-get install -y {package}")
 
 
 def _dpkg_version(package: str) -> str | None:
-    res = _run(["dpkg-query", "-W", "-f", "${Status}\t${Version}", package], check=False)
+    res = run_command(["dpkg-query", "-W", "-f", "${Status}\t${Version}", package], check=False)
     if res.returncode != 0:
         return None
     status, _, version = res.stdout.partition("\t")
@@ -109,7 +93,7 @@ def ensure_base_repo(base: BaseInfo | None = None, progress=None) -> Path:
         tmp.mkdir()
         t0 = time.monotonic()
         with rep.status(f"extracting {base.tarball.name} (linux {base.kernel_version})"):
-            _run(["tar", "-xJf", str(base.tarball), "-C", str(tmp), "--strip-components=1",
+            run_command(["tar", "-xJf", str(base.tarball), "-C", str(tmp), "--strip-components=1",
                   f"{base.tarball_dir}/"], what=f"extracting {base.tarball}")
         found = _makefile_version(tmp / "Makefile")
         if found != base.kernel_version:
@@ -196,7 +180,7 @@ def check_series_applies(src: Path, series: list[Series], rep: Reporter | None =
                     raise HarnessError(
                         f"patch series {s.name!r}: patch {i}/{len(s.patches)} {p.file} ({p.path}) does not apply"
                         f" to the base{' after the series before it' if series.index(s) else ''}:\n"
-                        f"{_tail(out.strip(), 40)}")
+                        f"{tail(out.strip(), 40)}")
 
 
 def apply_series(tree: Path, series: list[Series], rep: Reporter | None = None, snapshot: Path | None = None):
@@ -217,17 +201,17 @@ def apply_series(tree: Path, series: list[Series], rep: Reporter | None = None, 
 
 def _patch_failure(tree: Path, s: Series, index: int, p: PatchFile, ppath: Path, am_out: str) -> str:
     _git(tree, "am", "--abort", check=False)
-    rej = _run(["git", "-C", str(tree), "apply", "--reject", "--verbose", str(ppath)], check=False)
+    rej = run_command(["git", "-C", str(tree), "apply", "--reject", "--verbose", str(ppath)], check=False)
     rej_texts = []
     for r in sorted(tree.rglob("*.rej")):
         rel = r.relative_to(tree)
-        rej_texts.append(f"--- {rel}\n{_tail(r.read_text(errors='replace'), 40)}")
+        rej_texts.append(f"--- {rel}\n{tail(r.read_text(errors='replace'), 40)}")
     msg = [f"patch series {s.name!r}: patch {index}/{len(s.patches)} {p.file} ({p.path}) does not apply:",
-           _tail(am_out.strip(), 15)]
+           tail(am_out.strip(), 15)]
     applied_out = "\n".join(line for line in (rej.stdout + rej.stderr).splitlines()
                             if line.startswith(("error", "Rejected", "Checking", "Applying", "Applied")))
     if applied_out:
-        msg += ["git apply --reject:", _tail(applied_out, 20)]
+        msg += ["git apply --reject:", tail(applied_out, 20)]
     if rej_texts:
         msg += ["rejected hunks:", *rej_texts]
     return "\n".join(msg)
@@ -235,12 +219,12 @@ def _patch_failure(tree: Path, s: Series, index: int, p: PatchFile, ppath: Path,
 
 def tree_state(path: Path) -> dict:
     """What decides a --tree build's sources: HEAD, the diff against HEAD, untracked (non-ignored) files."""
-    if _run(["git", "-C", str(path), "rev-parse", "--git-dir"], check=False).returncode != 0:
+    if run_command(["git", "-C", str(path), "rev-parse", "--git-dir"], check=False).returncode != 0:
         raise InputError(f"--tree {path}: not a git checkout (the cache key needs git rev-parse HEAD / git diff)")
-    head = _run(["git", "-C", str(path), "rev-parse", "HEAD"], what="git rev-parse HEAD").stdout.strip()
-    diff = subprocess.run(["git", "-C", str(path), "diff", "--binary", "HEAD"], capture_output=True).stdout
-    untracked = subprocess.run(["git", "-C", str(path), "ls-files", "-z", "--others", "--exclude-standard"],
-                               capture_output=True).stdout.split(b"\0")
+    head = run_command(["git", "-C", str(path), "rev-parse", "HEAD"], what="git rev-parse HEAD").stdout.strip()
+    diff = run_command(["git", "-C", str(path), "diff", "--binary", "HEAD"], binary=True, check=False).stdout
+    untracked = run_command(["git", "-C", str(path), "ls-files", "-z", "--others", "--exclude-standard"],
+                            binary=True, check=False).stdout.split(b"\0")
     h = hashlib.sha256()
     names = sorted(u for u in untracked if u)
     for u in names:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import platform
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ from typing import Callable
 from harness.constants import QEMU_BINARY
 from harness.errors import HarnessError
 from harness.paths import cache_root
+from harness.process import run_command
 
 # Boots a guest under KVM: (it reached userspace, why).  The guest layer provides it (guest.launch.probe_kvm).
 KvmProbe = Callable[[], tuple[bool, str]]
@@ -33,8 +33,8 @@ class AccelChoice:
 
 def qemu_version(binary: str = QEMU_BINARY) -> str:
     try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, check=True).stdout
-    except (FileNotFoundError, subprocess.CalledProcessError) as exc:
+        out = run_command([binary, "--version"]).stdout
+    except HarnessError as exc:
         raise HarnessError(f"{binary} is not usable ({exc}): apt-get install qemu-system-x86") from None
     return out.splitlines()[0].removeprefix("QEMU emulator version ").strip()
 

@@ -25,7 +25,9 @@ from harness.machine.config import MachineConfig
 from harness.machine.qemu_argv import check_hugepages, free_local_port, qemu_argv
 from harness.machine.qmp import QMP
 from harness.paths import cache_root, private_dir
+from harness.process import poll_until
 
+SERIAL_POLL_S = 0.02  # how often the serial log is read while waiting for a marker
 PANIC_MARKERS = ("Kernel panic", "BUG: unable to handle", "Oops:", "general protection fault")
 
 
@@ -209,10 +211,8 @@ class VM:
     # -- readiness ---------------------------------------------------------------------------
     def wait_for_marker(self, timeout: float, marker: str = READY_MARKER) -> float:
         """Wait until the guest prints `marker` on the serial console; seconds since QEMU started."""
-        deadline = self.started_at + timeout
-        while marker not in self.serial_text():
-            self.check_alive()
-            if time.monotonic() > deadline:
-                raise GuestDied(f"guest did not boot within {timeout:.0f} s (no {marker!r} on the serial console)")
-            time.sleep(0.02)
+        poll_until(lambda: marker in self.serial_text(), timeout=timeout, interval=SERIAL_POLL_S,
+                   alive=self.check_alive, started=self.started_at,
+                   on_timeout=lambda: GuestDied(f"guest did not boot within {timeout:.0f} s "
+                                                f"(no {marker!r} on the serial console)"))
         return time.monotonic() - self.started_at

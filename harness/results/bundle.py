@@ -8,13 +8,14 @@ from __future__ import annotations
 import json
 import os
 import platform
-import subprocess
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 from harness import __version__
+from harness.errors import HarnessError
 from harness.paths import REPO_ROOT
+from harness.process import run_command
 from harness.results.metrics import metric
 
 SCHEMA = 1
@@ -45,13 +46,12 @@ def host_info() -> dict:
 
 def git_commit() -> str | None:
     try:
-        sha = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True).stdout.strip()
-        return sha + ("-dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
+        sha = run_command(["git", "-C", REPO_ROOT, "rev-parse", "HEAD"]).stdout.strip()
+        dirty = run_command(["git", "-C", REPO_ROOT, "status", "--porcelain", "--untracked-files=no"],
+                            check=False).stdout.strip()
+    except HarnessError:
         return None
+    return sha + ("-dirty" if dirty else "")
 
 
 class Bundle:

@@ -20,6 +20,7 @@ from harness.machine.config import MachineConfig
 from harness.machine.qmp import QMP
 from harness.machine.rss import RssSampler
 from harness.machine.vm import VM
+from harness.process import poll_until
 from harness.scenario.schema import (
     BalloonParams,
     ContigBenchParams,
@@ -34,6 +35,7 @@ from harness.scenario.schema import (
 from harness.scenario.sink import RunSink
 
 BOOT_TIMEOUT_S = 180
+ALIVE_CHECK_S = 0.25  # how often a sleep step checks QEMU is still running
 REPORTING_POLL_S = 0.25  # guest seconds between two looks at free page reporting
 REPORTING_HOST_QUIET_S = 1.0  # host seconds without change, as well as settle_s of guest time
 # What a kernel prints when it caught itself misbehaving: a run that hits one of these is not a clean
@@ -271,9 +273,8 @@ class RepRunner:
     def _step_sleep(self, step: Step, record: StepRecord) -> None:
         p: SleepParams = step.params
         end = time.monotonic() + p.seconds
-        while time.monotonic() < end:
-            self.vm.check_alive()
-            time.sleep(min(0.25, max(0.0, end - time.monotonic())))
+        poll_until(lambda: time.monotonic() >= end, timeout=p.seconds, interval=ALIVE_CHECK_S,
+                   alive=self.vm.check_alive)
 
     def _step_snapshot(self, step: Step, record: StepRecord) -> None:
         self._snapshot(step.phase)

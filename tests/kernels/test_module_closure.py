@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 
 from harness.errors import HarnessError
@@ -18,11 +20,11 @@ def moddir(tmp_path, monkeypatch):
         sub.mkdir(parents=True, exist_ok=True)
         (sub / f"{name}.ko.xz").write_bytes(b"")
 
-    def modinfo(cmd, cwd=None):
+    def modinfo(cmd, **kw):
         assert cmd[:3] == ["modinfo", "-F", "depends"]
-        return DEPENDS[cmd[3].rsplit("/", 1)[1].split(".ko")[0]] + "\n"
+        return subprocess.CompletedProcess(cmd, 0, DEPENDS[str(cmd[3]).rsplit("/", 1)[1].split(".ko")[0]] + "\n", "")
 
-    monkeypatch.setattr(stock, "_run", modinfo)
+    monkeypatch.setattr(stock, "run_command", modinfo)
     return tmp_path
 
 
