@@ -14,7 +14,7 @@ APT_PACKAGES := qemu-system-x86 busybox-static dropbear-bin $(BASE_PACKAGE) buil
 	libelf-dev libssl-dev cpio ccache kmod xz-utils zstd file git python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps apt venv run-scenario test test-kernels bench nightly doctor clean
+.PHONY: deps apt venv run-scenario lint test test-kernels bench nightly doctor clean
 
 deps: apt venv
 
@@ -42,8 +42,13 @@ run-scenario: deps
 doctor: deps
 	$(HARNESS) doctor
 
+# Static checks (configured in pyproject.toml), before the tests.
+lint: venv
+	$(VENV)/bin/ruff check harness tests
+	$(VENV)/bin/mypy
+
 # Unit tests, real-guest integration tests, and the one cold kernel build (base).
-test: deps
+test: deps lint
 	$(PY) -m pytest -m "not kernels" -rs $(if $(JUNIT),--junitxml=$(JUNIT)) $(PYTEST_ARGS)
 
 # Every patch series: apply, build (cached), boot, and check what each one claims.

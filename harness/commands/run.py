@@ -45,7 +45,7 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
     if timing is not None:
         if timing not in TIMING_MODES:
             raise InputError(f"--timing {timing!r} is not one of {', '.join(TIMING_MODES)}")
-        scenario = replace(scenario, qemu=replace(scenario.qemu, timing=timing))
+        scenario = replace(scenario, qemu=scenario.qemu.model_copy(update={"timing": timing}))
     specs = [parse_kernel_spec(k) for k in kernels] if kernels else scenario.kernels
     if reps is not None and reps < 1:
         raise InputError(f"--reps must be at least 1, got {reps}")

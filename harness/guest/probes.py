@@ -74,7 +74,8 @@ def setup_zeroing_source(guest: Guest, vmstat_now: dict[str, int]) -> ZeroingSou
     if guest.run(f"test -w {TRACING}/kprobe_events", check=False).rc != 0:
         return ZeroingSource("unavailable", detail="no tracefs kprobe_events in this kernel")
     guest.run(f"echo 0 > {TRACING}/tracing_on")  # count hits without filling the ring buffer
-    registered, refused = [], []
+    registered: list[str] = []
+    refused: list[str] = []
     for func in KPROBE_CANDIDATES:
         ok = guest.run(f"echo 'p:{KPROBE_GROUP}/{func} {func}' >> {TRACING}/kprobe_events", check=False).rc == 0
         (registered if ok else refused).append(func)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import base64
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import paramiko
 
@@ -88,7 +88,7 @@ class Guest:
             raise GuestCommandError(f"SSH connection lost running {command!r}: {exc!r}") from exc
         result = Result(command, rc, out.decode(errors="replace"), err.decode(errors="replace"),
                         time.monotonic() - start)
-        self._log(command, rc, out, err, result.seconds)
+        self._log(command, rc, bytes(out), bytes(err), result.seconds)
         if check and rc != 0:
             raise GuestCommandError(
                 f"guest command failed with exit code {rc}: {command}: {result.stderr.strip() or result.stdout.strip()}"

@@ -14,7 +14,7 @@ import re
 import shutil
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from harness.errors import HarnessError, InputError
@@ -302,7 +302,7 @@ def _build_info(key: str, spec_text: str, slug: str, built: _Built, series: list
         "format": FORMAT_VERSION,
         "spec": spec_text,
         "key": key,
-        "built_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "timings": timings,
         "base": info_base,
         "gcc": gcc,

@@ -80,7 +80,7 @@ def guest_kernel(spec: KernelSpec, info: dict) -> GuestKernel:
 
 def list_cached() -> list[dict]:
     """build.json of every published build (plus ``dir`` and ``bzimage_size``), oldest first."""
-    out = []
+    out: list[dict] = []
     bdir = kernel_cache() / "builds"
     if not bdir.is_dir():
         return out

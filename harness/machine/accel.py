@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 import platform
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from harness.constants import QEMU_BINARY
 from harness.errors import HarnessError

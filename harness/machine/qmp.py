@@ -61,8 +61,8 @@ class QMP:
         asyncio.run_coroutine_threadsafe(self._read_events(), self._loop)
 
     async def _read_events(self) -> None:
-        async for event in self._client.events:
-            event = dict(event)
+        async for message in self._client.events:
+            event = dict(message)
             self._write_log({"event": event})
             with self._events_changed:
                 self._events.append(event)

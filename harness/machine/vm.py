@@ -17,7 +17,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 from harness.constants import READY_MARKER
 from harness.errors import HarnessError
@@ -80,10 +80,10 @@ class VM:
         self.qmp: QMP | None = None
         self._attached: list[Closeable] = []
         self._proc: subprocess.Popen | None = None
-        self._stderr = None
+        self._stderr: IO[bytes] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
-    def __enter__(self) -> "VM":
+    def __enter__(self) -> VM:
         self.launch()
         return self
 
@@ -110,7 +110,7 @@ class VM:
             raise
 
     def _start_qemu(self) -> None:
-        for attempt in range(3):
+        for _attempt in range(3):
             self.ssh_port = free_local_port()
             self.argv = qemu_argv(
                 kernel=self.kernel_image,

@@ -11,6 +11,7 @@ One ``<testsuite>`` per bundle (named after its directory) holding:
 from __future__ import annotations
 
 import xml.etree.ElementTree as ET
+from collections.abc import Sequence
 from pathlib import Path
 
 from harness.errors import InputError
@@ -55,7 +56,7 @@ def _count(suite: ET.Element) -> tuple[int, int]:
     return len(cases), sum(c.find("failure") is not None for c in cases)
 
 
-def write_junit(path: Path, bundles: list[Path], extra_failures: list[tuple[str, str]] = ()) -> None:
+def write_junit(path: Path, bundles: list[Path], extra_failures: Sequence[tuple[str, str | None]] = ()) -> None:
     """Write JUnit XML for `bundles`; `extra_failures` are (name, reason) of runs that left no bundle."""
     root = ET.Element("testsuites", name="balloon-testbed")
     for b in bundles:

@@ -188,7 +188,7 @@ def read_rss(path: Path) -> tuple[list[float], list[float]]:
 
 def plot_rss(b: Bundle, out: Path) -> str | None:
     fig, ax = _figure()
-    colors = {}
+    colors: dict = {}
     for i, k in enumerate(b.kernels):
         for csv_path in sorted((b.path / b.kernel_slug(k)).glob("rep*/rss.csv")):
             t, rss = read_rss(csv_path)

@@ -30,6 +30,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import asdict, dataclass
+from typing import Any
 
 import numpy as np
 
@@ -202,7 +203,7 @@ def judge(
     sa, sb = summarize(a), summarize(b)
     change = pct_change(sa.median, sb.median)
     lo, hi = bootstrap_ci(a, b)
-    common = dict(name=name, kind=d.kind, better=d.better, a=sa, b=sb, change_pct=change, ci_low=lo, ci_high=hi)
+    common: dict[str, Any] = dict(name=name, kind=d.kind, better=d.better, a=sa, b=sb, change_pct=change, ci_low=lo, ci_high=hi)
     if not comparable:
         return Judgement(**common, p=None, test="none", verdict=NOT_JUDGED, reason=reason)
     over = abs(change) > threshold_pct

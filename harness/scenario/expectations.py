@@ -59,7 +59,7 @@ def evaluate(scenario: Scenario, bundle: MetricValues, results: list[RepResult],
             drops = [(rep, s.phase, s.data["rss_drop_mib"]) for rep, s in _steps(results, k, "wait_reporting")]
             low = [f"rep{rep} {ph}: {d:.0f} MiB" for rep, ph, d in drops if d < floor]
             rows.append(_row("rss_fell_after_reporting", k, bool(drops) and not low,
-                             ("host RSS fell by less than %g MiB: " % floor + "; ".join(low)) if low else
+                             (f"host RSS fell by less than {floor:g} MiB: " + "; ".join(low)) if low else
                              f"host RSS fell by {min(d for *_, d in drops):.0f} MiB or more" if drops else
                              "no wait_reporting step ran"))
         if e.nonzero_pages is not None:

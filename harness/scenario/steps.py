@@ -163,7 +163,7 @@ class RepRunner:
     # -- steps -------------------------------------------------------------------------------
     def _counters(self) -> tuple[dict, dict]:
         guest = self.ssh
-        hits = probes.kprobe_hits(guest) if self.zeroing.kind == "kprobe" else {}
+        hits = probes.kprobe_hits(guest) if self.zeroing is not None and self.zeroing.kind == "kprobe" else {}
         return probes.vmstat(guest), hits
 
     def _run_step(self, step: Step) -> None:
@@ -244,13 +244,14 @@ class RepRunner:
         settle, timeout = p.settle_s, p.timeout_s
         host_quiet = min(settle, REPORTING_HOST_QUIET_S)
         t0 = time.monotonic()
-        first = last_change = None
+        first: float | None = None
+        last_change = last_change_host = 0.0
         last: tuple = ()
         settled = False
         while time.monotonic() - t0 <= timeout:  # past the timeout the rss_drop_mib expectation judges
             self.vm.check_alive()
             now, reported = probes.guest_clock_and_reported(self.ssh, REPORTING_POLL_S)
-            kib = self.rss.current_kib()
+            kib = self.rss.current_kib() or 0  # None only once QEMU is gone, which check_alive reports
             if first is None or abs(kib - last[0]) > 4096 or reported != last[1]:
                 last, last_change, last_change_host = (kib, reported), now, time.monotonic()
                 first = now if first is None else first
@@ -260,7 +261,7 @@ class RepRunner:
                 break
         # From the peak of the step before: reporting may have begun before this step did (under icount
         # guest time races ahead while the host works, so it often has finished by then).
-        drop = (max(self.previous_step_peak_kib, self.rss.peak_kib()) - self.rss.current_kib()) / 1024
+        drop = (max(self.previous_step_peak_kib, self.rss.peak_kib()) - (self.rss.current_kib() or 0)) / 1024
         settle_s = (last_change - first) if first is not None else 0.0
         self.metric("rss_drop_mib", round(drop, 1), step.phase)
         self.metric("reporting_settle_s", round(settle_s, 2), step.phase)
