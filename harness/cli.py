@@ -30,6 +30,7 @@ SUBCOMMAND_MODULES = [
     "harness.commands.compare",
     "harness.commands.report",
     "harness.commands.table",
+    "harness.commands.ablate",
     "harness.commands.nightly",
     "harness.commands.kernel",
     "harness.commands.bench",

@@ -59,6 +59,13 @@ class PatchFile:
     sha256: str
     data: bytes = field(default=b"", repr=False, compare=False)  # the bytes hashed (and applied)
 
+    @property
+    def subject(self) -> str:
+        """The mail's Subject without its [PATCH ...] tag (folded header lines joined)."""
+        m = re.search(rb"^Subject: (.*(?:\n[ \t].*)*)", self.data, re.MULTILINE)
+        text = m.group(1).decode("utf-8", "replace").replace("\n", "") if m else self.file
+        return re.sub(r"^\[PATCH[^\]]*\]\s*", "", " ".join(text.split()))
+
 
 @dataclass(frozen=True)
 class Series:
