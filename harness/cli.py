@@ -31,6 +31,7 @@ SUBCOMMAND_MODULES = [
     "harness.commands.report",
     "harness.commands.table",
     "harness.commands.ablate",
+    "harness.commands.bisect",
     "harness.commands.nightly",
     "harness.commands.kernel",
     "harness.commands.bench",

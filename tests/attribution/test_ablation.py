@@ -53,3 +53,19 @@ def test_ablation_steps_name_every_prefix(tmp_path, monkeypatch):
         ablation_steps("base", ["s@1"])
     with pytest.raises(InputError, match="no directory"):
         ablation_steps("base", ["nope"])
+
+
+def test_bisect_candidates_over_a_series(tmp_path, monkeypatch):
+    from harness.commands.bisect import series_candidates
+
+    make_series(tmp_path, "s", {f"000{i}-p.patch": MAIL.format(subject=f"mm: p{i}", line=f"l{i}") for i in (1, 2, 3)})
+    make_series(tmp_path, "zs", {"0001-z.patch": MAIL.format(subject="z", line="z")})
+    monkeypatch.setenv("BALLOON_TESTBED_PATCHES", str(tmp_path))
+    specs, labels = series_candidates("base+zs", "base+zs+s")
+    assert specs == ["base+zs", "base+zs+s@1", "base+zs+s@2", "base+zs+s"]
+    assert labels[3] == "s 3/3: mm: p3"
+    specs, _ = series_candidates("base+zs+s@1", "base+zs+s@2")
+    assert specs == ["base+zs+s@1", "base+zs+s@2"]
+    for good, bad in (("base", "base+zs+s"), ("base+zs+s@2", "base+zs+s@2"), ("stock", "base+s")):
+        with pytest.raises(InputError):
+            series_candidates(good, bad)
