@@ -33,6 +33,8 @@ SUBCOMMAND_MODULES = [
     "harness.commands.compare",
     "harness.commands.report",
     "harness.commands.table",
+    "harness.commands.ablate",
+    "harness.commands.bisect",
     "harness.commands.nightly",
     "harness.commands.kernel",
     "harness.commands.bench",

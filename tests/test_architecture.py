@@ -9,7 +9,7 @@ from harness.paths import REPO_ROOT
 
 PACKAGE = REPO_ROOT / "harness"
 # Stages from the bottom up; a module may import its own stage and the ones below it.
-LAYERS = ["kernels", "machine", "guest", "scenario", "results", "commands", "cli"]
+LAYERS = ["kernels", "machine", "guest", "scenario", "results", "attribution", "commands", "cli"]
 
 
 def module_name(path: Path) -> str:

@@ -37,7 +37,7 @@ from harness.kernels.inputs import (
     gcc_version,
     load_base,
     load_fragments,
-    load_series,
+    load_stack,
     module_source_sha256,
     snapshot_inputs,
 )
@@ -217,7 +217,7 @@ def build_kernel(spec: KernelSpec | str, *, fragments: list[Path | str] | None =
         raise InputError(f"kernel spec {spec.text!r}: only base or base+SERIES... specs are built")
     t_start = time.monotonic()
     base = load_base()
-    series = [load_series(n, patches_root) for n in spec.series]
+    series = load_stack(spec.series, patches_root)
     frags = load_fragments(fragments)
     gcc = gcc_version()
     mod_sha = module_source_sha256()
@@ -248,8 +248,8 @@ def build_kernel(spec: KernelSpec | str, *, fragments: list[Path | str] | None =
                                  log_header=f"# harness kernel build {spec.text} key {key}\n# tree {wtree}\n")
             built = _run_build(key, tmp, rep, checkout, frags, frag_paths, mod_copy, timings, t_start)
             bdir = kernel_cache() / "builds" / key
-            series_rec = [{"name": s.name, "patches": [{"file": p.file, "sha256": p.sha256} for p in s.patches]}
-                          for s in series]
+            series_rec = [{"name": s.name, "patches": [{"file": p.file, "sha256": p.sha256} for p in s.patches],
+                           "of": s.total} for s in series]
             info = _build_info(key, spec.text, spec.slug, built, series_rec, frags, gcc, mod_sha, timings,
                                record_base={"package": base.package, "version": base.version},
                                info_base={"package": base.package, "version": base.version,

@@ -14,12 +14,13 @@ import os
 import re
 import shutil
 import subprocess
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
 
 from harness.errors import HarnessError, InputError
+from harness.kernels.spec import series_ref
 from harness.paths import REPO_ROOT
 
 # Bump when the build procedure changes in a way that changes outputs (invalidates every cached build).
@@ -58,6 +59,13 @@ class PatchFile:
     sha256: str
     data: bytes = field(default=b"", repr=False, compare=False)  # the bytes hashed (and applied)
 
+    @property
+    def subject(self) -> str:
+        """The mail's Subject without its [PATCH ...] tag (folded header lines joined)."""
+        m = re.search(rb"^Subject: (.*(?:\n[ \t].*)*)", self.data, re.MULTILINE)
+        text = m.group(1).decode("utf-8", "replace").replace("\n", "") if m else self.file
+        return re.sub(r"^\[PATCH[^\]]*\]\s*", "", " ".join(text.split()))
+
 
 @dataclass(frozen=True)
 class Series:
@@ -66,6 +74,7 @@ class Series:
     patches: tuple[PatchFile, ...]
     series_sha256: str  # of the series file itself
     series_data: bytes = field(default=b"", repr=False, compare=False)
+    total: int = 0  # patches in the whole series (more than len(patches) for a SERIES@N prefix)
 
 
 @dataclass(frozen=True)
@@ -119,7 +128,24 @@ def parse_series_file(text: str, where: str = "series") -> list[str]:
     return names
 
 
-def load_series(name: str, root: Path | str | None = None) -> Series:
+def load_series(ref: str, root: Path | str | None = None) -> Series:
+    """The series `ref` names ("name", or "name@N" for its first N patches), read from disk."""
+    name, count = series_ref(ref)
+    full = _load_whole_series(name, root)
+    if count is None:
+        return full
+    if count > len(full.patches):
+        raise InputError(f"patch series {name!r} has {len(full.patches)} patches; {ref!r} asks for the first {count}")
+    return replace(full, patches=full.patches[:count])
+
+
+def load_stack(refs: tuple[str, ...] | list[str], root: Path | str | None = None) -> list[Series]:
+    """The series a spec applies, in order.  A SERIES@0 prefix applies nothing and is left out, so it shares
+    the key (and the cached build) of the kernel below it."""
+    return [s for s in (load_series(ref, root) for ref in refs) if s.patches]
+
+
+def _load_whole_series(name: str, root: Path | str | None) -> Series:
     root = patches_root(root)
     sdir = root / name
     if not sdir.is_dir():
@@ -138,7 +164,7 @@ def load_series(name: str, root: Path | str | None = None) -> Series:
             raise InputError(f"patch series {name!r}: {sfile} lists {fname}, but {p} does not exist")
         pdata = p.read_bytes()
         patches.append(PatchFile(fname, p, hashlib.sha256(pdata).hexdigest(), pdata))
-    return Series(name, sdir, tuple(patches), hashlib.sha256(data).hexdigest(), data)
+    return Series(name, sdir, tuple(patches), hashlib.sha256(data).hexdigest(), data, total=len(patches))
 
 
 def load_fragments(fragments: list[Path | str] | None = None) -> list[Fragment]:

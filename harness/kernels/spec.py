@@ -4,7 +4,8 @@ A kernel spec string names a guest kernel:
 
 * ``stock`` -- Debian's prebuilt ``linux-image-6.12.*-cloud-amd64-unsigned`` (see stock.py);
 * ``base`` or ``base+SERIES[+SERIES...]`` -- the pinned base from kernel_patches/base.yaml with the
-  named patch series applied in order, built and cached (see build.py);
+  named patch series applied in order, built and cached (see build.py); ``SERIES@N`` applies only the
+  first N patches of a series (``base+zeroing-stats+pg-zeroed@3``; ``@0`` none of them);
 * a path to a bzImage or an ELF vmlinux (it must exist; contains a ``/``).
 """
 
@@ -17,7 +18,15 @@ from pathlib import Path
 
 from harness.errors import InputError
 
-SERIES_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+SERIES_REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:@(?P<count>\d+))?$")
+
+
+def series_ref(ref: str) -> tuple[str, int | None]:
+    """"name" -> (name, None); "name@N" -> (name, N): the first N patches."""
+    m = SERIES_REF.match(ref)
+    if not m:
+        raise InputError(f"bad series name {ref!r} (expected NAME or NAME@N)")
+    return m["name"], None if m["count"] is None else int(m["count"])
 
 
 @dataclass(frozen=True)
@@ -34,7 +43,7 @@ class KernelSpec:
             # Images are often all called bzImage: the hash of the full path tells them apart.
             digest = hashlib.sha256(str(self.path).encode()).hexdigest()[:8]
             return re.sub(r"[^A-Za-z0-9._+-]", "_", f"{self.path.name}-{digest}")
-        return re.sub(r"[^A-Za-z0-9._+-]", "_", self.text)
+        return re.sub(r"[^A-Za-z0-9._+@-]", "_", self.text)
 
 
 @dataclass
@@ -84,9 +93,10 @@ def parse_kernel_spec(text: str) -> KernelSpec:
             f"kernel spec {text!r}: expected 'stock', 'base', 'base+SERIES[+SERIES...]' or a path to a bzImage"
         )
     series = tuple(parts[1:])
-    for name in series:
-        if not SERIES_NAME.match(name):
-            raise InputError(f"kernel spec {text!r}: bad series name {name!r}")
-    if len(set(series)) != len(series):
+    try:
+        names = [series_ref(ref)[0] for ref in series]
+    except InputError as exc:
+        raise InputError(f"kernel spec {text!r}: {exc}") from None
+    if len(set(names)) != len(names):
         raise InputError(f"kernel spec {text!r}: a series is named twice")
     return KernelSpec(text, "build", series=series)

@@ -5,6 +5,7 @@ See results/README.md for the format.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -54,10 +55,22 @@ def git_commit() -> str | None:
     return sha + ("-dirty" if dirty else "")
 
 
+MAX_NAME = 160  # file names stop at 255 bytes; stacked series specs are long
+
+
+def bundle_name(stamp: str, scenario: str, kernel_slugs: list[str]) -> str:
+    """<stamp>-<scenario>-<slug>_vs_<slug>...; when that is too long for a file name, its start and a hash."""
+    name = f"{stamp}-{scenario}-{'_vs_'.join(kernel_slugs)}"
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    return f"{name[:MAX_NAME - 11]}-{digest}"
+
+
 class Bundle:
     def __init__(self, results_dir: Path, scenario_name: str, kernel_slugs: list[str]):
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        name = f"{stamp}-{scenario_name}-{'_vs_'.join(kernel_slugs)}"
+        name = bundle_name(stamp, scenario_name, kernel_slugs)
         results_dir.mkdir(parents=True, exist_ok=True)
         self.final_path = results_dir / name
         self.path = results_dir / f".tmp-{name}-{os.getpid()}"

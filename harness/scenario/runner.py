@@ -53,9 +53,11 @@ def execute(scenario: Scenario, specs: list[KernelSpec], reps: int, sink: RunSin
             kits.append(kit)
             sink.add_kernel(dict(kit.kernel.record, zeroing_counters=None, guest_release=None))
         results = []
-        # Repetition-major order, so slow drift on the host affects every kernel alike.
+        # Repetition-major order, reversed every other repetition (A B, B A, ...), so slow drift on the host
+        # and a kernel's position after another affect every kernel alike.
         for rep in range(1, reps + 1):
-            for i, kit in enumerate(kits):
+            order = list(enumerate(kits))
+            for i, kit in order if rep % 2 else reversed(order):
                 console.print(f"[bold]{scenario.name}[/] rep {rep}/{reps} on [cyan]{kit.kernel.spec.text}[/]")
                 runner = RepRunner(scenario=scenario, machine=machine, kit=kit, accel=choice.accel, sink=sink,
                                    rep=rep, progress=progress, console=console)

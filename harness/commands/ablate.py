@@ -1,0 +1,74 @@
+"""`harness ablate SCENARIO --series NAME [--series NAME...] [--on SPEC]`: which patch changed what.
+
+Runs the scenario on the kernel below the series (`--on`, default the scenario's first kernel) and on every
+prefix of the series (SPEC+NAME@1, SPEC+NAME@2, ..., SPEC+NAME), all in one bundle, interleaved, then
+judges each step against the one before with `harness compare`'s rules.  The table (ablation.md), its
+data (ablation.json) and a plot of what moved (ablation.png) go into the bundle; the table is printed.
+Exit status: 0 when the run completed, 1 when it failed (the table still shows what was measured), 2 on
+bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from harness.attribution.ablation import ablate, plot, to_json, to_markdown
+from harness.commands.run import add_timing_option, run_scenario
+from harness.errors import InputError
+from harness.kernels.inputs import load_series
+from harness.kernels.spec import parse_kernel_spec, series_ref
+from harness.results import stats
+from harness.results.compare import load_bundle
+from harness.results.table import provenance
+from harness.scenario.schema import load_scenario
+
+
+def ablation_steps(on: str, series: list[str]) -> tuple[list[str], list[str]]:
+    """The kernel spec of every step, and what each step adds ("baseline" for the first)."""
+    specs, labels = [on], [f"baseline ({on})"]
+    stack = on
+    for name in series:
+        if series_ref(name)[1] is not None:
+            raise InputError(f"--series {name!r}: name a whole series; ablation runs each of its prefixes")
+        patches = load_series(name).patches
+        for k, patch in enumerate(patches, 1):
+            specs.append(f"{stack}+{name}" if k == len(patches) else f"{stack}+{name}@{k}")
+            labels.append(f"{name} {k}/{len(patches)}: {patch.subject}")
+        stack = f"{stack}+{name}"
+    parse_kernel_spec(stack)  # a series named twice (or already in --on) is bad input now, not after builds
+    return specs, labels
+
+
+def cmd_ablate(args: argparse.Namespace) -> int:
+    scenario = load_scenario(args.scenario)
+    on = args.on or scenario.kernels[0].text
+    specs, labels = ablation_steps(on, args.series)
+    outcome = run_scenario(args.scenario, kernels=specs, reps=args.reps,
+                           results_dir=Path(args.results) if args.results else None, timing=args.timing)
+    bundle = load_bundle(outcome.bundle)
+    steps = ablate(bundle, specs, labels, args.threshold)
+    text = to_markdown(steps, f"Ablation of {' + '.join(args.series)} on `{on}`; from {provenance(bundle)}.")
+    (outcome.bundle / "ablation.md").write_text(text)
+    (outcome.bundle / "ablation.json").write_text(json.dumps(to_json(steps), indent=1, default=str) + "\n")
+    plot(steps, bundle, outcome.bundle / "ablation.png")
+    sys.stdout.write(text)
+    print(outcome.bundle)
+    return 0 if outcome.ok else 1
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("ablate", help="run every prefix of a patch series and show what each patch changed",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenario", help="scenario YAML file")
+    p.add_argument("--series", action="append", required=True, metavar="NAME",
+                   help="patch series to ablate, patch by patch (repeatable: their patches in order)")
+    p.add_argument("--on", metavar="SPEC", help="the kernel below the series (default: the scenario's first kernel)")
+    p.add_argument("--reps", type=int, help="repetitions per kernel (default: the scenario's)")
+    p.add_argument("--results", metavar="DIR", help="results directory (default: the repository's results/)")
+    p.add_argument("--threshold", type=float, default=stats.DEFAULT_THRESHOLD_PCT, metavar="PCT",
+                   help="flag only changes larger than PCT percent (default %(default)s)")
+    add_timing_option(p)
+    p.set_defaults(func=cmd_ablate)

@@ -1,0 +1,293 @@
+"""`harness bisect` and `harness bisect-check`: find the patch or commit that moved a number.
+
+    harness bisect SCENARIO --good base+zs --bad base+zs+S --metric fault_in_ms@touch
+    harness bisect SCENARIO --good base+zs --bad base+zs+S --expect nonzero_pages
+    harness bisect SCENARIO --tree ~/linux --good v6.12 --bad HEAD --metric sys_ms@touch4k
+    harness bisect --resume results/bisect-...
+
+Over a series, the candidates are its prefixes (--good is the stack below it, or SERIES@G; --bad the
+stack with it, or SERIES@B); over a tree, the first-parent commits from --good to --bad, each built out of
+tree with the guest config (cached by commit, ccache).  Each step runs the scenario on the candidate and
+on the good end in the same bundle, interleaved in alternating order, and judges with `compare`'s rules:
+the bad end must move the metric (or fail the expectation); a candidate is bad when it moves it the same
+way.  A comparison that is not yet significant gets more repetitions, up to --max-reps; then the step is
+"unknown".  A candidate that does not build is skipped.  The answer is the first bad patch or commit, or
+the range the skipped and unknown ones leave, never a guess.  The state (bisect.json), a log like
+`git bisect log` (bisect.log) and one bundle per round are kept in the bisect directory; --resume goes on
+after an interruption.
+
+`harness bisect-check` judges one kernel for `git bisect run`: exit 0 good, 1 bad (the metric regressed,
+or the expectation failed), 125 cannot build or cannot tell, 128 bad input (which aborts `git bisect run`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+
+from harness.attribution.judge import Criterion, Verdict, judge_expectation, judge_metric
+from harness.attribution.search import BAD, GOOD, SKIP, UNKNOWN, BisectState, Step
+from harness.commands.run import DEFAULT_RESULTS, add_timing_option, run_scenario
+from harness.errors import HarnessError, InputError
+from harness.kernels.build import build_kernel
+from harness.kernels.inputs import load_series
+from harness.kernels.cache import kernel_cache
+from harness.kernels.spec import parse_kernel_spec, series_ref
+from harness.results import stats
+from harness.results.compare import load_bundle
+from harness.results.metrics import definition
+from harness.scenario.schema import load_scenario
+
+STATE_FILE = "bisect.json"
+LOG_FILE = "bisect.log"
+
+
+# ------------------------------------------------------------------------------------------ candidates
+
+
+def series_candidates(good: str, bad: str) -> tuple[list[str], list[str]]:
+    """Specs and labels of candidates 0..n when --good and --bad differ in how much of one series they apply."""
+    g, b = parse_kernel_spec(good), parse_kernel_spec(bad)
+    if g.kind != "build" or b.kind != "build" or not b.series:
+        raise InputError("--good and --bad must be base+... specs (or use --tree PATH with revisions)")
+    name, bad_n = series_ref(b.series[-1])
+    below = b.series[:-1]
+    if g.series == below:
+        good_n = 0
+    elif g.series[:-1] == below and series_ref(g.series[-1])[0] == name and series_ref(g.series[-1])[1] is not None:
+        good_n = series_ref(g.series[-1])[1]
+    else:
+        raise InputError(f"--bad {bad!r} must be --good {good!r} plus (more of) one series: "
+                         f"--good base+X --bad base+X+S, or --good base+X+S@G --bad base+X+S[@B]")
+    patches = load_series(name).patches
+    bad_n = len(patches) if bad_n is None else bad_n
+    if bad_n > len(patches) or good_n >= bad_n:
+        raise InputError(f"series {name} has {len(patches)} patches: nothing between @{good_n} and @{bad_n}")
+    stack = "+".join(("base",) + below)
+    specs = [good] + [f"{stack}+{name}" if k == len(patches) else f"{stack}+{name}@{k}"
+                      for k in range(good_n + 1, bad_n + 1)]
+    labels = [f"good end ({good})"] + [f"{name} {k}/{len(patches)}: {patches[k - 1].subject}"
+                                       for k in range(good_n + 1, bad_n + 1)]
+    return specs, labels
+
+
+def git(tree: Path, *args: str) -> str:
+    proc = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise InputError(f"--tree {tree}: git {' '.join(args)}: {proc.stderr.strip() or 'failed'}")
+    return proc.stdout
+
+
+def tree_candidates(tree: Path, good: str, bad: str) -> tuple[list[str], list[str]]:
+    """Commits 0..n (full hashes) and their one-line labels, from --good along the first parents to --bad."""
+    g = git(tree, "rev-parse", "--verify", f"{good}^{{commit}}").strip()
+    b = git(tree, "rev-parse", "--verify", f"{bad}^{{commit}}").strip()
+    commits = [g] + git(tree, "rev-list", "--reverse", "--first-parent", f"{g}..{b}").split()
+    if len(commits) < 2 or commits[-1] != b:
+        raise InputError(f"--tree {tree}: {bad} is not a descendant of {good} along first parents")
+    labels = [git(tree, "log", "-1", "--format=%h %s", c).strip() for c in commits]
+    labels[0] = f"good end ({labels[0]})"
+    return commits, labels
+
+
+def build_commit(tree: Path, commit: str, progress=None) -> str:
+    """The bzImage of one commit of a developer's tree, built out of tree in a reused worktree (ccache hits)."""
+    work = kernel_cache() / "bisect-worktrees" / tree.resolve().name
+    if not (work / ".git").exists():
+        work.parent.mkdir(parents=True, exist_ok=True)
+        git(tree, "worktree", "add", "--detach", str(work), commit)
+    else:
+        git(work, "checkout", "--quiet", "--detach", commit)
+    return str(build_kernel(None, tree=work, progress=progress).bzimage)
+
+
+# --------------------------------------------------------------------------------------------- a step
+
+
+class Bisect:
+    """A bisect in its directory: the plan (from the command line or bisect.json) and the search state."""
+
+    def __init__(self, directory: Path, plan: dict, state: BisectState):
+        self.dir = directory
+        self.plan = plan
+        self.state = state
+        self.criterion = Criterion(**plan["criterion"])
+
+    def save(self) -> None:
+        self.state.save(self.dir / "search.json")
+        (self.dir / STATE_FILE).write_text(json.dumps({**self.plan, "steps": [asdict(s) for s in self.state.steps]},
+                                                      indent=1) + "\n")
+        (self.dir / LOG_FILE).write_text("\n".join(self.state.log_lines()) + "\n")
+
+    @classmethod
+    def load(cls, directory: Path) -> Bisect:
+        try:
+            data = json.loads((directory / STATE_FILE).read_text())
+        except (OSError, ValueError) as exc:
+            raise InputError(f"--resume {directory}: no readable {STATE_FILE}: {exc}") from None
+        steps = [Step(**s) for s in data.pop("steps")]
+        return cls(directory, data, BisectState(data["labels"], steps))
+
+    def spec(self, k: int) -> str:
+        if self.plan["tree"]:
+            return build_commit(Path(self.plan["tree"]), self.plan["candidates"][k])
+        return self.plan["candidates"][k]
+
+    def judge(self, k: int, direction: int | None) -> Verdict:
+        """direction: the sign of the change that makes a candidate bad; None for the bad end itself."""
+        try:
+            good, candidate = self.spec(0), self.spec(k)
+        except HarnessError as exc:
+            return Verdict(SKIP, f"does not build: {str(exc).splitlines()[0]}")
+        good_vals: list[float] = []
+        step_vals: list[float] = []
+        total, reps = 0, self.plan["reps"]
+        while True:
+            outcome = run_scenario(self.plan["scenario"], kernels=[good, candidate], reps=reps,
+                                   results_dir=self.dir / f"step-{k}", timing=self.plan["timing"])
+            self.plan.setdefault("bundles", {}).setdefault(str(k), []).append(str(outcome.bundle))
+            b = load_bundle(outcome.bundle)
+            if not b.samples(candidate):
+                return Verdict(SKIP, f"no measurement: {outcome.error}")
+            if self.criterion.expect:
+                return judge_expectation(self.criterion, b.expectations, candidate)
+            key = (self.criterion.metric, self.criterion.phase)
+            good_vals += b.samples(good).get(key, [])
+            step_vals += b.samples(candidate).get(key, [])
+            total += reps
+            if not good_vals or not step_vals:
+                return Verdict(UNKNOWN, f"{self.criterion.describe()} was not recorded: {outcome.error or 'no such metric'}")
+            v = judge_metric(self.criterion, good_vals, step_vals, deterministic=b.timing == "icount",
+                             direction=direction)
+            if v.verdict is not None:
+                return v
+            if total >= self.plan["max_reps"]:
+                return Verdict(UNKNOWN, f"{v.evidence}: not significant after {total} repetitions a side")
+            reps = min(total, self.plan["max_reps"] - total)
+            print(f"bisect: [{k}] not significant yet ({v.evidence}); {reps} more repetitions", file=sys.stderr)
+
+    def run(self) -> int:
+        t0 = time.monotonic()
+        while (k := self.state.next_candidate()) is not None:
+            print(f"bisect: step {len(self.state.steps) + 1}, at most {self.state.steps_left()} to go: "
+                  f"[{k}/{self.state.n}] {self.state.labels[k]}", file=sys.stderr)
+            t = time.monotonic()
+            v = self.judge(k, None if k == self.state.n else self.plan["direction"])
+            self.state.record(k, v.verdict, v.evidence)
+            if k == self.state.n and v.verdict == BAD:
+                self.plan["direction"] = v.direction
+            self.save()
+            print(f"bisect: [{k}] {v.verdict} in {time.monotonic() - t:.0f} s: {v.evidence}", file=sys.stderr)
+        return self.report(time.monotonic() - t0)
+
+    def report(self, seconds: float) -> int:
+        answer = self.state.answer()
+        print(f"bisect of {self.criterion.describe()} in {self.dir} ({len(self.state.steps)} steps, "
+              f"{seconds / 60:.1f} min this session)")
+        print("\n".join(self.state.log_lines()))
+        labels = self.state.labels
+        if answer.kind == "found":
+            print(f"first bad: [{answer.first_bad}] {labels[answer.first_bad]}")
+            return 0
+        if answer.kind == "bad-end-is-good":
+            print(f"the bad end does not move {self.criterion.describe()} against the good end: nothing to bisect")
+            return 1
+        print("cannot tell which of these is the first bad (skipped or not judgeable): "
+              + "; ".join(f"[{i}] {labels[i]}" for i in answer.candidates))
+        return 1
+
+
+# -------------------------------------------------------------------------------------------- commands
+
+
+def new_bisect(args) -> Bisect:
+    if not args.scenario:
+        raise InputError("give a SCENARIO (or --resume DIR)")
+    load_scenario(args.scenario)  # bad input before anything is built
+    criterion = Criterion.parse(args.metric, args.expect, args.threshold)
+    if not args.good or not args.bad:
+        raise InputError("give --good and --bad (or --resume DIR)")
+    if args.tree:
+        candidates, labels = tree_candidates(Path(args.tree).expanduser(), args.good, args.bad)
+    else:
+        candidates, labels = series_candidates(args.good, args.bad)
+    directory = Path(args.results or DEFAULT_RESULTS) / time.strftime("bisect-%Y%m%dT%H%M%SZ", time.gmtime())
+    directory.mkdir(parents=True)
+    plan = {"scenario": str(Path(args.scenario).resolve()), "good": args.good, "bad": args.bad,
+            "tree": str(Path(args.tree).expanduser().resolve()) if args.tree else None,
+            "candidates": candidates, "labels": labels, "criterion": asdict(criterion), "direction": None,
+            "reps": args.reps, "max_reps": args.max_reps, "timing": args.timing}
+    return Bisect(directory, plan, BisectState(labels))
+
+
+def cmd_bisect(args) -> int:
+    if args.reps < 1 or args.max_reps < args.reps:
+        raise InputError(f"--reps must be at least 1 and --max-reps at least --reps (got {args.reps}, {args.max_reps})")
+    bisect = Bisect.load(Path(args.resume)) if args.resume else new_bisect(args)
+    print(f"bisect: {bisect.dir}: {bisect.state.n} candidates, at most {bisect.state.steps_left()} steps",
+          file=sys.stderr)
+    bisect.save()
+    return bisect.run()
+
+
+def cmd_bisect_check(args) -> int:
+    try:
+        load_scenario(args.scenario)
+        criterion = Criterion.parse(args.metric, args.expect, args.threshold)
+        if bool(args.kernel) == bool(args.tree):
+            raise InputError("give exactly one of --kernel SPEC and --tree PATH")
+        try:
+            candidate = args.kernel or str(build_kernel(None, tree=Path(args.tree).expanduser()).bzimage)
+        except HarnessError as exc:
+            print(f"bisect-check: cannot build: {str(exc).splitlines()[0]}")
+            return 125
+        plan = {"scenario": args.scenario, "tree": None, "candidates": [args.good, candidate],
+                "labels": ["good", "candidate"], "criterion": asdict(criterion),
+                "direction": 1 if criterion.expect or definition(criterion.metric).better == "lower" else -1,
+                "reps": args.reps, "max_reps": args.max_reps, "timing": args.timing}
+        directory = Path(args.results or DEFAULT_RESULTS) / time.strftime("bisect-check-%Y%m%dT%H%M%SZ", time.gmtime())
+        directory.mkdir(parents=True)
+        bisect = Bisect(directory, plan, BisectState(plan["labels"]))
+        v = bisect.judge(1, plan["direction"])  # bad only when the metric moved the worse way
+    except InputError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return 128
+    print(f"bisect-check: {v.verdict}: {v.evidence}")
+    return {GOOD: 0, BAD: 1}.get(v.verdict, 125)
+
+
+def add_common(p) -> None:
+    p.add_argument("--metric", metavar="NAME@PHASE", help="judge this metric (e.g. fault_in_ms@touch4k)")
+    p.add_argument("--expect", metavar="NAME", help="or this scenario expectation (e.g. nonzero_pages)")
+    p.add_argument("--threshold", type=float, default=stats.DEFAULT_THRESHOLD_PCT, metavar="PCT",
+                   help="smallest change that counts (default %(default)s; icount timings: 1)")
+    p.add_argument("--reps", type=int, default=3, help="repetitions per kernel and round (default 3)")
+    p.add_argument("--max-reps", type=int, default=12,
+                   help="repetitions a side before a step is 'unknown' (default 12)")
+    p.add_argument("--results", metavar="DIR", help="where the bisect directory goes (default results/)")
+    add_timing_option(p)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("bisect", help="find the patch or commit that moved a metric or broke an expectation",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("scenario", nargs="?", help="scenario YAML file")
+    p.add_argument("--good", metavar="SPEC|REV", help="the good end: a kernel spec, or a revision with --tree")
+    p.add_argument("--bad", metavar="SPEC|REV", help="the bad end")
+    p.add_argument("--tree", metavar="PATH", help="bisect the commits of this kernel checkout")
+    p.add_argument("--resume", metavar="DIR", help="go on with an interrupted bisect")
+    add_common(p)
+    p.set_defaults(func=cmd_bisect)
+    c = subparsers.add_parser("bisect-check", help="judge one kernel against a good one, for git bisect run",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    c.add_argument("scenario", help="scenario YAML file")
+    c.add_argument("--good", required=True, metavar="SPEC", help="the known good kernel (spec or bzImage)")
+    c.add_argument("--kernel", metavar="SPEC", help="the kernel to judge")
+    c.add_argument("--tree", metavar="PATH", help="or build this checkout as it is and judge it")
+    add_common(c)
+    c.set_defaults(func=cmd_bisect_check)
