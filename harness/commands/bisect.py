@@ -35,8 +35,8 @@ from harness.attribution.search import BAD, GOOD, SKIP, UNKNOWN, BisectState, St
 from harness.commands.run import DEFAULT_RESULTS, add_timing_option, run_scenario
 from harness.errors import HarnessError, InputError
 from harness.kernels.build import build_kernel
-from harness.kernels.inputs import load_series
 from harness.kernels.cache import kernel_cache
+from harness.kernels.inputs import load_series
 from harness.kernels.spec import parse_kernel_spec, series_ref
 from harness.results import stats
 from harness.results.compare import load_bundle
