@@ -1,4 +1,4 @@
-"""Write synthetic result bundles (results/README.md format) for the compare/report/junit tests.
+"""Write synthetic result bundles (harness.results.model, results/README.md) for the compare/report/junit tests.
 
 Loaded by path from the tests (tests/ is not a package), e.g.::
 
@@ -8,43 +8,48 @@ Loaded by path from the tests (tests/ is not a package), e.g.::
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from harness.results.bundle import Bundle
+from harness.results.model import (
+    ExpectationRow,
+    HarnessRecord,
+    HostRecord,
+    KernelRecord,
+    Manifest,
+    MetricRow,
+    QemuRecord,
+    ScenarioRecord,
+)
 
 
 def manifest(scenario="smoke", kernels=("stock",), *, status="complete", error=None, accel="kvm",
              qemu="8.2.2", cpu="Intel(R) Xeon(R) CPU", started="2026-11-22T01:30:00Z", reps=3,
-             timing="realtime") -> dict:
-    return {
-        "schema": 1,
-        "status": status,
-        "error": error,
-        "scenario": {"name": scenario, "path": f"scenarios/{scenario}.yaml", "content": {}},
-        "kernels": [{"spec": k, "slug": k, "version": None, "sha256": None, "cache_key": None, "config": None,
-                     "config_fragment_sha256": None, "series": [], "zeroing_counters": "vmstat"}
-                    for k in kernels],
-        "qemu": {"version": qemu, "binary": "/usr/bin/qemu-system-x86_64", "argv": []},
-        "accel": accel,
-        "timing": timing,
-        "host": {"cpu": cpu, "cores": 4, "memory_mib": 16000, "kernel": "6.8.0", "hostname": "ci"},
-        "harness": {"version": "0.1.0", "git_commit": None},
-        "started": started,
-        "ended": started,
-        "reps": reps,
-    }
+             timing="realtime") -> Manifest:
+    return Manifest(
+        status=status,
+        error=error,
+        scenario=ScenarioRecord(name=scenario, path=f"scenarios/{scenario}.yaml", content=""),
+        kernels=[KernelRecord(spec=k, slug=k, zeroing_counters="vmstat") for k in kernels],
+        qemu=QemuRecord(version=qemu, binary="/usr/bin/qemu-system-x86_64", argv=[]),
+        accel=accel,
+        timing=timing,
+        host=HostRecord(cpu=cpu, cores=4, memory_mib=16000, kernel="6.8.0", hostname="ci"),
+        harness=HarnessRecord(version="0.1.0", git_commit=None),
+        started=started,
+        ended=started,
+        reps=reps,
+    )
 
 
 def write_bundle(path: Path, samples: dict, *, expectations=(), rss=True, **manifest_kw) -> Path:
-    """samples: {kernel: {(name, phase): [values per rep]}}; kernels in dict order unless given."""
-    from harness.results.metrics import metric
-
+    """samples: {kernel: {(name, phase): [values per rep]}}; kernels in dict order unless given.
+    expectations: {name, kernel, ok, detail} dicts."""
     manifest_kw.setdefault("kernels", tuple(samples))
     path.mkdir(parents=True)
-    (path / "manifest.json").write_text(json.dumps(manifest(**manifest_kw)))
-    rows = [metric(name, float(v), phase=phase, rep=rep, kernel=k)
+    rows = [MetricRow.measured(name, float(v), phase=phase, rep=rep, kernel=k)
             for k, per in samples.items() for (name, phase), vals in per.items() for rep, v in enumerate(vals)]
-    (path / "metrics.json").write_text(json.dumps(rows))
-    (path / "expectations.json").write_text(json.dumps(list(expectations)))
+    Bundle(path, manifest(**manifest_kw), rows, [ExpectationRow.model_validate(e) for e in expectations]).write(path)
     for i, k in enumerate(samples):
         for rep in range(2):
             raw = path / k / f"rep{rep}"

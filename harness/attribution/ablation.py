@@ -11,7 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from harness.results import stats
-from harness.results.compare import Bundle, Row, compare_kernels, fmt_num, md_escape
+from harness.results.bundle import Bundle
+from harness.results.compare import Row, compare_kernels, fmt_num, md_escape
 from harness.results.metrics import COUNTER, definition
 
 

@@ -14,6 +14,7 @@ from harness.attribution.search import BAD, GOOD, UNKNOWN
 from harness.errors import InputError
 from harness.results import stats
 from harness.results.metrics import definition
+from harness.results.model import ExpectationRow
 
 
 @dataclass(frozen=True)
@@ -65,12 +66,12 @@ def judge_metric(c: Criterion, good: list[float], step: list[float], *, determin
     return Verdict(GOOD, evidence)
 
 
-def judge_expectation(c: Criterion, rows: list[dict], kernel: str) -> Verdict:
-    mine = [r for r in rows if r["name"] == c.expect and r["kernel"] == kernel]
+def judge_expectation(c: Criterion, rows: list[ExpectationRow], kernel: str) -> Verdict:
+    mine = [r for r in rows if r.name == c.expect and r.kernel == kernel]
     if not mine:
         return Verdict(UNKNOWN, f"the run has no {c.expect} result for this kernel")
-    failed = [r for r in mine if not r["ok"]]
-    return Verdict(BAD if failed else GOOD, "; ".join(r["detail"] for r in (failed or mine))[:300])
+    failed = [r for r in mine if not r.ok]
+    return Verdict(BAD if failed else GOOD, "; ".join(r.detail for r in (failed or mine))[:300])
 
 
 def fmt(v: float) -> str:

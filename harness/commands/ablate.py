@@ -21,7 +21,7 @@ from harness.errors import InputError
 from harness.kernels.inputs import load_series
 from harness.kernels.spec import parse_kernel_spec, series_ref
 from harness.results import stats
-from harness.results.compare import load_bundle
+from harness.results.bundle import load_bundle
 from harness.results.table import provenance
 from harness.scenario.schema import load_scenario
 

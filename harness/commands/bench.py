@@ -79,7 +79,7 @@ def cv_pct(values: list[float]) -> float | None:
 
 
 def cmd_bench_noise(args) -> int:
-    from harness.results.compare import load_bundle
+    from harness.results.bundle import load_bundle
 
     console = Console()
     if args.bundles:
@@ -91,7 +91,7 @@ def cmd_bench_noise(args) -> int:
     rows = noise_rows(runs)
     first = runs[0][0]
     title = (f"A/A noise: {first.kernels[0]}, {first.accel}, {first.started[:10]}, "
-             f"{first.manifest.get('reps')} repetitions per mode, CV = stddev / mean")
+             f"{first.manifest.reps} repetitions per mode, CV = stddev / mean")
     if args.md:
         print(f"{title}\n")
         print("| metric | phase | " + " | ".join(f"{b.timing} median | {b.timing} CV" for b, _ in runs) + " |")
@@ -114,7 +114,7 @@ def _run_noise(args, console: Console):
     import yaml
 
     from harness.commands.run import run_scenario
-    from harness.results.compare import load_bundle
+    from harness.results.bundle import load_bundle
 
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-noise-") as tmp:

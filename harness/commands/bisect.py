@@ -39,7 +39,7 @@ from harness.kernels.cache import kernel_cache
 from harness.kernels.inputs import load_series
 from harness.kernels.spec import parse_kernel_spec, series_ref
 from harness.results import stats
-from harness.results.compare import load_bundle
+from harness.results.bundle import load_bundle
 from harness.results.metrics import definition
 from harness.scenario.schema import load_scenario
 

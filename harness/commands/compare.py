@@ -23,9 +23,9 @@ from pathlib import Path
 
 from harness.errors import InputError
 from harness.results import stats
+from harness.results.bundle import load_bundle
 from harness.results.compare import (
     bundle_warnings,
-    load_bundle,
     print_rich,
     run_compare,
     to_json,

@@ -18,7 +18,8 @@ from harness.kernels.spec import parse_kernel_spec
 from harness.machine.config import TIMING_MODES
 from harness.numbers import fmt_num
 from harness.paths import REPO_ROOT
-from harness.results.bundle import Bundle
+from harness.results.model import ScenarioRecord
+from harness.results.writer import BundleWriter
 from harness.scenario.expectations import check_kernel_names
 from harness.scenario.runner import execute
 from harness.scenario.schema import Scenario, load_scenario
@@ -59,19 +60,17 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
     check_kernel_names(scenario, [s.text for s in specs])
     results_dir = results_dir or DEFAULT_RESULTS
     try:
-        bundle = Bundle(results_dir, scenario.name, slugs)
+        bundle = BundleWriter(results_dir, scenario.name, slugs)
     except OSError as exc:
         raise HarnessError(f"results directory {results_dir}: cannot create a bundle there: "
                            f"{exc.strerror or exc}") from None
-    bundle.manifest.update(
-        scenario={"name": scenario.name, "path": str(scenario.path), "content": scenario.content},
-        reps=reps,
-    )
+    bundle.manifest.scenario = ScenarioRecord(name=scenario.name, path=str(scenario.path), content=scenario.content)
+    bundle.manifest.reps = reps
     status, error = "failed", None
     try:
         results = execute(scenario, specs, reps, bundle, console)
         _print_summary(scenario, bundle, console)
-        failed = [r for r in bundle.expectations if not r["ok"]]
+        failed = [r for r in bundle.bundle.expectations if not r.ok]
         invalid = [f"{r.kernel} {step}" for r in results for step in r.invalid_steps]
         problems = []
         if invalid:
@@ -79,7 +78,7 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
             problems.append("invalid steps (a probe did not exercise the kernel path it claims): " + "; ".join(invalid))
         if failed:
             problems.append("expectations failed: "
-                            + "; ".join(f"{r['name']} [{r['kernel']}]: {r['detail']}" for r in failed))
+                            + "; ".join(f"{r.name} [{r.kernel}]: {r.detail}" for r in failed))
         if problems:
             error = "; ".join(problems)
         else:
@@ -99,7 +98,7 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
     return RunOutcome(path, status == "complete", status, error)
 
 
-def _finish(bundle: Bundle, status: str, error: str | None, junit: Path | None, console: Console) -> Path:
+def _finish(bundle: BundleWriter, status: str, error: str | None, junit: Path | None, console: Console) -> Path:
     try:
         path = bundle.finish(status, error)
     except OSError as exc:
@@ -115,17 +114,17 @@ def _finish(bundle: Bundle, status: str, error: str | None, junit: Path | None, 
     return path
 
 
-def _print_summary(scenario: Scenario, bundle: Bundle, console: Console) -> None:
-    kernels = [k["spec"] for k in bundle.manifest["kernels"]]
-    table = Table(title=f"{scenario.name}: medians over {bundle.manifest['reps']} repetition(s)")
+def _print_summary(scenario: Scenario, bundle: BundleWriter, console: Console) -> None:
+    kernels = [str(k.spec) for k in bundle.manifest.kernels]
+    table = Table(title=f"{scenario.name}: medians over {bundle.manifest.reps} repetition(s)")
     table.add_column("metric")
     table.add_column("phase")
     for k in kernels:
         table.add_column(k, justify="right")
     seen = []
-    for m in bundle.metrics:
-        key = (m["name"], m["phase"])
-        if key not in seen and not (m["name"].startswith("vmstat.") and m["value"] == 0):
+    for m in bundle.bundle.metrics:
+        key = (m.name, m.phase or "")
+        if key not in seen and not (m.name.startswith("vmstat.") and m.value == 0):
             seen.append(key)
     for name, phase in seen:
         cells = []
@@ -137,8 +136,8 @@ def _print_summary(scenario: Scenario, bundle: Bundle, console: Console) -> None
     checks = Table(title="expectations")
     for col in ("expectation", "kernel", "result", "detail"):
         checks.add_column(col)
-    for r in bundle.expectations:
-        checks.add_row(r["name"], r["kernel"], "[green]ok[/]" if r["ok"] else "[red]FAILED[/]", r["detail"])
+    for r in bundle.bundle.expectations:
+        checks.add_row(r.name, r.kernel or "all", "[green]ok[/]" if r.ok else "[red]FAILED[/]", r.detail)
     console.print(checks)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from harness.results.compare import load_bundle
+from harness.results.bundle import load_bundle
 from harness.results.table import parse_metric, render
 
 

@@ -1,139 +1,151 @@
-"""Result bundles: built in a hidden temp dir, renamed into place when the run ends.
-
-See results/README.md for the format.
+"""A result bundle in memory: its directory, manifest, metric rows and expectation rows, and the questions
+compare, report, junit, table, bench, ablate and bisect ask of it.  Read with :func:`load_bundle`; a run
+builds one through :class:`harness.results.writer.BundleWriter`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
-import platform
-import time
-from datetime import UTC, datetime
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from harness import __version__
-from harness.errors import HarnessError
-from harness.paths import REPO_ROOT
-from harness.process import run_command
-from harness.results.metrics import metric
+from pydantic import BaseModel, ValidationError
 
-SCHEMA = 1
+from harness.errors import InputError
+from harness.results.model import SCHEMA, ExpectationRow, KernelRecord, Manifest, MetricRow
+from harness.validation import validate
 
-
-def utc_now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+FILES = ("manifest.json", "metrics.json", "expectations.json")
 
 
-def host_info() -> dict:
-    cpu = "unknown"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-        mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
-    except (OSError, ValueError, IndexError):
-        mem_kib = 0
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "memory_mib": mem_kib // 1024,
-        "kernel": platform.release(),
-        "hostname": platform.node(),
-    }
-
-
-def git_commit() -> str | None:
-    try:
-        sha = run_command(["git", "-C", REPO_ROOT, "rev-parse", "HEAD"]).stdout.strip()
-        dirty = run_command(["git", "-C", REPO_ROOT, "status", "--porcelain", "--untracked-files=no"],
-                            check=False).stdout.strip()
-    except HarnessError:
-        return None
-    return sha + ("-dirty" if dirty else "")
-
-
-MAX_NAME = 160  # file names stop at 255 bytes; stacked series specs are long
-
-
-def bundle_name(stamp: str, scenario: str, kernel_slugs: list[str]) -> str:
-    """<stamp>-<scenario>-<slug>_vs_<slug>...; when that is too long for a file name, its start and a hash."""
-    name = f"{stamp}-{scenario}-{'_vs_'.join(kernel_slugs)}"
-    if len(name) <= MAX_NAME:
-        return name
-    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
-    return f"{name[:MAX_NAME - 11]}-{digest}"
-
-
+@dataclass
 class Bundle:
-    def __init__(self, results_dir: Path, scenario_name: str, kernel_slugs: list[str]):
-        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        name = bundle_name(stamp, scenario_name, kernel_slugs)
-        results_dir.mkdir(parents=True, exist_ok=True)
-        self.final_path = results_dir / name
-        self.path = results_dir / f".tmp-{name}-{os.getpid()}"
-        self.path.mkdir()
-        self.metrics: list[dict] = []
-        self.expectations: list[dict] = []
-        self.manifest: dict = {
-            "schema": SCHEMA,
-            "status": "running",
-            "error": None,
-            "scenario": None,
-            "kernels": [],
-            "qemu": None,
-            "accel": None,
-            "host": host_info(),
-            "harness": {"version": __version__, "git_commit": git_commit()},
-            "started": utc_now(),
-            "ended": None,
-            "reps": None,
-        }
+    path: Path
+    manifest: Manifest
+    metrics: list[MetricRow] = field(default_factory=list)
+    expectations: list[ExpectationRow] = field(default_factory=list)
 
-    def rep_dir(self, kernel_slug: str, rep: int) -> Path:
-        d = self.path / kernel_slug / f"rep{rep}"
-        d.mkdir(parents=True, exist_ok=True)
-        return d
+    @property
+    def status(self) -> str:
+        return self.manifest.status or "unknown"
 
-    def add_metric(self, name: str, value: float, *, phase: str, rep: int, kernel: str, unit: str | None = None):
-        self.metrics.append(metric(name, value, phase=phase, rep=rep, kernel=kernel, unit=unit))
+    @property
+    def error(self) -> str | None:
+        return self.manifest.error
+
+    @property
+    def scenario(self) -> str:
+        return self.manifest.scenario_name
+
+    @property
+    def accel(self) -> str | None:
+        return self.manifest.accel
+
+    @property
+    def timing(self) -> str:
+        """realtime or icount; bundles written before timing modes existed ran in real time."""
+        return self.manifest.timing or "realtime"
+
+    @property
+    def started(self) -> str:
+        return self.manifest.started or ""
+
+    def kernel_records(self) -> list[KernelRecord]:
+        return self.manifest.kernels
+
+    @property
+    def kernels(self) -> list[str]:
+        """Kernel labels (spec, else slug) in run order, plus any only the metrics name."""
+        labels = [str(k.spec or k.slug) for k in self.kernel_records()]
+        for row in self.metrics:
+            label = self.kernel_label(row.kernel)
+            if label not in labels:
+                labels.append(label)
+        return labels
+
+    def kernel_slug(self, label: str) -> str:
+        for k in self.kernel_records():
+            if label in (k.spec, k.slug):
+                return str(k.slug or label)
+        return label
+
+    def kernel_label(self, name: str) -> str:
+        """A metric row's kernel (slug or spec) as the label used in output."""
+        for k in self.kernel_records():
+            if name in (k.spec, k.slug):
+                return str(k.spec or k.slug)
+        return str(name)
+
+    def samples(self, label: str) -> dict[tuple[str, str], list[float]]:
+        """(name, phase) -> values of one kernel, in metrics.json order (the rep order)."""
+        out: dict[tuple[str, str], list[float]] = {}
+        for row in self.metrics:
+            if self.kernel_label(row.kernel) == label:
+                out.setdefault((row.name, row.phase or ""), []).append(float(row.value))
+        return out
 
     def values(self, name: str, phase: str | None = None, kernel: str | None = None) -> list[float]:
-        return [
-            m["value"]
-            for m in self.metrics
-            if m["name"] == name and (phase is None or m["phase"] == phase) and (kernel is None or m["kernel"] == kernel)
-        ]
+        """Values of a metric as recorded (kernel: as the row names it), in order."""
+        return [m.value for m in self.metrics
+                if m.name == name and (phase is None or m.phase == phase) and (kernel is None or m.kernel == kernel)]
 
-    # -- what a scenario run records (harness.scenario.sink.RunSink) ---------------------------
-    def set_environment(self, *, accel: str, timing: str, qemu_version: str, qemu_binary: str) -> None:
-        self.manifest.update(accel=accel, timing=timing,
-                             qemu={"version": qemu_version, "binary": qemu_binary, "argv": None})
+    def write(self, directory: Path) -> None:
+        """The three JSON files into `directory`."""
+        contents: list[Any] = [_json(self.manifest), [_json(r) for r in self.metrics],
+                               [_json(r) for r in self.expectations]]
+        for name, data in zip(FILES, contents, strict=True):
+            (directory / name).write_text(json.dumps(data, indent=1) + "\n")
 
-    def add_kernel(self, record: dict) -> None:
-        self.manifest["kernels"].append(record)
 
-    def update_kernel(self, index: int, *, zeroing_counters: str | None, guest_release: str | None,
-                      qemu_argv: list[str]) -> None:
-        """What a boot of kernel `index` found out; the first boot's QEMU command line is the bundle's."""
-        self.manifest["kernels"][index].update(zeroing_counters=zeroing_counters, guest_release=guest_release)
-        if self.manifest["qemu"]["argv"] is None and qemu_argv:
-            self.manifest["qemu"]["argv"] = qemu_argv
+def _json(record: BaseModel) -> Any:
+    return record.model_dump(mode="json", by_alias=True)
 
-    def set_expectations(self, rows: list[dict]) -> None:
-        self.expectations = rows
 
-    def finish(self, status: str, error: str | None) -> Path:
-        """Write the JSON files and move the bundle into place; returns its final path."""
-        self.manifest.update(status=status, error=error, ended=utc_now())
-        for fname, data in (
-            ("manifest.json", self.manifest),
-            ("metrics.json", self.metrics),
-            ("expectations.json", self.expectations),
-        ):
-            (self.path / fname).write_text(json.dumps(data, indent=1, default=str) + "\n")
-        self.path.rename(self.final_path)
-        self.path = self.final_path
-        return self.final_path
+def _read_json(path: Path, what: str):
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise InputError(f"{path}: {what} is not valid JSON: {exc}") from None
+
+
+def _rows(path: Path, data: Any, model: type[MetricRow] | type[ExpectationRow], shape: str) -> list:
+    if not isinstance(data, list):
+        raise InputError(f"{path}: not a JSON list")
+    rows = []
+    for i, row in enumerate(data):
+        try:
+            rows.append(model.model_validate(row))
+        except ValidationError:
+            raise InputError(f"{path}: row {i} is not {shape}") from None
+    return rows
+
+
+def load_bundle(path: Path) -> Bundle:
+    """Read a bundle directory; InputError saying why when it is not one."""
+    path = Path(path)
+    if not path.is_dir():
+        raise InputError(f"{path}: not a bundle directory")
+    if not (path / "manifest.json").is_file():
+        raise InputError(f"{path}: not a bundle (no manifest.json)")
+    raw = _read_json(path / "manifest.json", "manifest.json")
+    if not isinstance(raw, dict):
+        raise InputError(f"{path}/manifest.json: not a JSON object")
+    if raw.get("schema") != SCHEMA:
+        raise InputError(f"{path}/manifest.json: unsupported schema {raw.get('schema')!r} (expected {SCHEMA})")
+    if not isinstance(raw.get("kernels", []), list):
+        raise InputError(f"{path}/manifest.json: kernels is not a list")
+    manifest = validate(Manifest, raw, f"{path}/manifest.json")
+    metrics: list[MetricRow] = []
+    if (path / "metrics.json").is_file():
+        metrics = _rows(path / "metrics.json", _read_json(path / "metrics.json", "metrics.json"), MetricRow,
+                        "{name, value, unit, phase, rep, kernel}")
+    elif manifest.status != "failed":
+        raise InputError(f"{path}: complete bundle without metrics.json")
+    expectations: list[ExpectationRow] = []
+    if (path / "expectations.json").is_file():
+        expectations = _rows(path / "expectations.json", _read_json(path / "expectations.json", "expectations.json"),
+                             ExpectationRow, "{name, kernel, ok, detail}")
+    return Bundle(path, manifest, metrics, expectations)

@@ -16,134 +16,22 @@ as far as its metrics go, with a warning.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from harness.errors import InputError
 from harness.numbers import fmt_num
 from harness.results import stats
+from harness.results.bundle import Bundle
 from harness.results.metrics import TIME, definition
 
 # ---------------------------------------------------------------------------------------------- bundles
 
 
-@dataclass
-class Bundle:
-    path: Path
-    manifest: dict
-    metrics: list[dict]
-    expectations: list[dict]
-
-    @property
-    def status(self) -> str:
-        return str(self.manifest.get("status") or "unknown")
-
-    @property
-    def error(self) -> str | None:
-        return self.manifest.get("error")
-
-    @property
-    def scenario(self) -> str:
-        sc = self.manifest.get("scenario")
-        return str((sc.get("name") if isinstance(sc, dict) else sc) or "unknown")
-
-    @property
-    def accel(self) -> str | None:
-        return self.manifest.get("accel")
-
-    @property
-    def timing(self) -> str:
-        """realtime or icount; bundles written before timing modes existed ran in real time."""
-        return str(self.manifest.get("timing") or "realtime")
-
-    @property
-    def started(self) -> str:
-        return str(self.manifest.get("started") or "")
-
-    def kernel_records(self) -> list[dict]:
-        return [k for k in self.manifest.get("kernels") or [] if isinstance(k, dict)]
-
-    @property
-    def kernels(self) -> list[str]:
-        """Kernel labels (spec, else slug) in run order, plus any only the metrics name."""
-        labels = [str(k.get("spec") or k.get("slug")) for k in self.kernel_records()]
-        for row in self.metrics:
-            label = self.kernel_label(row["kernel"])
-            if label not in labels:
-                labels.append(label)
-        return labels
-
-    def kernel_slug(self, label: str) -> str:
-        for k in self.kernel_records():
-            if label in (k.get("spec"), k.get("slug")):
-                return str(k.get("slug") or label)
-        return label
-
-    def kernel_label(self, name: str) -> str:
-        """A metric row's kernel (slug or spec) as the label used in output."""
-        for k in self.kernel_records():
-            if name in (k.get("spec"), k.get("slug")):
-                return str(k.get("spec") or k.get("slug"))
-        return str(name)
-
-    def samples(self, label: str) -> dict[tuple[str, str], list[float]]:
-        """(name, phase) -> values of one kernel, in metrics.json order (the rep order)."""
-        out: dict[tuple[str, str], list[float]] = {}
-        for row in self.metrics:
-            if self.kernel_label(row["kernel"]) == label:
-                out.setdefault((row["name"], str(row.get("phase") or "")), []).append(float(row["value"]))
-        return out
-
-
-def _read_json(path: Path, what: str):
-    try:
-        return json.loads(path.read_text())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
-    except ValueError as exc:
-        raise InputError(f"{path}: {what} is not valid JSON: {exc}") from None
-
-
-def load_bundle(path: Path) -> Bundle:
-    """Read a bundle directory; InputError saying why when it is not one."""
-    path = Path(path)
-    if not path.is_dir():
-        raise InputError(f"{path}: not a bundle directory")
-    if not (path / "manifest.json").is_file():
-        raise InputError(f"{path}: not a bundle (no manifest.json)")
-    manifest = _read_json(path / "manifest.json", "manifest.json")
-    if not isinstance(manifest, dict):
-        raise InputError(f"{path}/manifest.json: not a JSON object")
-    if manifest.get("schema") != 1:
-        raise InputError(f"{path}/manifest.json: unsupported schema {manifest.get('schema')!r} (expected 1)")
-    if not isinstance(manifest.get("kernels", []), list):
-        raise InputError(f"{path}/manifest.json: kernels is not a list")
-    failed = manifest.get("status") == "failed"
-    metrics: list[dict] = []
-    if (path / "metrics.json").is_file():
-        metrics = _read_json(path / "metrics.json", "metrics.json")
-    elif not failed:
-        raise InputError(f"{path}: complete bundle without metrics.json")
-    if not isinstance(metrics, list):
-        raise InputError(f"{path}/metrics.json: not a JSON list")
-    for i, row in enumerate(metrics):
-        ok = isinstance(row, dict) and isinstance(row.get("name"), str) and row.get("kernel") is not None
-        if not ok or isinstance(row.get("value"), bool) or not isinstance(row.get("value"), (int, float)):
-            raise InputError(f"{path}/metrics.json: row {i} is not {{name, value, unit, phase, rep, kernel}}")
-    expectations: list[dict] = []
-    if (path / "expectations.json").is_file():
-        expectations = _read_json(path / "expectations.json", "expectations.json")
-        if not isinstance(expectations, list):
-            raise InputError(f"{path}/expectations.json: not a JSON list")
-    return Bundle(path, manifest, metrics, expectations)
-
-
 def environment(b: Bundle) -> dict[str, str | None]:
     """What timings depend on: accelerator, timing mode, QEMU version, host CPU."""
-    qemu = b.manifest.get("qemu") or {}
-    host = b.manifest.get("host") or {}
-    return {"accel": b.accel, "timing": b.timing, "QEMU": qemu.get("version"), "host CPU": host.get("cpu")}
+    qemu, host = b.manifest.qemu, b.manifest.host
+    return {"accel": b.accel, "timing": b.timing, "QEMU": qemu.version if qemu else None,
+            "host CPU": host.cpu if host else None}
 
 
 def timing_comparability(a: Bundle, b: Bundle) -> tuple[bool, str]:

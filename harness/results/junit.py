@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from harness.errors import InputError
-from harness.results.compare import load_bundle
+from harness.results.bundle import load_bundle
 
 
 def _case(suite: ET.Element, classname: str, name: str, failure: str | None) -> None:
@@ -41,14 +41,9 @@ def _bundle_suite(root: ET.Element, path: Path) -> None:
     suite = _suite(root, b.path.name, b.started or None)
     failed = None if b.status == "complete" else (b.error or f"status {b.status}, no error recorded")
     _case(suite, b.scenario, "run", failed)
-    for i, row in enumerate(b.expectations):
-        if not isinstance(row, dict):
-            _case(suite, b.scenario, f"expectation {i}", f"malformed expectations.json row: {row!r}")
-            continue
-        kernel = b.kernel_label(str(row.get("kernel"))) if row.get("kernel") is not None else "all"
-        detail = str(row.get("detail") or "expectation not met")
-        _case(suite, f"{b.scenario}.{kernel}", str(row.get("name", f"expectation {i}")),
-              None if row.get("ok") is True else detail)
+    for row in b.expectations:
+        kernel = b.kernel_label(row.kernel) if row.kernel is not None else "all"
+        _case(suite, f"{b.scenario}.{kernel}", row.name, None if row.ok else (row.detail or "expectation not met"))
 
 
 def _count(suite: ET.Element) -> tuple[int, int]:

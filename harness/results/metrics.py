@@ -1,6 +1,6 @@
 """What each metric a bundle records means: its unit, kind and which direction is better.
 
-A metric row in ``metrics.json`` is ``{name, value, unit, phase, rep, kernel}``.  The compare and report
+A metric row in ``metrics.json`` is ``{name, value, unit, phase, rep, kernel}`` (harness.results.model.MetricRow).  The compare and report
 stages judge changes through :func:`definition`, never by guessing from the value.
 """
 
@@ -56,14 +56,3 @@ def definition(name: str) -> MetricDef:
             return d
     return MetricDef(name, "", COUNTER, None, "unknown metric")
 
-
-def metric(name: str, value: float, *, phase: str, rep: int, kernel: str, unit: str | None = None) -> dict:
-    """One metrics.json row."""
-    return {
-        "name": name,
-        "value": value,
-        "unit": unit if unit is not None else definition(name).unit,
-        "phase": phase,
-        "rep": rep,
-        "kernel": kernel,
-    }

@@ -20,13 +20,8 @@ from pathlib import Path
 
 from harness.errors import HarnessError, InputError
 from harness.results import stats
-from harness.results.compare import (
-    Bundle,
-    KernelComparison,
-    fmt_num,
-    load_bundle,
-    run_compare,
-)
+from harness.results.bundle import Bundle, load_bundle
+from harness.results.compare import KernelComparison, fmt_num, run_compare
 from harness.results.metrics import definition
 
 MARKER = ".harness-report"  # marks an output directory so a later scan of RESULTS_DIR skips it

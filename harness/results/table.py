@@ -11,12 +11,12 @@ import statistics
 
 from harness.errors import InputError
 from harness.numbers import fmt_num
-from harness.results.compare import Bundle, md_escape
+from harness.results.bundle import Bundle
+from harness.results.compare import md_escape
 
 
 def provenance(b: Bundle) -> str:
-    reps = b.manifest.get("reps")
-    return (f"`{b.scenario}`, {b.started[:10]}, {b.accel or '?'}, timing {b.timing}, {reps} repetition(s) "
+    return (f"`{b.scenario}`, {b.started[:10]}, {b.accel or '?'}, timing {b.timing}, {b.manifest.reps} repetition(s) "
             f"per kernel, medians; bundle `{b.path.name}` ({b.status})")
 
 

@@ -1,4 +1,4 @@
-"""Where a scenario run puts what it measures.  The result bundle (harness.results.bundle) is the one
+"""Where a scenario run puts what it measures.  The result bundle (harness.results.writer) is the one
 implementation; the scenario layer only knows this interface, so it never imports the results layer."""
 
 from __future__ import annotations

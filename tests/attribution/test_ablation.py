@@ -11,7 +11,7 @@ import pytest
 from harness.attribution.ablation import ablate, plot, to_markdown
 from harness.commands.ablate import ablation_steps
 from harness.errors import InputError
-from harness.results.compare import load_bundle
+from harness.results.bundle import load_bundle
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "kernels"))
 from test_kernel_build import MAIL, make_series  # noqa: E402

@@ -97,7 +97,7 @@ def test_a_full_disk_during_the_run_fails_the_bundle_without_a_traceback(tmp_pat
 
 def test_a_full_disk_when_the_bundle_is_written_leaves_nothing_marked_complete(tmp_path, scenario, monkeypatch):
     monkeypatch.setattr(run_cmd, "execute", _enospc)
-    monkeypatch.setattr(run_cmd.Bundle, "finish", _enospc)
+    monkeypatch.setattr(run_cmd.BundleWriter, "finish", _enospc)
     with pytest.raises(HarnessError, match="the bundle could not be written: No space left on device"):
         run_cmd.run_scenario(scenario, results_dir=tmp_path / "r")
     assert all(p.name.startswith(".tmp-") for p in (tmp_path / "r").iterdir())

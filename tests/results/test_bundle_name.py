@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from harness.results.bundle import MAX_NAME, bundle_name
+from harness.results.writer import MAX_NAME, bundle_name
 
 
 def test_short_names_read_as_before():
