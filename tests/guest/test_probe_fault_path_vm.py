@@ -30,12 +30,18 @@ SCENARIO = {
 }
 
 
-@pytest.mark.parametrize("kernel", ["stock", pytest.param("base", marks=pytest.mark.kernelbuild)])
-def test_probes_take_one_write_fault_per_page_and_allocate_thps(kernel, tmp_path):
+@pytest.mark.parametrize("kernel, timing", [("stock", "icount"), ("stock", "realtime"),
+                                            pytest.param("base", "realtime", marks=pytest.mark.kernelbuild)])
+def test_probes_take_one_write_fault_per_page_and_allocate_thps(kernel, timing, tmp_path):
     scenario = tmp_path / "fault-path.yaml"
     scenario.write_text(yaml.safe_dump(SCENARIO))
-    outcome = run_scenario(scenario, kernels=[kernel], results_dir=tmp_path)
+    outcome = run_scenario(scenario, kernels=[kernel], results_dir=tmp_path, timing=timing)
     assert outcome.status == "complete", outcome.error
+    manifest = json.loads((outcome.bundle / "manifest.json").read_text())
+    assert manifest["timing"] == (timing if manifest["accel"] == "tcg" else "realtime")
+    if manifest["timing"] == "icount":
+        argv = manifest["qemu"]["argv"]
+        assert argv[argv.index("-icount") + 1] == "shift=0,sleep=off,align=off"
     steps = {s["phase"]: s for s in json.loads((outcome.bundle / kernel / "rep1" / "steps.json").read_text())}
     for phase in ("populate4k", "store4k", "dirty4k"):
         s = steps[phase]
