@@ -14,7 +14,7 @@ APT_PACKAGES := qemu-system-x86 busybox-static dropbear-bin $(BASE_PACKAGE) buil
 	libelf-dev libssl-dev cpio ccache kmod xz-utils zstd file git python3-venv
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps apt venv run-scenario lint test test-kernels bench nightly doctor clean
+.PHONY: deps apt venv run-scenario lint test test-kernels bench figures nightly doctor clean
 
 deps: apt venv
 
@@ -57,6 +57,25 @@ test-kernels: deps
 
 bench: deps
 	$(HARNESS) bench boot
+
+# The measurements the READMEs quote, regenerated from scratch (about 1.5 hours under TCG; kernels cached).
+# Each command writes bundles under $(FIGURES) and prints the Markdown pasted into the README named beside it;
+# `harness table BUNDLE --metric ...` and `harness bench noise --bundles ... --md` re-print from the bundles.
+FIGURES ?= results/figures
+ZS := base+zeroing-stats
+PGZ := $(ZS)+thp-gfp-zero+fpi-free-unref-page+pg-zeroed-core+balloon-opt-ins
+figures: deps
+	$(HARNESS) bench noise --reps 8 --results $(FIGURES) --md                      # README.md: Timing
+	$(HARNESS) ablate scenarios/reporting.yaml --on $(ZS) --series thp-gfp-zero --series balloon-opt-ins \
+	    --series host-zeroed-reporting --series reported-split-keep --series reported-thp --results $(FIGURES)  # host-zeroed-reporting
+	$(HARNESS) ablate scenarios/deflate.yaml --on $(ZS)+fpi-free-unref-page+pg-zeroed-core+balloon-opt-ins \
+	    --series deflate-zeroed-hint --results $(FIGURES)                              # deflate-zeroed-hint
+	$(HARNESS) ablate scenarios/deflate.yaml --on $(ZS)+thp-gfp-zero+fpi-free-unref-page+pg-zeroed-core+balloon-opt-ins \
+	    --series pg-zeroed --results $(FIGURES)                                        # pg-zeroed (deflate)
+	$(HARNESS) ablate scenarios/init-on-free.yaml --on $(PGZ) --series pg-zeroed --results $(FIGURES)  # pg-zeroed (init_on_free)
+	$(HARNESS) run scenarios/free-contig-range.yaml --results $(FIGURES)            # free-contig-range
+	-$(HARNESS) run scenarios/stale-data.yaml --results $(FIGURES)                  # kernel_patches/README.md: safe
+	-$(HARNESS) run scenarios/stale-data-mlock.yaml --results $(FIGURES)            # kernel_patches/README.md: leaks
 
 nightly: deps
 	$(HARNESS) nightly $(NIGHTLY) --results results --out results/report --junit results/nightly-junit.xml
