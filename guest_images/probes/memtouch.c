@@ -15,7 +15,8 @@
  *
  * Prints one JSON line: mib, pages, thp, mode, faults (page faults taken while faulting in),
  * wall_ms, user_ms, sys_ms, nonzero_pages, pattern_pages, first_nonzero_page,
- * unchecked_bytes_per_page.  pattern_pages counts pages holding memdirty's fill pattern: stale data.
+ * unchecked_bytes_per_page, samples.  pattern_pages counts pages holding memdirty's fill pattern: stale
+ * data; samples gives the index and first 16 bytes (hex) of the first few non-zero pages.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -29,6 +30,8 @@
 #include <unistd.h>
 
 #include "probe.h"
+
+#define SAMPLES 4 /* non-zero pages whose head is reported */
 
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23
@@ -93,10 +96,15 @@ int main(int argc, char **argv)
 
 	size_t nonzero = 0, stale = 0;
 	long first = -1;
+	/* What the first few non-zero pages held: their index and first 16 bytes, for the bundle. */
+	char samples[SAMPLES * 64] = "", *sp = samples;
 	for (size_t i = 0; i < pages; i++) {
 		const uint64_t *p = (const uint64_t *)(buf + i * page);
 		if (page_is_zero(p, page / 8))
 			continue;
+		if (nonzero < SAMPLES)
+			sp += snprintf(sp, samples + sizeof(samples) - sp, "%s{\"page\": %zu, \"head\": \"%016llx%016llx\"}",
+				       nonzero ? ", " : "", i, (unsigned long long)p[0], (unsigned long long)p[1]);
 		nonzero++;
 		if (p[0] == MEMDIRTY_PATTERN)
 			stale++;
@@ -108,14 +116,15 @@ int main(int argc, char **argv)
 	 * snprintf + write(2), not stdio: on a kernel that hands out stale pages, libc's own lazily
 	 * faulted state (stdio locks) may be garbage and printf() or exit() would hang on it.
 	 */
-	char line[640];
+	char line[640 + sizeof(samples)];
 	int n = snprintf(line, sizeof(line),
 			 "{\"mib\": %zu, \"pages\": %zu, \"thp\": %s, \"mode\": \"%s\", \"faults\": %ld, "
 			 "\"wall_ms\": %.3f, \"user_ms\": %.3f, \"sys_ms\": %.3f, \"nonzero_pages\": %zu, "
-			 "\"pattern_pages\": %zu, \"first_nonzero_page\": %ld, \"unchecked_bytes_per_page\": %d}\n",
+			 "\"pattern_pages\": %zu, \"first_nonzero_page\": %ld, \"unchecked_bytes_per_page\": %d, "
+			 "\"samples\": [%s]}\n",
 			 a.mib, pages, a.thp ? "true" : "false", a.store ? "store" : "populate", faults, t1 - t0,
 			 tv_ms(r1.ru_utime) - tv_ms(r0.ru_utime), tv_ms(r1.ru_stime) - tv_ms(r0.ru_stime),
-			 nonzero, stale, first, a.store ? 1 : 0);
+			 nonzero, stale, first, a.store ? 1 : 0, samples);
 	/* _exit(): exit() would flush stdio under the same possibly garbage locks. */
 	_exit(write(1, line, n) == n ? 0 : 1);
 }

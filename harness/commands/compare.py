@@ -26,6 +26,7 @@ from harness.results import stats
 from harness.results.bundle import load_bundle
 from harness.results.compare import (
     bundle_warnings,
+    leak_findings,
     print_rich,
     run_compare,
     to_json,
@@ -41,14 +42,15 @@ def cmd_compare(args) -> int:
     bundles = [a] + ([b] if b else [])
     warnings = bundle_warnings(bundles)
     comparisons = run_compare(a, b, args.threshold)
+    leaks = leak_findings(bundles)
     if args.json:
-        json.dump(to_json(comparisons, bundles, warnings, args.threshold), sys.stdout, indent=2)
+        json.dump(to_json(comparisons, bundles, warnings, args.threshold, leaks), sys.stdout, indent=2)
         sys.stdout.write("\n")
     elif args.md:
-        sys.stdout.write(to_markdown(comparisons, warnings, args.threshold))
+        sys.stdout.write(to_markdown(comparisons, warnings, args.threshold, leaks))
     else:
-        print_rich(comparisons, warnings, args.threshold)
-    return 1 if any(c.count(stats.REGRESSION) for c in comparisons) else 0
+        print_rich(comparisons, warnings, args.threshold, leaks)
+    return 1 if leaks or any(c.count(stats.REGRESSION) for c in comparisons) else 0
 
 
 def register(subparsers) -> None:

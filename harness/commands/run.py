@@ -20,7 +20,7 @@ from harness.numbers import fmt_num
 from harness.paths import REPO_ROOT
 from harness.results.model import ScenarioRecord
 from harness.results.writer import BundleWriter
-from harness.scenario.expectations import check_kernel_names
+from harness.scenario.expectations import EXPECTED_LEAK, LEAK, check_kernel_names
 from harness.scenario.runner import execute
 from harness.scenario.schema import Scenario, load_scenario
 
@@ -71,8 +71,10 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
         results = execute(scenario, specs, reps, bundle, console)
         _print_summary(scenario, bundle, console)
         failed = [r for r in bundle.bundle.expectations if not r.ok]
+        leaks = [r for r in failed if r.name == LEAK]
+        failed = [r for r in failed if r.name != LEAK]
         invalid = [f"{r.kernel} {step}" for r in results for step in r.invalid_steps]
-        problems = []
+        problems = [f"LEAK on {r.kernel}: {r.detail.removeprefix('LEAK: ')}" for r in leaks]
         if invalid:
             status = "invalid"
             problems.append("invalid steps (a probe did not exercise the kernel path it claims): " + "; ".join(invalid))
@@ -115,6 +117,12 @@ def _finish(bundle: BundleWriter, status: str, error: str | None, junit: Path | 
 
 
 def _print_summary(scenario: Scenario, bundle: BundleWriter, console: Console) -> None:
+    for r in bundle.bundle.expectations:  # the most important finding there is comes first
+        if r.name == LEAK and not r.ok:
+            console.print(f"[bold white on red] LEAK [/] {escape(r.kernel or '')} handed userspace pages that were "
+                          f"not zero: {escape(r.detail.removeprefix('LEAK: '))}")
+        elif r.name == EXPECTED_LEAK:
+            console.print(f"[bold]expected leak[/] on {escape(r.kernel or '')}: {escape(r.detail)}")
     kernels = [str(k.spec) for k in bundle.manifest.kernels]
     table = Table(title=f"{scenario.name}: medians over {bundle.manifest.reps} repetition(s)")
     table.add_column("metric")

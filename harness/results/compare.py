@@ -23,6 +23,7 @@ from harness.numbers import fmt_num
 from harness.results import stats
 from harness.results.bundle import Bundle
 from harness.results.metrics import TIME, definition
+from harness.scenario.expectations import EXPECTED_LEAK, LEAK
 
 # ---------------------------------------------------------------------------------------------- bundles
 
@@ -185,12 +186,36 @@ def summary_line(c: KernelComparison) -> str:
                f"repetitions)" if too_few else ""))
 
 
+def leak_findings(bundles: list[Bundle]) -> list[str]:
+    """Every kernel in these bundles that handed userspace a non-zero page it was not declared to: the first
+    thing compare says, and always exit 1.  Bundles from before the no_leak row are read from nonzero_pages."""
+    out = []
+    for b in bundles:
+        declared = {r.kernel for r in b.expectations if r.name == EXPECTED_LEAK}
+        rows = [r for r in b.expectations if r.name == LEAK]
+        if rows:
+            out += [f"LEAK on {r.kernel} ({b.path.name}): {r.detail.removeprefix('LEAK: ')}" for r in rows if not r.ok]
+            continue
+        for kernel in b.kernels:
+            if kernel in declared:
+                continue
+            leaked = {phase: v for (name, phase), vals in b.samples(kernel).items() if name == "nonzero_pages"
+                      for v in vals if v}
+            if leaked:
+                out.append(f"LEAK on {kernel} ({b.path.name}): non-zero pages handed out in "
+                           + ", ".join(f"{phase} ({fmt_num(v)})" for phase, v in leaked.items()))
+    return out
+
+
 def md_escape(s: str) -> str:
     return s.replace("|", "\\|")
 
 
-def to_markdown(comparisons: list[KernelComparison], warnings: list[str], threshold_pct: float) -> str:
-    lines = [f"Change = % change of medians; flagged when p < {stats.ALPHA} and |change| > {threshold_pct:g}% "
+def to_markdown(comparisons: list[KernelComparison], warnings: list[str], threshold_pct: float,
+                leaks: list[str] | None = None) -> str:
+    leaks = leaks or []
+    lines = [f"> **{md_escape(leak)}**" for leak in leaks] + ([""] if leaks else [])
+    lines += [f"Change = % change of medians; flagged when p < {stats.ALPHA} and |change| > {threshold_pct:g}% "
              "(counters: no overlap and |change| > threshold).", ""]
     lines += [f"> **warning:** {md_escape(w)}" for w in warnings]
     for c in comparisons:
@@ -211,8 +236,9 @@ def to_markdown(comparisons: list[KernelComparison], warnings: list[str], thresh
 
 
 def to_json(comparisons: list[KernelComparison], bundles: list[Bundle], warnings: list[str],
-            threshold_pct: float) -> dict:
+            threshold_pct: float, leaks: list[str] | None = None) -> dict:
     return {
+        "leaks": leaks or [],
         "change_of": "median",
         "threshold_pct": threshold_pct,
         "alpha": stats.ALPHA,
@@ -233,13 +259,17 @@ def _compact(cells: list[str]) -> list[str]:
     return [f"{name} @ {phase}", f"{ma} -> {mb} {unit}\nn={n}", f"{change}\n{ci}", p, verdict]
 
 
-def print_rich(comparisons: list[KernelComparison], warnings: list[str], threshold_pct: float) -> None:
+def print_rich(comparisons: list[KernelComparison], warnings: list[str], threshold_pct: float,
+               leaks: list[str] | None = None) -> None:
     from rich.console import Console
+    from rich.markup import escape
     from rich.table import Table
 
     console = Console()
     if not console.is_terminal:  # CI logs and pipes: don't fold the table to 80 columns
         console = Console(width=max(console.width, FULL_WIDTH))
+    for leak in leaks or []:
+        console.print(f"[bold white on red] LEAK [/] {escape(leak.removeprefix('LEAK '))}", highlight=False)
     compact = console.width < FULL_WIDTH
     columns = ["metric @ phase", "median A -> B", "change [95% CI]", "p", "verdict"] if compact else COLUMNS
     for w in warnings:

@@ -21,7 +21,7 @@ from pathlib import Path
 from harness.errors import HarnessError, InputError
 from harness.results import stats
 from harness.results.bundle import Bundle, load_bundle
-from harness.results.compare import KernelComparison, fmt_num, run_compare
+from harness.results.compare import KernelComparison, fmt_num, leak_findings, run_compare
 from harness.results.metrics import definition
 
 MARKER = ".harness-report"  # marks an output directory so a later scan of RESULTS_DIR skips it
@@ -261,9 +261,14 @@ def build_blocks(results_dir: Path, out_dir: Path, extra: list[Entry], threshold
     blocks: list[tuple] = [("h1", f"balloon testbed report: {results_dir}")]
     n_failed = sum(e.status != "complete" for e in entries)
     blocks.append(("p", f"{len(entries)} run(s), {n_failed} not complete."))
+    latest = pick_per_scenario(entries)
+    leaks = leak_findings(list(latest.values()))
+    if leaks:  # a page handed out non-zero is the most important finding: before anything else
+        blocks += [("h2", f"LEAKS: {len(leaks)} kernel(s) handed userspace pages that were not zero"),
+                   ("list", leaks)]
     blocks += [("h2", "Runs"), ("table", *index_table(entries, out_dir))]
     used: set[str] = set()
-    for scenario, b in pick_per_scenario(entries).items():
+    for scenario, b in latest.items():
         blocks.append(("h2", f"Scenario {scenario}"))
         status = b.status if b.status == "complete" else f"{b.status.upper()}: {b.error or 'no error recorded'}"
         blocks.append(("p", ["From bundle ", Link(b.path.name, rel(b.path, out_dir)),

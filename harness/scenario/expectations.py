@@ -62,6 +62,10 @@ def evaluate(scenario: Scenario, bundle: MetricValues, results: list[RepResult],
                              (f"host RSS fell by less than {floor:g} MiB: " + "; ".join(low)) if low else
                              f"host RSS fell by {min(d for *_, d in drops):.0f} MiB or more" if drops else
                              "no wait_reporting step ran"))
+        touches = list(_steps(results, k, "memtouch"))
+        expected_leaks = {x.kernel: x.why for x in e.expected_leaks}
+        if touches or k in expected_leaks:
+            rows.append(_leak_row(k, touches, expected_leaks))
         if e.nonzero_pages is not None:
             want = e.nonzero_pages
             touches = list(_steps(results, k, "memtouch"))
@@ -79,6 +83,29 @@ def evaluate(scenario: Scenario, bundle: MetricValues, results: list[RepResult],
     rows += _metric_checks(scenario, bundle, kernels)
     rows += _ratio_checks(scenario, bundle, kernels)
     return rows
+
+
+LEAK = "no_leak"
+EXPECTED_LEAK = "expected_leak"
+
+
+def _held(probe: dict) -> str:
+    samples = probe.get("samples") or []
+    return f": {samples[0]['head']}..." if samples else ""
+
+
+def _leak_row(kernel: str, touches: list, expected: dict[str, str]) -> dict:
+    """Every kernel: a page handed to userspace non-zero is a LEAK (a failed no_leak row), unless the scenario
+    declares this kernel leaks here; then the row is expected_leak, and it fails when nothing leaked."""
+    leaks = [f"rep{rep} {s.phase}: {s.data['nonzero_pages']} non-zero pages ({s.data['pattern_pages']} holding "
+             f"memdirty's pattern, first at page {s.data['first_nonzero_page']}{_held(s.data)})"
+             for rep, s in touches if s.data["nonzero_pages"]]
+    if kernel in expected:
+        return _row(EXPECTED_LEAK, kernel, bool(leaks),
+                    f"leaks as declared ({expected[kernel]}): " + "; ".join(leaks) if leaks else
+                    f"declared to leak ({expected[kernel]}), but {len(touches)} memtouch runs found only zero pages")
+    return _row(LEAK, kernel, not leaks, "LEAK: " + "; ".join(leaks) if leaks else
+                f"{len(touches)} memtouch runs: every page handed out was zero")
 
 
 def _median(bundle: MetricValues, name: str, phase: str | None, kernel: str) -> float | None:
@@ -131,7 +158,7 @@ def check_kernel_names(scenario: Scenario, run_kernels: list[str]) -> None:
     run (--kernel): a typo would silently drop the check.  Checks on scenario kernels that a --kernel
     override leaves out are skipped by evaluate(), as before."""
     known = [k.text for k in scenario.kernels] + [k for k in run_kernels if k not in {s.text for s in scenario.kernels}]
-    for group in ("metrics", "ratios"):
+    for group in ("metrics", "ratios", "expected_leaks"):
         for i, check in enumerate(getattr(scenario.expect, group)):
             for key in ("kernel", "baseline"):
                 name = getattr(check, key, None)

@@ -264,7 +264,16 @@ class RatioCheck(Strict):
         return self
 
 
+class ExpectedLeak(Strict):
+    """A kernel that is meant to hand out non-zero pages in this configuration: a negative control, or a
+    survey of unsafe configurations.  Its leaks are then reported, not failed on; no leak fails instead."""
+
+    kernel: str
+    why: Annotated[str, Field(min_length=1)]
+
+
 class Expectations(Strict):
+    expected_leaks: list[ExpectedLeak] = []
     balloon_reached: bool = False
     balloon_inflate_matches: bool = False
     rss_fell_after_reporting: RssFellCheck | None = None

@@ -235,3 +235,22 @@ def test_icount_small_change_flagged_only_without_overlap_and_quiet_samples(tmp_
     # One noisy side (spread 4 %): back to Mann-Whitney, which 3 samples cannot satisfy.
     v, test = verdict([100.0, 104.0, 100.0], [110.0, 110.1, 110.0])
     assert test == "mann-whitney-u" and v == "too-few-samples"
+
+
+def test_a_leak_comes_first_and_exits_1(tmp_path, capsys):
+    leak = {"name": "no_leak", "kernel": "base+x", "ok": False,
+            "detail": "LEAK: rep1 touch: 13427 non-zero pages (13000 holding memdirty's pattern, first at page 3)"}
+    clean = {"name": "no_leak", "kernel": "base", "ok": True, "detail": "every page handed out was zero"}
+    b = synth.write_bundle(tmp_path / "b", {"base": samples(100, 1), "base+x": samples(100, 2, nonzero=13427)},
+                           expectations=[clean, leak])
+    code, out = run([b, "--md"], capsys)
+    assert code == 1
+    assert out.startswith("> **LEAK on base+x (b): rep1 touch: 13427 non-zero pages")
+    code, out = run([b, "--json"], capsys)
+    assert code == 1 and json.loads(out)["leaks"][0].startswith("LEAK on base+x")
+
+
+def test_old_bundles_leak_from_their_nonzero_pages_metric(tmp_path, capsys):
+    b = synth.write_bundle(tmp_path / "b", {"base": samples(100, 1), "base+x": samples(100, 2, nonzero=5)})
+    code, out = run([b, "--json"], capsys)
+    assert code == 1 and json.loads(out)["leaks"] == ["LEAK on base+x (b): non-zero pages handed out in touch (5)"]

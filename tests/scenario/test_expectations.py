@@ -69,8 +69,29 @@ def test_rss_fell_after_reporting():
     assert not rows({"rss_fell_after_reporting": {}}, [rep()])[("rss_fell_after_reporting", "stock")]["ok"]
 
 
+def touch(n):
+    return StepRecord("memtouch", "touch", {"nonzero_pages": n, "pattern_pages": n, "first_nonzero_page": 7 if n else -1})
+
+
+def test_a_leak_is_always_checked_and_named():
+    ok = rows({}, [rep(steps=[touch(0)])])[("no_leak", "stock")]
+    assert ok["ok"] and "every page handed out was zero" in ok["detail"]
+    bad = rows({}, [rep(steps=[touch(3)])])[("no_leak", "stock")]
+    assert not bad["ok"] and bad["detail"].startswith("LEAK: rep1 touch: 3 non-zero pages")
+    assert "first at page 7" in bad["detail"]
+    assert ("no_leak", "stock") not in rows({}, [rep()]), "no memtouch, nothing to judge"
+
+
+def test_a_declared_leak_is_reported_and_must_happen():
+    declared = {"expected_leaks": [{"kernel": "stock", "why": "negative control"}]}
+    seen = rows(declared, [rep(steps=[touch(3)])])
+    assert ("no_leak", "stock") not in seen
+    assert seen[("expected_leak", "stock")]["ok"] and "negative control" in seen[("expected_leak", "stock")]["detail"]
+    missed = rows(declared, [rep(steps=[touch(0)])])[("expected_leak", "stock")]
+    assert not missed["ok"] and "found only zero pages" in missed["detail"]
+
+
 def test_nonzero_pages():
-    touch = lambda n: StepRecord("memtouch", "touch", {"nonzero_pages": n, "pattern_pages": n})  # noqa: E731
     assert rows({"nonzero_pages": 0}, [rep(steps=[touch(0)])])[("nonzero_pages", "stock")]["ok"]
     bad = rows({"nonzero_pages": 0}, [rep(steps=[touch(3)])])[("nonzero_pages", "stock")]
     assert not bad["ok"] and "3 non-zero pages" in bad["detail"]
