@@ -2,8 +2,8 @@
 
 The bundle holds the kernel below the series (step 0) and every prefix of it (step k = the first k
 patches).  Step k is compared with step k-1 by the same rules as `harness compare`; a metric "moved" at
-step k when that comparison flags it (regression or improvement), and counters that changed at all are
-listed too, so a patch that only moves a count below the threshold still shows.
+step k when that comparison flags it (regression or improvement).  A change above the threshold that
+too few repetitions cannot make significant is listed as such, never dropped.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from harness.results import stats
 from harness.results.bundle import Bundle
 from harness.results.compare import Row, compare_kernels, fmt_num, md_escape
-from harness.results.metrics import COUNTER, definition
+from harness.results.metrics import definition
 
 
 @dataclass
@@ -22,7 +22,7 @@ class AblationStep:
     kernel: str
     label: str  # the patch this step adds ("baseline" for step 0)
     moved: list[Row] = field(default_factory=list)  # flagged against the step before
-    counted: list[Row] = field(default_factory=list)  # counters that changed without being flagged
+    unsure: list[Row] = field(default_factory=list)  # above the threshold, but too few samples to tell
 
 
 def ablate(bundle: Bundle, kernels: list[str], labels: list[str], threshold_pct: float) -> list[AblationStep]:
@@ -34,8 +34,8 @@ def ablate(bundle: Bundle, kernels: list[str], labels: list[str], threshold_pct:
             j = row.judgement
             if j.flagged:
                 step.moved.append(row)
-            elif j.kind == COUNTER and j.a.median != j.b.median and definition(j.name).better is not None:
-                step.counted.append(row)
+            elif j.verdict == stats.TOO_FEW:
+                step.unsure.append(row)
         steps.append(step)
     return steps
 
@@ -51,15 +51,15 @@ def to_markdown(steps: list[AblationStep], provenance: str) -> str:
              "| step | patch | what moved (against the step before; same rules as `harness compare`) |",
              "|---:|---|---|"]
     for s in steps[1:]:
-        moved = [f"**{j.verdict}** {describe(r)}" for r in s.moved for j in [r.judgement]]
-        moved += [describe(r) for r in s.counted]
+        moved = [f"**{r.judgement.verdict}** {describe(r)}" for r in s.moved]
+        moved += [f"{describe(r)}: too few samples to tell" for r in s.unsure]
         lines.append(f"| {s.index} | {md_escape(s.label)} | {md_escape('; '.join(moved)) or 'nothing'} |")
     return "\n".join(lines) + "\n"
 
 
 def to_json(steps: list[AblationStep]) -> list[dict]:
     return [{"step": s.index, "kernel": s.kernel, "patch": s.label,
-             "moved": [r.to_json() for r in s.moved], "counted": [r.to_json() for r in s.counted]} for s in steps]
+             "moved": [r.to_json() for r in s.moved], "unsure": [r.to_json() for r in s.unsure]} for s in steps]
 
 
 def plot(steps: list[AblationStep], bundle: Bundle, path) -> bool:

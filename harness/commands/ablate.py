@@ -46,17 +46,24 @@ def cmd_ablate(args: argparse.Namespace) -> int:
     scenario = load_scenario(args.scenario)
     on = args.on or scenario.kernels[0].text
     specs, labels = ablation_steps(on, args.series)
-    outcome = run_scenario(args.scenario, kernels=specs, reps=args.reps,
-                           results_dir=Path(args.results) if args.results else None, timing=args.timing)
-    bundle = load_bundle(outcome.bundle)
+    if args.bundle:  # judge an earlier ablation run again (after a rule change, say): nothing boots
+        path, ok = Path(args.bundle), True
+    else:
+        outcome = run_scenario(args.scenario, kernels=specs, reps=args.reps,
+                               results_dir=Path(args.results) if args.results else None, timing=args.timing)
+        path, ok = outcome.bundle, outcome.ok
+    bundle = load_bundle(path)
+    missing = [k for k in specs if k not in bundle.kernels]
+    if missing:
+        raise InputError(f"{path}: has no results for {', '.join(missing)}")
     steps = ablate(bundle, specs, labels, args.threshold)
     text = to_markdown(steps, f"Ablation of {' + '.join(args.series)} on `{on}`; from {provenance(bundle)}.")
-    (outcome.bundle / "ablation.md").write_text(text)
-    (outcome.bundle / "ablation.json").write_text(json.dumps(to_json(steps), indent=1, default=str) + "\n")
-    plot(steps, bundle, outcome.bundle / "ablation.png")
+    (path / "ablation.md").write_text(text)
+    (path / "ablation.json").write_text(json.dumps(to_json(steps), indent=1, default=str) + "\n")
+    plot(steps, bundle, path / "ablation.png")
     sys.stdout.write(text)
-    print(outcome.bundle)
-    return 0 if outcome.ok else 1
+    print(path)
+    return 0 if ok else 1
 
 
 def register(subparsers) -> None:
@@ -70,5 +77,6 @@ def register(subparsers) -> None:
     p.add_argument("--results", metavar="DIR", help="results directory (default: the repository's results/)")
     p.add_argument("--threshold", type=float, default=stats.DEFAULT_THRESHOLD_PCT, metavar="PCT",
                    help="flag only changes larger than PCT percent (default %(default)s)")
+    p.add_argument("--bundle", metavar="DIR", help="judge this earlier ablation bundle again instead of running")
     add_timing_option(p)
     p.set_defaults(func=cmd_ablate)

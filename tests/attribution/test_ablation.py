@@ -30,7 +30,7 @@ def test_each_step_is_judged_against_the_one_before(tmp_path):
         kernels[2]: samples([288.6, 288.6, 288.7], [56997, 56990, 57001]),  # patch 2: the skip
     }, timing="icount", accel="tcg")
     steps = ablate(load_bundle(b), kernels, ["baseline", "s 1/2: refactor", "s 2/2: skip zeroing"], 5.0)
-    assert steps[1].moved == [] and steps[1].counted == []
+    assert steps[1].moved == [] and steps[1].unsure == []
     moved = {r.judgement.name: r.judgement.verdict for r in steps[2].moved}
     assert moved == {"fault_in_ms": "improvement", "vmstat.pgzero_skip_reported": "improvement"}
     text = to_markdown(steps, "From a test.")
