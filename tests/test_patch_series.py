@@ -191,10 +191,17 @@ def _legal_specs() -> list[str]:
 @pytest.mark.kernels
 @pytest.mark.parametrize("spec", _legal_specs())
 def test_legal_stack_applies_to_the_base(spec):
-    """Each patch of the stack applies, in order, to the pinned base (a scratch index, no checkout)."""
-    from harness.kernel_tree import ensure_base_repo
+    """Each patch of the stack applies, in order, to the pinned base (a scratch index, no checkout).
 
-    src = ensure_base_repo()
+    The base is the harness's git repo of the pristine tree (tag `base`), or $BALLOON_TESTBED_BASE_REPO,
+    any git repo whose tag `base` is the pristine tree (e.g. a scratch clone).
+    """
+    if os.environ.get("BALLOON_TESTBED_BASE_REPO"):
+        src = Path(os.environ["BALLOON_TESTBED_BASE_REPO"])
+    else:
+        from harness.kernel_tree import ensure_base_repo
+
+        src = ensure_base_repo()
     with tempfile.TemporaryDirectory(prefix="series-index-") as td:
         env = dict(os.environ, GIT_INDEX_FILE=str(Path(td) / "index"))
         res = _git(src, "read-tree", "base", env=env)
