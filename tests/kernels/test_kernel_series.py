@@ -17,12 +17,16 @@ pytestmark = [pytest.mark.vm, pytest.mark.kernelbuild, pytest.mark.kernels]
 STATS = "base+zeroing-stats"
 SERIES_SPECS = [
     STATS,
-    f"{STATS}+host-zeroed-reporting",
-    f"{STATS}+deflate-zeroed-hint",
-    f"{STATS}+pg-zeroed",
-    f"{STATS}+free-contig-range",
+    f"{STATS}+balloon-opt-ins+host-zeroed-reporting",
+    f"{STATS}+balloon-opt-ins+host-zeroed-reporting+reported-split-keep",
+    f"{STATS}+thp-gfp-zero+balloon-opt-ins+host-zeroed-reporting+reported-split-keep+reported-thp",
+    f"{STATS}+fpi-free-unref-page+pg-zeroed-core+balloon-opt-ins+deflate-zeroed-hint",
+    f"{STATS}+thp-gfp-zero+fpi-free-unref-page+pg-zeroed-core+balloon-opt-ins+pg-zeroed",
+    f"{STATS}+thp-gfp-zero+fpi-free-unref-page+pg-zeroed-core+balloon-opt-ins+pg-zeroed+pg-zeroed-reporting",
+    f"{STATS}+thp-gfp-zero+fpi-free-unref-page+pg-zeroed-core+balloon-opt-ins+pg-zeroed+free-contig-range",
+    f"{STATS}+fpi-free-unref-page+free-contig-range",
 ]
-NEGATIVE_CONTROL = f"{STATS}+host-zeroed-reporting+broken-trust-host"
+NEGATIVE_CONTROL = f"{STATS}+balloon-opt-ins+host-zeroed-reporting+broken-trust-host"
 PAGES_64M = 64 * 256
 
 COUNTERS = {

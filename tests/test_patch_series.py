@@ -1,0 +1,212 @@
+"""kernel_patches/ keeps every kernel change exactly once (issue 11).
+
+Fast checks (no VM, no build): no two series carry the same patch body (or nearly the same added
+lines), every series file lists patches that exist, and every stack that kernel_patches/README.md
+calls legal names series that exist, each at most once.  The slow check (marked `kernels`) applies
+every legal stack, in order, to the pinned base tree with `git apply --cached`, the machinery
+`git am` uses.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import os
+import re
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+# The series the harness builds from: $BALLOON_TESTBED_PATCHES when set, as in harness/kernel_inputs.py.
+PATCHES = Path(os.environ.get("BALLOON_TESTBED_PATCHES") or REPO_ROOT / "kernel_patches").expanduser().resolve()
+README = PATCHES / "README.md"
+LEGAL_HEADING = "## Legal stacks"
+# Two patches whose added lines are at least this similar are near-duplicates.
+NEAR_DUPLICATE = 0.90
+# Below this many added lines a patch is too small for the near-duplicate check to mean anything.
+NEAR_DUPLICATE_MIN_LINES = 8
+
+
+def series_dirs() -> list[Path]:
+    return sorted(p.parent for p in PATCHES.glob("*/series"))
+
+
+def series_entries(d: Path) -> list[str]:
+    names = []
+    for raw in (d / "series").read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line:
+            names.append(line.split()[0])
+    return names
+
+
+def all_patches() -> list[tuple[str, Path]]:
+    return [(d.name, d / name) for d in series_dirs() for name in series_entries(d)]
+
+
+def diff_body(text: str) -> list[str]:
+    """The +/- lines of a format-patch mail's diff, whitespace-normalised; headers and context dropped."""
+    body: list[str] = []
+    in_diff = False
+    for line in text.splitlines():
+        if line.startswith("diff --git "):
+            in_diff = True
+            continue
+        if not in_diff:
+            continue
+        if line == "-- ":  # the mail signature after the last hunk
+            break
+        if line.startswith(("+++ ", "--- ", "index ", "@@", "new file mode", "deleted file mode",
+                            "similarity index", "rename from", "rename to", "old mode", "new mode")):
+            continue
+        if line[:1] in "+-":
+            body.append(line[0] + " ".join(line[1:].split()))
+    return body
+
+
+def added_lines(body: list[str]) -> list[str]:
+    return [line[1:] for line in body if line.startswith("+") and line[1:].strip()]
+
+
+def legal_stacks(readme: Path = README) -> list[tuple[str, str]]:
+    """(spec, purpose) rows of the table under "## Legal stacks" in kernel_patches/README.md."""
+    text = readme.read_text()
+    assert LEGAL_HEADING in text, f"{readme}: no {LEGAL_HEADING!r} section"
+    section = text.split(LEGAL_HEADING, 1)[1]
+    section = re.split(r"^## ", section, maxsplit=1, flags=re.M)[0]
+    rows = []
+    for line in section.splitlines():
+        m = re.match(r"^\|\s*`([^`]+)`\s*\|\s*(.*?)\s*\|\s*$", line)
+        if m:
+            rows.append((m.group(1).strip(), m.group(2)))
+    return rows
+
+
+def test_there_are_series_and_legal_stacks():
+    assert len(series_dirs()) >= 5
+    assert len(legal_stacks()) >= 5
+
+
+@pytest.mark.parametrize("series", [d.name for d in series_dirs()])
+def test_series_file_lists_existing_patches(series):
+    d = PATCHES / series
+    names = series_entries(d)
+    assert names, f"{d}/series lists no patch"
+    assert len(names) == len(set(names)), f"{d}/series lists a patch twice"
+    for name in names:
+        assert (d / name).is_file(), f"{d}/series lists {name}, which does not exist"
+        assert diff_body((d / name).read_text()), f"{d / name} has no diff"
+    stray = sorted(p.name for p in d.glob("*.patch") if p.name not in names)
+    assert not stray, f"{d}: patches not in its series file: {stray}"
+    assert (d / "README.md").is_file(), f"{d} has no README.md"
+
+
+def test_no_two_series_carry_the_same_patch_body():
+    seen: dict[tuple[str, ...], str] = {}
+    dupes = []
+    for series, path in all_patches():
+        body = tuple(diff_body(path.read_text()))
+        where = f"{series}/{path.name}"
+        if body in seen:
+            dupes.append(f"{where} == {seen[body]}")
+        else:
+            seen[body] = where
+    assert not dupes, "the same change in two places:\n" + "\n".join(dupes)
+
+
+def test_no_near_duplicate_patches():
+    """Two patches whose added lines are >90% the same, or one whose added lines are >90% inside another,
+    are one change copied (and then edited)."""
+    patches = [(f"{s}/{p.name}", added_lines(diff_body(p.read_text()))) for s, p in all_patches()]
+    near = []
+    for (a, la), (b, lb) in itertools.combinations(patches, 2):
+        if a.split("/")[0] == b.split("/")[0]:
+            continue  # within one series patches may legitimately resemble each other
+        if min(len(la), len(lb)) < NEAR_DUPLICATE_MIN_LINES:
+            continue
+        matcher = difflib.SequenceMatcher(None, la, lb, autojunk=False)
+        ratio = matcher.ratio()
+        # A patch copied into a bigger one: most of the smaller one's added lines reappear there.
+        contained = sum(m.size for m in matcher.get_matching_blocks()) / min(len(la), len(lb))
+        if ratio > NEAR_DUPLICATE:
+            near.append(f"{a} ~ {b}: {ratio:.0%} of the added lines are the same")
+        elif contained > NEAR_DUPLICATE:
+            near.append(f"{a} ~ {b}: {contained:.0%} of the smaller patch's added lines are in the other")
+    assert not near, "near-duplicate patches:\n" + "\n".join(near)
+
+
+def test_diff_body_ignores_headers_and_whitespace():
+    a = "Subject: x\n\ndiff --git a/f b/f\nindex 1..2 100644\n--- a/f\n+++ b/f\n@@ -1 +1 @@ ctx\n-old\n+new  line\n-- \n2.39\n"
+    b = "Subject: y\n\ndiff --git a/f b/f\nindex 3..4 100644\n--- a/f\n+++ b/f\n@@ -7 +7 @@ other\n-old\n+new\tline\n"
+    assert diff_body(a) == diff_body(b) == ["-old", "+new line"]
+
+
+def test_legal_stacks_name_existing_series():
+    known = {d.name for d in series_dirs()}
+    bad = []
+    for spec, purpose in legal_stacks():
+        parts = spec.split("+")
+        if parts[0] != "base":
+            bad.append(f"{spec}: does not start with 'base'")
+        names = parts[1:]
+        if len(names) != len(set(names)):
+            bad.append(f"{spec}: names a series twice")
+        bad += [f"{spec}: no series {n!r} in {PATCHES}" for n in names if n not in known]
+        if not purpose:
+            bad.append(f"{spec}: no purpose given")
+    assert not bad, "\n".join(bad)
+
+
+def test_every_series_is_in_some_legal_stack():
+    used = {n for spec, _ in legal_stacks() for n in spec.split("+")[1:]}
+    unused = sorted({d.name for d in series_dirs()} - used)
+    assert not unused, f"series in no legal stack of {README}: {unused}"
+
+
+def test_legal_stack_parser():
+    text = ("# x\n\n## Legal stacks\n\n| spec | purpose |\n| --- | --- |\n| `base` | baseline |\n"
+            "| `base+a+b` | two |\n\n## Series\n\n| `base+c` | not a stack |\n")
+    with tempfile.NamedTemporaryFile("w", suffix=".md", delete=False) as f:
+        f.write(text)
+    try:
+        assert legal_stacks(Path(f.name)) == [("base", "baseline"), ("base+a+b", "two")]
+    finally:
+        os.unlink(f.name)
+
+
+def _git(repo: Path, *args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=env)
+
+
+def _legal_specs() -> list[str]:
+    try:
+        return [spec for spec, _ in legal_stacks()]
+    except AssertionError:
+        return []  # test_there_are_series_and_legal_stacks says why
+
+
+@pytest.mark.kernels
+@pytest.mark.parametrize("spec", _legal_specs())
+def test_legal_stack_applies_to_the_base(spec):
+    """Each patch of the stack applies, in order, to the pinned base (a scratch index, no checkout).
+
+    The base is the harness's git repo of the pristine tree (tag `base`), or $BALLOON_TESTBED_BASE_REPO,
+    any git repo whose tag `base` is the pristine tree (e.g. a scratch clone).
+    """
+    if os.environ.get("BALLOON_TESTBED_BASE_REPO"):
+        src = Path(os.environ["BALLOON_TESTBED_BASE_REPO"])
+    else:
+        from harness.kernel_tree import ensure_base_repo
+
+        src = ensure_base_repo()
+    with tempfile.TemporaryDirectory(prefix="series-index-") as td:
+        env = dict(os.environ, GIT_INDEX_FILE=str(Path(td) / "index"))
+        res = _git(src, "read-tree", "base", env=env)
+        assert res.returncode == 0, res.stderr
+        for series in spec.split("+")[1:]:
+            for name in series_entries(PATCHES / series):
+                res = _git(src, "apply", "--cached", str(PATCHES / series / name), env=env)
+                assert res.returncode == 0, f"{spec}: {series}/{name} does not apply:\n{res.stderr}"
