@@ -13,13 +13,13 @@ import difflib
 import itertools
 import os
 import re
-import subprocess
 import tempfile
 from pathlib import Path
 
 import pytest
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
+from harness.paths import REPO_ROOT
+
 # The series the harness builds from: $BALLOON_TESTBED_PATCHES when set, as in harness/kernel_inputs.py.
 PATCHES = Path(os.environ.get("BALLOON_TESTBED_PATCHES") or REPO_ROOT / "kernel_patches").expanduser().resolve()
 README = PATCHES / "README.md"
@@ -177,10 +177,6 @@ def test_legal_stack_parser():
         os.unlink(f.name)
 
 
-def _git(repo: Path, *args: str, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=env)
-
-
 def _legal_specs() -> list[str]:
     try:
         return [spec for spec, _ in legal_stacks()]
@@ -191,22 +187,10 @@ def _legal_specs() -> list[str]:
 @pytest.mark.kernels
 @pytest.mark.parametrize("spec", _legal_specs())
 def test_legal_stack_applies_to_the_base(spec):
-    """Each patch of the stack applies, in order, to the pinned base (a scratch index, no checkout).
+    """Each patch of the stack applies, in order, to the pinned base (the build's own check: a scratch index,
+    no checkout)."""
+    from harness.kernels.inputs import load_base, load_stack
+    from harness.kernels.spec import parse_kernel_spec
+    from harness.kernels.tree import check_series_applies, ensure_base_repo
 
-    The base is the harness's git repo of the pristine tree (tag `base`), or $BALLOON_TESTBED_BASE_REPO,
-    any git repo whose tag `base` is the pristine tree (e.g. a scratch clone).
-    """
-    if os.environ.get("BALLOON_TESTBED_BASE_REPO"):
-        src = Path(os.environ["BALLOON_TESTBED_BASE_REPO"])
-    else:
-        from harness.kernel_tree import ensure_base_repo
-
-        src = ensure_base_repo()
-    with tempfile.TemporaryDirectory(prefix="series-index-") as td:
-        env = dict(os.environ, GIT_INDEX_FILE=str(Path(td) / "index"))
-        res = _git(src, "read-tree", "base", env=env)
-        assert res.returncode == 0, res.stderr
-        for series in spec.split("+")[1:]:
-            for name in series_entries(PATCHES / series):
-                res = _git(src, "apply", "--cached", str(PATCHES / series / name), env=env)
-                assert res.returncode == 0, f"{spec}: {series}/{name} does not apply:\n{res.stderr}"
+    check_series_applies(ensure_base_repo(load_base()), load_stack(parse_kernel_spec(spec).series, PATCHES))
