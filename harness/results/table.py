@@ -33,8 +33,9 @@ def medians(b: Bundle, kernel: str, name: str, phase: str | None) -> tuple[float
     return (statistics.median(values) if values else None), len(values)
 
 
-def render(bundles: list[Bundle], metrics: list[tuple[str, str | None]]) -> str:
-    columns = [(b, k) for b in bundles for k in b.kernels]
+def render(bundles: list[Bundle], metrics: list[tuple[str, str | None]], kernels: list[str] | None = None) -> str:
+    """kernels: only these columns (in bundle order); default every kernel of every bundle."""
+    columns = [(b, k) for b in bundles for k in b.kernels if not kernels or k in kernels]
     if not metrics:
         seen: list[tuple[str, str | None]] = []
         for b, k in columns:

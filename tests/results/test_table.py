@@ -35,3 +35,9 @@ def test_default_rows_skip_all_zero_metrics(tmp_path, capsys):
                                                       ("vmstat.pgzero_alloc", "touch"): [0]}})
     _, out = run([b], capsys)
     assert "fault_in_ms" in out and "pgzero_alloc" not in out
+
+
+def test_only_the_kernels_asked_for(tmp_path, capsys):
+    b = synth.write_bundle(tmp_path / "b", {k: {("fault_in_ms", "touch"): [1.0]} for k in ("base", "base+a", "base+b")})
+    _, out = run([b, "--kernel", "base", "--kernel", "base+b"], capsys)
+    assert "| metric | phase | `base` | `base+b` |" in out
