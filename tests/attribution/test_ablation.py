@@ -69,3 +69,26 @@ def test_bisect_candidates_over_a_series(tmp_path, monkeypatch):
     for good, bad in (("base", "base+zs+s"), ("base+zs+s@2", "base+zs+s@2"), ("stock", "base+s")):
         with pytest.raises(InputError):
             series_candidates(good, bad)
+
+
+def test_bisect_candidates_over_a_tree(tmp_path):
+    import subprocess
+
+    from harness.commands.bisect import tree_candidates
+
+    def git(*args):
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                       check=True, capture_output=True)
+
+    git("init", "-q")
+    for i in range(4):
+        (tmp_path / "f").write_text(str(i))
+        git("add", "f")
+        git("commit", "-qm", f"mm: change {i}")
+    commits, labels = tree_candidates(tmp_path, "HEAD~3", "HEAD")
+    assert len(commits) == 4 and len(commits[0]) == 40
+    assert labels[0].startswith("good end (") and labels[3].endswith("mm: change 3")
+    with pytest.raises(InputError, match="not a descendant"):
+        tree_candidates(tmp_path, "HEAD", "HEAD~2")
+    with pytest.raises(InputError, match="git rev-parse"):
+        tree_candidates(tmp_path, "nope", "HEAD")
