@@ -8,7 +8,11 @@ usual commands:
                                                   the same scenario on several kernels
   harness compare results/A [results/B]           judge kernels against a baseline; exit 1 on a regression
   harness report results --out report/            HTML and Markdown report of a results directory
-  harness kernel build base+SERIES                build a patched guest kernel (cached)
+  harness ablate SCENARIO --series NAME           what each patch of a series changed, patch by patch
+  harness bisect SCENARIO --good SPEC --bad SPEC --metric NAME@PHASE
+                                                  the first patch (or commit, --tree) that moved it
+  harness run SCENARIO --timing icount            repeatable timings under TCG (instruction counting)
+  harness kernel build base+SERIES                build a patched guest kernel (cached; SERIES@N: its first N)
   harness kernel list                             the cached kernel builds
   harness schema > scenario.schema.json           JSON Schema of scenario files, for your editor
 
