@@ -105,6 +105,17 @@ def guest_clock_and_reported(guest: Guest, sleep_s: float) -> tuple[float, int |
     return float(lines[0].split()[0]), reported
 
 
+CLOCKSOURCE = "/sys/devices/system/clocksource/clocksource0/current_clocksource"
+
+
+def clocksource(guest: Guest) -> str | None:
+    """The guest's clocksource (a KVM run without kvm-clock times itself with another clock)."""
+    res = guest.run(f"cat {CLOCKSOURCE}", check=False)
+    if res.rc != 0:
+        return None
+    return res.stdout.strip() or None
+
+
 def memtouch(guest: Guest, size_mib: int, thp: bool, fault: str, timeout: float) -> dict:
     """fault: "populate" (MADV_POPULATE_WRITE) or "store" (a user-space store per page)."""
     cmd = f"memtouch {size_mib}" + (" --thp" if thp else "") + (" --store" if fault == "store" else "")

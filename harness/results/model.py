@@ -48,6 +48,7 @@ class KernelRecord(Record):
     series: list[SeriesRecord] = []
     zeroing_counters: str | None = None  # "vmstat", "kprobe" or "unavailable"; null until a boot found out
     guest_release: str | None = None  # `uname -r` in the guest
+    clocksource: str | None = None  # the guest's current clocksource (kvm-clock on KVM)
     # Only some kernels have these; written only when set.
     package: str | None = None  # stock: the Debian package
     boot: str | None = None  # stock: how QEMU boots it (the PVH vmlinux or the bzImage)

@@ -51,7 +51,7 @@ def execute(scenario: Scenario, specs: list[KernelSpec], reps: int, sink: RunSin
         for spec in specs:
             kit = prepare_boot(spec, progress)
             kits.append(kit)
-            sink.add_kernel(dict(kit.kernel.record, zeroing_counters=None, guest_release=None))
+            sink.add_kernel(dict(kit.kernel.record, zeroing_counters=None, guest_release=None, clocksource=None))
         results = []
         # Repetition-major order, reversed every other repetition (A B, B A, ...), so slow drift on the host
         # and a kernel's position after another affect every kernel alike.
@@ -65,6 +65,7 @@ def execute(scenario: Scenario, specs: list[KernelSpec], reps: int, sink: RunSin
                     results.append(runner.run())
                 finally:
                     sink.update_kernel(i, zeroing_counters=runner.result.zeroing,
-                                       guest_release=runner.result.guest_release, qemu_argv=runner.result.qemu_argv)
+                                       guest_release=runner.result.guest_release, qemu_argv=runner.result.qemu_argv,
+                                       clocksource=runner.result.clocksource)
     sink.set_expectations(expectations.evaluate(scenario, sink, results, [k.kernel.spec.text for k in kits]))
     return results

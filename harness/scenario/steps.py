@@ -61,6 +61,7 @@ class RepResult:
     steps: list[StepRecord] = field(default_factory=list)
     zeroing: str = "unknown"
     guest_release: str | None = None
+    clocksource: str | None = None  # the guest's current clocksource: kvm-clock on KVM, tsc/hpet/... under TCG
     qemu_argv: list[str] = field(default_factory=list)
     kernel_problems: list[str] = field(default_factory=list)  # WARNING/BUG/bad page lines from dmesg
 
@@ -151,6 +152,7 @@ class RepRunner:
         self.metric("boot_to_ssh_s", round(seconds, 3), "boot")
         guest = self.ssh
         self.result.guest_release = guest.run("uname -r").stdout.strip()
+        self.result.clocksource = probes.clocksource(guest)
         if self.machine.stats_interval_s:
             balloon.enable_stats(self.qmp, self.machine.stats_interval_s)
         self.zeroing = probes.setup_zeroing_source(guest, probes.vmstat(guest))

@@ -39,6 +39,9 @@ def test_probes_take_one_write_fault_per_page_and_allocate_thps(kernel, timing, 
     assert outcome.status == "complete", outcome.error
     manifest = json.loads((outcome.bundle / "manifest.json").read_text())
     assert manifest["timing"] == (timing if manifest["accel"] == "tcg" else "realtime")
+    (record,) = manifest["kernels"]
+    assert record["clocksource"] == ("kvm-clock" if manifest["accel"] == "kvm" else record["clocksource"])
+    assert record["clocksource"], "the guest's clocksource is recorded"
     if manifest["timing"] == "icount":
         argv = manifest["qemu"]["argv"]
         assert argv[argv.index("-icount") + 1] == "shift=0,sleep=off,align=off"
