@@ -107,3 +107,18 @@ def test_host_that_cannot_discard_makes_trusting_kernels_leak(tmp_path):
     assert nonzero(f"{STATS}+balloon-opt-ins+host-zeroed-reporting", "touch-reported")[0] > 0
     # every trusting kernel leaks as the scenario declares, and nothing else does: the run holds
     assert outcome.ok, outcome.error
+
+
+@pytest.mark.parametrize("spec", ["base+fpi-free-unref-page+free-contig-range"])
+def test_legal_stack_without_the_counters_builds_and_boots(spec, tmp_path):
+    """The legal stacks that do not carry zeroing-stats (so no vmstat counters to check) boot and fault cleanly."""
+    scenario = tmp_path / "counters.yaml"
+    scenario.write_text(yaml.safe_dump(COUNTERS))
+    outcome = run_scenario(scenario, kernels=[spec], results_dir=tmp_path)
+    assert outcome.status == "complete", outcome.error
+    manifest = json.loads((outcome.bundle / "manifest.json").read_text())
+    (kernel,) = manifest["kernels"]
+    assert [s["name"] for s in kernel["series"]] == spec.split("+")[1:]
+    assert kernel["zeroing_counters"] != "vmstat"
+    m = metrics_of(outcome.bundle)
+    assert m[("nonzero_pages", "touch4k")] == 0 and m[("vmstat.thp_fault_alloc", "touchthp")] >= 1
