@@ -113,9 +113,11 @@ class BisectState:
                 for s in self.steps]
 
     # -- persistence ---------------------------------------------------------------------------
-    def save(self, path: Path) -> None:
+    def save(self, path: Path, extra: dict | None = None) -> None:
+        """Write the state (and `extra` keys beside it, e.g. the bisect's plan) as one JSON file."""
+        data = {**(extra or {}), "labels": self.labels, "steps": [asdict(s) for s in self.steps]}
         tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"labels": self.labels, "steps": [asdict(s) for s in self.steps]}, indent=1) + "\n")
+        tmp.write_text(json.dumps(data, indent=1) + "\n")
         tmp.replace(path)  # atomic: an interrupted bisect never leaves half a state file
 
     @classmethod

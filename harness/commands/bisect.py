@@ -31,7 +31,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from harness.attribution.judge import Criterion, Verdict, judge_expectation, judge_metric
-from harness.attribution.search import BAD, GOOD, SKIP, UNKNOWN, BisectState, Step
+from harness.attribution.search import BAD, GOOD, SKIP, UNKNOWN, BisectState
 from harness.commands.run import DEFAULT_RESULTS, add_timing_option, run_scenario
 from harness.errors import HarnessError, InputError
 from harness.kernels.build import build_kernel
@@ -119,19 +119,18 @@ class Bisect:
         self.criterion = Criterion(**plan["criterion"])
 
     def save(self) -> None:
-        self.state.save(self.dir / "search.json")
-        (self.dir / STATE_FILE).write_text(json.dumps({**self.plan, "steps": [asdict(s) for s in self.state.steps]},
-                                                      indent=1) + "\n")
+        self.state.save(self.dir / STATE_FILE, extra=self.plan)
         (self.dir / LOG_FILE).write_text("\n".join(self.state.log_lines()) + "\n")
 
     @classmethod
     def load(cls, directory: Path) -> Bisect:
         try:
-            data = json.loads((directory / STATE_FILE).read_text())
-        except (OSError, ValueError) as exc:
+            plan = json.loads((directory / STATE_FILE).read_text())
+            state = BisectState.load(directory / STATE_FILE)
+        except (OSError, ValueError, KeyError) as exc:
             raise InputError(f"--resume {directory}: no readable {STATE_FILE}: {exc}") from None
-        steps = [Step(**s) for s in data.pop("steps")]
-        return cls(directory, data, BisectState(data["labels"], steps))
+        del plan["steps"]
+        return cls(directory, plan, state)
 
     def spec(self, k: int) -> str:
         if self.plan["tree"]:
