@@ -26,6 +26,7 @@ from harness.kernels.spec import parse_kernel_spec
 from harness.machine import accel
 from harness.machine.config import TIMING_MODES, MachineConfig
 from harness.paths import REPO_ROOT
+from harness.results.stats import summarize
 
 
 def boot_once(kit: BootKit, accel_name: str) -> dict:
@@ -73,9 +74,9 @@ def noise_scenario(size: str, cpus: int, reps: int) -> dict:
 
 
 def cv_pct(values: list[float]) -> float | None:
-    if len(values) < 2 or not statistics.mean(values):
-        return None
-    return statistics.stdev(values) / abs(statistics.mean(values)) * 100
+    """The coefficient of variation in percent (stats.summarize's), None below 2 samples or for a zero mean."""
+    cv = summarize(values).cv if len(values) >= 2 else None
+    return None if cv is None else cv * 100
 
 
 def cmd_bench_noise(args) -> int:
