@@ -64,6 +64,7 @@ class RepResult:
     clocksource: str | None = None  # the guest's current clocksource: kvm-clock on KVM, tsc/hpet/... under TCG
     qemu_argv: list[str] = field(default_factory=list)
     kernel_problems: list[str] = field(default_factory=list)  # WARNING/BUG/bad page lines from dmesg
+    kernel_log: str = ""  # the guest's dmesg at the end of the repetition
 
     @property
     def invalid_steps(self) -> list[str]:
@@ -298,6 +299,7 @@ class RepRunner:
     def _save_kernel_log(self) -> None:
         dmesg = self.ssh.run("dmesg").stdout
         (self.dir / "dmesg.txt").write_text(dmesg)
+        self.result.kernel_log = dmesg
         self.result.kernel_problems = kernel_problems(dmesg)
 
     def _snapshot(self, phase: str) -> None:
