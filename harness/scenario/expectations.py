@@ -173,7 +173,7 @@ def check_kernel_names(scenario: Scenario, run_kernels: list[str]) -> None:
     run (--kernel): a typo would silently drop the check.  Checks on scenario kernels that a --kernel
     override leaves out are skipped by evaluate(), as before."""
     known = [k.text for k in scenario.kernels] + [k for k in run_kernels if k not in {s.text for s in scenario.kernels}]
-    for group in ("metrics", "ratios", "expected_leaks"):
+    for group in ("metrics", "ratios", "expected_leaks", "kernel_log"):
         for i, check in enumerate(getattr(scenario.expect, group)):
             for key in ("kernel", "baseline"):
                 name = getattr(check, key, None)
