@@ -67,20 +67,28 @@ def fixed(pct: float) -> Threshold:
     return Threshold(pct, f"fixed {pct:g} %")
 
 
+def _raw_samples(b: Bundle, names: set[str]) -> dict[tuple[str, str], list[float]]:
+    """Samples of the metric rows whose kernel field is one of `names` (a slug tells twins apart)."""
+    out: dict[tuple[str, str], list[float]] = {}
+    for row in b.metrics:
+        if row.kernel in names:
+            out.setdefault((row.name, row.phase or ""), []).append(float(row.value))
+    return out
+
+
 def aa_sides(b: Bundle, named_aa: bool) -> list[tuple[dict, dict]]:
     """The (A, B) sample sets an A/A bundle holds; [] when it is not one."""
     records = b.kernel_records()
-    labels = b.kernels
     specs = [str(k.spec or k.slug) for k in records]
-    same = [i for i in range(1, len(specs)) if specs[i] == specs[0]]
-    if same and len(labels) > max(same):
-        first = b.samples(labels[0])
-        return [(first, b.samples(labels[i])) for i in same]
-    if len(labels) == 1 and (named_aa or b.scenario.startswith("aa-")):
+    twins = [i for i in range(1, len(specs)) if specs[i] == specs[0] and records[i].slug != records[0].slug]
+    if twins:
+        first = _raw_samples(b, {specs[0], str(records[0].slug)})
+        return [(first, _raw_samples(b, {str(records[i].slug)})) for i in twins]
+    labels = b.kernels
+    if len(labels) == 1 and named_aa:
         samples = b.samples(labels[0])
-        a = {key: vals[0::2] for key, vals in samples.items()}
-        bb = {key: vals[1::2] for key, vals in samples.items()}
-        return [(a, bb)]
+        return [({key: vals[0::2] for key, vals in samples.items()},
+                 {key: vals[1::2] for key, vals in samples.items()})]
     return []
 
 
@@ -108,7 +116,7 @@ class Calibration:
         cal = cls()
         for night in nights:
             for b in night.bundles:
-                obs = observe(b, night.name, night.is_aa(b))
+                obs = observe(b, night.name, night.named_aa(b))
                 if obs:
                     cal.observations.setdefault(runner_kind(b), []).extend(obs)
         return cal

@@ -36,10 +36,17 @@ class Night:
     aa_bundles: set[Path] = field(default_factory=set)  # bundles merge.json names as A/A cells
 
     def latest_per_scenario(self) -> dict[str, Bundle]:
-        return latest_per_scenario(self.bundles)
+        """The runs a report shows: the latest of each scenario, A/A calibration runs left out."""
+        return latest_per_scenario([b for b in self.bundles if not self.is_aa(b)])
+
+    def named_aa(self, b: Bundle) -> bool:
+        """merge.json names b's cell as A/A, or `harness bench noise` wrote it (scenario aa-*)."""
+        return b.path.resolve() in self.aa_bundles or b.scenario.startswith("aa-")
 
     def is_aa(self, b: Bundle) -> bool:
-        return b.path.resolve() in self.aa_bundles
+        """An A/A run: named so, or one whose kernels share a spec (one kernel against itself)."""
+        specs = [str(k.spec or k.slug) for k in b.kernel_records()]
+        return self.named_aa(b) or len(set(specs)) < len(specs)
 
 
 def latest_per_scenario(bundles: list[Bundle]) -> dict[str, Bundle]:

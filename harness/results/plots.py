@@ -61,7 +61,7 @@ def plot_rss(b: Bundle, out: Path) -> str | None:
     runs = {k: paths for k, paths in runs.items() if paths}
     if not runs:
         return None
-    fig, axes = _figure(9.0, 1.2 + 2.0 * len(runs), rows=len(runs), sharex=True)
+    fig, axes = _figure(9.0, 1.0 + 1.6 * len(runs), rows=len(runs), sharex=True)
     drawn = False
     for i, (ax, (kernel, paths)) in enumerate(zip(axes, runs.items())):
         for j, path in enumerate(paths):
@@ -71,10 +71,10 @@ def plot_rss(b: Bundle, out: Path) -> str | None:
                 drawn = True
         for k, (phase, start, end) in enumerate(read_phases(paths[0].with_name("steps.json"))):
             ax.axvspan(start, max(end, start + 0.05), color="0.85" if k % 2 else "0.92", zorder=0)
-            ax.text((start + end) / 2, 1.0, phase, transform=ax.get_xaxis_transform(), ha="center", va="bottom",
-                    fontsize=7, clip_on=False)
+            ax.text((start + end) / 2, 1.01 + 0.09 * (k % 2), phase, transform=ax.get_xaxis_transform(),
+                    ha="center", va="bottom", fontsize=7, clip_on=False)  # staggered: short phases sit close
         ax.set_ylabel("MiB")
-        ax.set_title(f"{kernel} ({len(paths)} rep(s))", fontsize=9, loc="left", pad=12)
+        ax.set_title(f"{kernel} ({len(paths)} rep(s))", fontsize=9, loc="left", pad=18)
     if not drawn:
         return None
     axes[-1].set_xlabel("time since QEMU started (s)")
@@ -139,7 +139,7 @@ def plot_trends(scenario: str, series: dict[tuple[str, str], dict[str, list[Tren
               if any(p.median is not None for pts in per.values() for p in pts)]
     if not panels:
         return None
-    fig, axes = _figure(9.0, 0.8 + 2.0 * len(panels), rows=len(panels), sharex=True)
+    fig, axes = _figure(9.0, 1.2 + 1.6 * len(panels), rows=len(panels), sharex=True)
     for ax, ((name, phase), per) in zip(axes, panels):
         for i, (kernel, points) in enumerate(per.items()):
             xs = [j for j, p in enumerate(points) if p.median is not None]

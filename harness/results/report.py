@@ -48,7 +48,7 @@ def rel(target: Path, out_dir: Path) -> str:
 def human(v: float | None) -> str:
     """fmt_num with thousands grouped: 204,800 pages, 1,234.5 ms."""
     text = fmt_num(v)
-    if v is None or not re.fullmatch(r"-?\d{5,}(\.\d+)?", text):
+    if v is None or not re.fullmatch(r"-?\d{4,}(\.\d+)?", text):
         return text
     whole, _, frac = text.partition(".")
     return f"{int(whole):,}" + (f".{frac}" if frac else "")
