@@ -118,7 +118,8 @@ def _judged_text(c: KernelComparison, row, against: str) -> str:
     p = "" if j.p is None else f", p={j.p:.2g}"
     who = f"{c.other} vs {c.base}" if against == "baseline" else f"{c.other} vs last night"
     return (f"{who}: {j.name} @ {row.phase or '-'} {human(j.a.median)} -> {human(j.b.median)} "
-            f"{definition(j.name).unit} ({stats.format_change(j.change_pct)}{p}; threshold {row.threshold_pct:.3g} %)")
+            f"{definition(j.name).unit} ({stats.format_change(j.change_pct)}{p}; threshold {row.threshold_pct:.3g} % "
+            f"{'from A/A' if row.threshold_source.startswith('A/A') else 'fixed'})")
 
 
 def flagged_findings(comparisons: list[KernelComparison], against: str, evidence: list[Link]) -> list[Finding]:
