@@ -31,7 +31,7 @@ FLOOR_PCT = 1.0  # no threshold below this, however quiet the A/A run was
 CV_FACTOR = 2.0
 
 RunnerKind = tuple[tuple[str, str | None], ...]
-ThresholdFor = Callable[[str, str], "Threshold | None"]
+ThresholdFor = Callable[[str, str], "Threshold"]
 
 
 def runner_kind(b: Bundle) -> RunnerKind:
@@ -44,6 +44,7 @@ def describe_kind(kind: RunnerKind) -> str:
 
 @dataclass(frozen=True)
 class Observation:
+    scenario: str  # an aa-X scenario calibrates scenario X
     name: str
     phase: str
     cv_pct: float  # of every sample of both sides
@@ -103,7 +104,8 @@ def observe(b: Bundle, night: str, named_aa: bool) -> list[Observation]:
             change = abs(stats.pct_change(stats.summarize(av).median, stats.summarize(bv).median))
             if s.cv is None or not math.isfinite(change):
                 continue  # all zero, or from zero: no relative noise to speak of
-            out.append(Observation(key[0], key[1], s.cv * 100, change, s.n, b.path.name, night))
+            out.append(Observation(b.scenario.removeprefix("aa-"), key[0], key[1], s.cv * 100, change, s.n,
+                                   b.path.name, night))
     return out
 
 
@@ -124,29 +126,39 @@ class Calibration:
     def __bool__(self) -> bool:
         return bool(self.observations)
 
-    def thresholds(self, kind: RunnerKind) -> dict[tuple[str, str], Threshold]:
-        """(name, phase) -> the threshold the A/A runs of this runner kind give it (the largest observation)."""
-        worst: dict[tuple[str, str], Observation] = {}
+    def thresholds(self, kind: RunnerKind) -> dict[tuple[str, str, str], Threshold]:
+        """(scenario, name, phase) -> the threshold the A/A runs of this runner kind give it (the largest)."""
+        worst: dict[tuple[str, str, str], Observation] = {}
+        count: dict[tuple[str, str, str], int] = {}
         for o in self.observations.get(kind, []):
-            cur = worst.get((o.name, o.phase))
-            if cur is None or o.threshold_pct > cur.threshold_pct:
-                worst[(o.name, o.phase)] = o
-        return {key: Threshold(o.threshold_pct, _source(o, sum(
-            1 for x in self.observations[kind] if (x.name, x.phase) == key))) for key, o in worst.items()}
+            key = (o.scenario, o.name, o.phase)
+            count[key] = count.get(key, 0) + 1
+            if key not in worst or o.threshold_pct > worst[key].threshold_pct:
+                worst[key] = o
+        return {key: Threshold(o.threshold_pct, _source(o, count[key])) for key, o in worst.items()}
 
     def threshold_for(self, b: Bundle, default_pct: float) -> ThresholdFor:
-        """What compare asks per metric of bundle b: the A/A threshold of b's runner kind for (name, phase), else
-        for the same metric in another phase (timings and memory only: a counter's count depends on the phase),
-        else the fixed default."""
+        """What compare asks per metric of bundle b: the A/A threshold of b's runner kind for (name, phase) in b's
+        scenario; for a timing or memory metric, else the largest for (name, phase) in any scenario, else for the
+        name in any phase (a counter's count depends on the workload: never borrowed); else the fixed default."""
         table = self.thresholds(runner_kind(b))
+        exact = {(n, p): t for (sc, n, p), t in table.items() if sc == b.scenario}
+        by_phase: dict[tuple[str, str], Threshold] = {}
         by_name: dict[str, Threshold] = {}
-        for (name, _phase), t in table.items():
-            if definition(name).kind != COUNTER and (name not in by_name or t.pct > by_name[name].pct):
+        for (_sc, name, phase), t in table.items():
+            if definition(name).kind == COUNTER:
+                continue
+            if (name, phase) not in by_phase or t.pct > by_phase[(name, phase)].pct:
+                by_phase[(name, phase)] = t
+            if name not in by_name or t.pct > by_name[name].pct:
                 by_name[name] = t
 
         def lookup(name: str, phase: str) -> Threshold:
-            if (name, phase) in table:
-                return table[(name, phase)]
+            if (name, phase) in exact:
+                return exact[(name, phase)]
+            if (name, phase) in by_phase:
+                t = by_phase[(name, phase)]
+                return Threshold(t.pct, t.source + " (another scenario)")
             if name in by_name:
                 t = by_name[name]
                 return Threshold(t.pct, t.source + " (another phase)")

@@ -95,8 +95,13 @@ class KernelComparison:
 
 
 class ThresholdLike(Protocol):
-    pct: float
-    source: str
+    """A per-metric threshold (harness.results.calibration.Threshold): percent, and where it came from."""
+
+    @property
+    def pct(self) -> float: ...
+
+    @property
+    def source(self) -> str: ...
 
 
 def compare_kernels(a: Bundle, ka: str, b: Bundle, kb: str, threshold_pct: float,
@@ -222,6 +227,16 @@ def leak_findings(bundles: list[Bundle]) -> list[str]:
                 out.append(f"LEAK on {kernel} ({b.path.name}): non-zero pages handed out in "
                            + ", ".join(f"{phase} ({fmt_num(v)})" for phase, v in leaked.items()))
     return out
+
+
+def threshold_notes(comparisons: list[KernelComparison]) -> list[str]:
+    """One line per metric judged with a threshold from A/A calibration: which, and where it came from."""
+    seen: dict[tuple[str, str], str] = {}
+    for c in comparisons:
+        for r in c.rows:
+            if r.threshold_source.startswith("A/A"):
+                seen.setdefault((r.judgement.name, r.phase), f"{r.threshold_pct:.3g} % ({r.threshold_source})")
+    return [f"threshold {name}@{phase or '-'}: {text}" for (name, phase), text in seen.items()]
 
 
 def md_escape(s: str) -> str:

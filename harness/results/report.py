@@ -304,11 +304,12 @@ def build_model(results_dir: Path, out_dir: Path, extra: list[Entry], threshold_
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         context=_context(tonight),
         findings=findings,
-        calibration=[[describe_kind(kind), name, phase or "-", f"{t.pct:.3g} %", t.source]
+        calibration=[[describe_kind(kind), scenario, name, phase or "-", f"{t.pct:.3g} %", t.source]
                      for kind in calibration.observations
-                     for (name, phase), t in sorted(calibration.thresholds(kind).items())],
+                     for (scenario, name, phase), t in sorted(calibration.thresholds(kind).items())],
         calibration_note=(f"Metrics without an A/A measurement on their runner kind use the fixed {threshold_pct:g} % "
-                          f"threshold. Rule: max(1 %, 2 x A/A CV, largest A/A change of medians); "
+                          f"threshold. Rule: max(1 %, 2 x A/A CV, largest A/A change of medians), from an A/A run of the same "
+                          f"scenario (aa-X calibrates X), else, for timings and memory, of another; "
                           f"runner kinds with A/A runs: {'; '.join(kinds)}." if kinds else
                           f"No A/A run (one kernel against itself) found tonight or in the history: every metric "
                           f"uses the fixed {threshold_pct:g} % threshold."),

@@ -82,3 +82,15 @@ def test_no_aa_run_means_no_calibration(tmp_path):
     synth.write_bundle(tmp_path / "n" / "ab", {"stock": {("fault_in_ms", "touch"): [1, 2]},
                                                "base": {("fault_in_ms", "touch"): [1, 2]}})
     assert not Calibration.from_nights([load_night(tmp_path / "n")])
+
+
+def test_an_aa_scenario_calibrates_its_own_scenarios_counters_only(tmp_path):
+    synth.write_bundle(tmp_path / "n" / "aa", {"stock": {("vmstat.pgfault", "touch"): [100, 110, 100, 110],
+                                                         ("sys_ms", "touch"): [10, 10, 10, 10]}}, scenario="aa-smoke")
+    cal = Calibration.from_nights([load_night(tmp_path / "n")])
+    smoke = load_bundle(synth.write_bundle(tmp_path / "s", {"stock": {}}, scenario="smoke"))
+    other = load_bundle(synth.write_bundle(tmp_path / "r", {"stock": {}}, scenario="reporting"))
+    assert cal.threshold_for(smoke, 5.0)("vmstat.pgfault", "touch").source.startswith("A/A n/aa")
+    assert cal.threshold_for(other, 5.0)("vmstat.pgfault", "touch").source == "fixed 5 %"
+    assert cal.threshold_for(other, 5.0)("sys_ms", "touch").source.endswith("(another scenario)")
+    assert cal.threshold_for(other, 5.0)("sys_ms", "touch").pct == FLOOR_PCT
