@@ -21,7 +21,7 @@ from harness.errors import HarnessError, InputError
 from harness.results import plots, stats
 from harness.results.bundle import Bundle
 from harness.results.calibration import Calibration, ThresholdFor, describe_kind
-from harness.results.compare import KernelComparison, compare_kernels, fmt_num, leak_findings, run_compare
+from harness.results.compare import KernelComparison, Row, compare_kernels, fmt_num, leak_findings, run_compare
 from harness.results.history import Night, load_history, load_night, trend
 from harness.results.metrics import definition, is_headline
 from harness.scenario.expectations import EXPECTED_LEAK, LEAK
@@ -172,10 +172,21 @@ def _verdict_mark(j: stats.Judgement) -> str:
     return f" {j.verdict.upper()}" if j.flagged else ""
 
 
+def _change_note(r: Row, against: str) -> str:
+    """'+3.1% vs baseline', with why a visible change was not flagged: too few samples, or within the noise."""
+    j = r.judgement
+    text = f"{stats.format_change(j.change_pct)} vs {against}{_verdict_mark(j)}"
+    if j.verdict == stats.TOO_FEW:
+        return text + " (too few samples to test)"
+    if j.verdict == stats.UNCHANGED and abs(j.change_pct) > min(r.threshold_pct, stats.DEFAULT_THRESHOLD_PCT):
+        return text + f" (within threshold {r.threshold_pct:.3g} %)"
+    return text
+
+
 def headline_table(b: Bundle, base: list[KernelComparison], night: list[KernelComparison],
                    keys: list[tuple[str, str]]) -> tuple[list[str], list[list[Cell]]]:
-    vs_base = {(c.other, r.judgement.name, r.phase): r.judgement for c in base for r in c.rows}
-    vs_night = {(c.other, r.judgement.name, r.phase): r.judgement for c in night for r in c.rows}
+    vs_base = {(c.other, r.judgement.name, r.phase): r for c in base for r in c.rows}
+    vs_night = {(c.other, r.judgement.name, r.phase): r for c in night for r in c.rows}
     head = ["metric @ phase"] + [k + (" (baseline)" if i == 0 and len(b.kernels) > 1 else "")
                                  for i, k in enumerate(b.kernels)]
     rows: list[list[Cell]] = []
@@ -187,12 +198,12 @@ def headline_table(b: Bundle, base: list[KernelComparison], night: list[KernelCo
                 row.append("-")
                 continue
             parts: list = [f"{human(stats.summarize(vals).median)} (n={len(vals)})"]
-            j = vs_base.get((k, name, phase))
-            if i > 0 and j is not None:
-                parts.append(f"{stats.format_change(j.change_pct)} vs baseline{_verdict_mark(j)}")
-            j = vs_night.get((k, name, phase))
-            if j is not None:
-                parts.append(f"{stats.format_change(j.change_pct)} vs last night{_verdict_mark(j)}")
+            r = vs_base.get((k, name, phase))
+            if i > 0 and r is not None:
+                parts.append(_change_note(r, "baseline"))
+            r = vs_night.get((k, name, phase))
+            if r is not None:
+                parts.append(_change_note(r, "last night"))
             row.append(parts)
         rows.append(row)
     return head, rows

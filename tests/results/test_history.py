@@ -79,3 +79,16 @@ def test_missing_history_is_bad_input(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "harness.cli", "report", str(d), "--history",
                            str(tmp_path / "broken")], capture_output=True, text=True)
     assert proc.returncode == 2 and "merge.json: not readable JSON" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_nightly_missing_history_is_bad_input_before_anything_runs(tmp_path):
+    import pytest
+    from test_report import nightly
+
+    from harness.errors import InputError
+
+    (tmp_path / "smoke.yaml").write_text("name: smoke\n")
+    (tmp_path / "matrix.yaml").write_text("- scenario: smoke.yaml\n")
+    with pytest.raises(InputError, match="--history"):
+        nightly([tmp_path / "matrix.yaml", "--results", tmp_path / "res", "--history", tmp_path / "no"])
+    assert not (tmp_path / "res").exists()
