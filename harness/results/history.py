@@ -95,14 +95,18 @@ def load_night(directory: Path, name: str | None = None) -> Night:
     if not directory.is_dir():
         raise InputError(f"{directory}: no such results directory")
     night = Night(name or directory.name, directory, merge=read_merge(directory))
-    for d in run_dirs(directory):
+    cells = [c for c in (night.merge or {}).get("cells", []) if isinstance(c, dict) and c.get("bundle")]
+    cell_dirs = [(directory / str(c["bundle"])).resolve() for c in cells]
+    night.aa_bundles = {d for c, d in zip(cells, cell_dirs) if _aa_cell(c)}
+    candidates = [d.resolve() for d in run_dirs(directory)]
+    candidates += [d for d in cell_dirs if d not in candidates]  # merge.json may name bundles in subdirectories
+    for d in candidates:
+        if d not in cell_dirs and any(d in c.parents for c in cell_dirs):
+            continue  # a directory holding cells' bundles (a shard's), not a run
         try:
             night.bundles.append(load_bundle(d))
         except (InputError, OSError) as exc:
             night.unreadable.append((d, str(exc).removeprefix(f"{d}/").removeprefix(f"{d}: ")))
-    for cell in (night.merge or {}).get("cells", []):
-        if isinstance(cell, dict) and cell.get("bundle") and _aa_cell(cell):
-            night.aa_bundles.add((directory / str(cell["bundle"])).resolve())
     return night
 
 

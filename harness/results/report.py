@@ -29,6 +29,7 @@ from harness.scenario.expectations import EXPECTED_LEAK, LEAK
 MARKER = ".harness-report"  # marks an output directory so a later scan of RESULTS_DIR skips it
 LOG_NAMES = ("serial.log", "transcript.log")
 MAX_HEADLINES = 8
+CALIBRATION_NIGHTS = 14  # A/A runs of the last two weeks set the thresholds: a runner that changed is not stuck with old noise
 TEMPLATES = Path(__file__).with_name("templates")
 
 
@@ -267,7 +268,7 @@ def build_model(results_dir: Path, out_dir: Path, extra: list[Entry], threshold_
     tonight = load_night(results_dir)
     tonight.name = f"tonight ({night_label(tonight)})"
     last = history[-1] if history else None
-    calibration = Calibration.from_nights([*history, tonight])
+    calibration = Calibration.from_nights([*history[-CALIBRATION_NIGHTS:], tonight])
     latest = tonight.latest_per_scenario()
     findings: list[Finding] = []
     for b in latest.values():
@@ -319,7 +320,8 @@ def build_model(results_dir: Path, out_dir: Path, extra: list[Entry], threshold_
                      for kind in calibration.observations
                      for (scenario, name, phase), t in sorted(calibration.thresholds(kind).items())],
         calibration_note=(f"Metrics without an A/A measurement on their runner kind use the fixed {threshold_pct:g} % "
-                          f"threshold. Rule: max(1 %, 2 x A/A CV, largest A/A change of medians), from an A/A run of the same "
+                          f"threshold. Rule: max(1 %, 2 x A/A CV, largest A/A change of medians) over tonight's and the last "
+                          f"{CALIBRATION_NIGHTS} nights' A/A runs of the same "
                           f"scenario (aa-X calibrates X), else, for timings and memory, of another; "
                           f"runner kinds with A/A runs: {'; '.join(kinds)}." if kinds else
                           f"No A/A run (one kernel against itself) found tonight or in the history: every metric "

@@ -92,3 +92,18 @@ def test_nightly_missing_history_is_bad_input_before_anything_runs(tmp_path):
     with pytest.raises(InputError, match="--history"):
         nightly([tmp_path / "matrix.yaml", "--results", tmp_path / "res", "--history", tmp_path / "no"])
     assert not (tmp_path / "res").exists()
+
+
+def test_merge_json_may_name_bundles_in_shard_directories_and_a_missing_one_is_shown(tmp_path):
+    d = tmp_path / "2026-11-24"
+    synth.write_bundle(d / "shard-1" / "b1", {"stock": {("fault_in_ms", "touch"): [1, 2]}})
+    synth.write_bundle(d / "b2", {"stock": {("fault_in_ms", "touch"): [1, 2]}}, scenario="deflate")
+    (d / "merge.json").write_text(json.dumps({"plan": {}, "merged_at": "x", "runners": {}, "cells": [
+        {"id": "c1", "scenario": "smoke", "kernels": ["stock"], "shard": "1", "bundle": "shard-1/b1"},
+        {"id": "c2", "scenario": "deflate", "kernels": ["stock"], "shard": "1", "bundle": "b2"},
+        {"id": "c3", "scenario": "reporting", "kernels": ["stock"], "shard": "2", "bundle": "shard-2/gone"}]}))
+    n = load_night(d)
+    assert sorted(b.path.name for b in n.bundles) == ["b1", "b2"]
+    assert [(p.name, why) for p, why in n.unreadable] == [("gone", "not a bundle directory")]
+    text = report.build_report(d, tmp_path / "out").read_text()
+    assert "gone: not a readable bundle" in text.split('id="summary"')[1].split("</section>")[0]
