@@ -175,12 +175,14 @@ class RepRunner:
         self.rss.mark()
         before, hits_before = self._counters()
         record = StepRecord(step.kind, step.phase)
+        record.data["t_start_s"] = self._rss_clock()
         handler = getattr(self, f"_step_{step.kind}")
         task = self.progress.add_task(f"{step.phase}: {step.kind} {_describe(step.params)}", total=None)
         try:
             handler(step, record)
         finally:
             self.progress.remove_task(task)
+        record.data["t_end_s"] = self._rss_clock()
         after, hits_after = self._counters()
         record.data["vmstat_delta"] = probes.tracked_deltas(before, after)
         for name, delta in record.data["vmstat_delta"].items():
@@ -193,6 +195,10 @@ class RepRunner:
         if rss is not None:
             self.metric("rss_mib", round(rss / 1024, 1), step.phase)
         self.result.steps.append(record)
+
+    def _rss_clock(self) -> float:
+        """Now, on rss.csv's clock (seconds since QEMU started): the report draws each phase as a band."""
+        return round(time.monotonic() - self.vm.started_at, 3)
 
     def _step_balloon(self, step: Step, record: StepRecord) -> None:
         p: BalloonParams = step.params
