@@ -26,7 +26,7 @@ from harness.results.metrics import definition
 
 MARKER = ".harness-report"  # marks an output directory so a later scan of RESULTS_DIR skips it
 LOG_NAMES = ("serial.log", "transcript.log")
-ZEROING_METRICS = ("vmstat.pgzero_*", "kprobe.*")  # see manifest kernels[].zeroing_counters
+ZEROING_METRICS = ("zeroing.*", "vmstat.pgzero_*", "kprobe.*")  # see manifest kernels[].zeroing
 
 
 # -------------------------------------------------------------------------------------- the run index
