@@ -54,7 +54,7 @@ PUD_ORDER = 18  # 1 GiB hugetlb folios on x86-64
 GFP_ZERO = 0x100
 FAILED_PFN = 2**64 - 1  # mm_page_alloc's pfn when the allocation failed
 PREFIX = "btbz-"
-SEPARATOR = "--- tracefs counters ---"
+VMSTAT_PREFIX = "/proc/vmstat:"
 MEM_AUTO_INIT = re.compile(r"mem auto-init:.*heap alloc:(on|off), heap free:(on|off)")
 
 FACTS_SCRIPT = f"""T={tc.TRACING}
@@ -253,12 +253,13 @@ def setup(guest: Guest, requested: str) -> Plan:
 
 
 def read_counters(guest: Guest, p: Plan) -> tuple[dict[str, int], dict[str, tc.Count]]:
-    """/proc/vmstat and the plan's tracefs counters, read by one command so both cover the same moment."""
+    """/proc/vmstat and the plan's tracefs counters.  One grep reads them all, so no process starts between
+    the two reads (starting one zeroes some 40 pages, which would fall into one count and not the other)."""
     if not p.buckets:
         return parse_kv(guest.run("cat /proc/vmstat").stdout), {}
-    out = guest.run(f"cat /proc/vmstat; echo {SEPARATOR}; {tc.read_command(PREFIX)}").stdout
-    vmstat_text, _, stats = out.partition(SEPARATOR)
-    return parse_kv(vmstat_text), tc.parse_stats(stats)
+    out = guest.run(f"grep -H . /proc/vmstat {tc.stats_files(PREFIX)}").stdout
+    vmstat_lines = [line.removeprefix(VMSTAT_PREFIX) for line in out.splitlines() if line.startswith(VMSTAT_PREFIX)]
+    return parse_kv("\n".join(vmstat_lines)), tc.parse_stats(out)
 
 
 def step_values(p: Plan, before: dict[str, tc.Count], after: dict[str, tc.Count],
