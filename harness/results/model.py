@@ -57,6 +57,20 @@ class KernelRecord(Record):
     boot: str | None = None  # stock: how QEMU boots it (the PVH vmlinux or the bzImage)
     base: dict[str, Any] | None = None  # built: the source it was built from (Debian package, or a tree)
 
+    def zeroing_summary(self) -> str | None:
+        """One line: which method counted the zeroing.* metrics, the mem auto-init state, what could not be."""
+        if self.zeroing_counters is None:
+            return None
+        z = self.zeroing or {}
+        text = self.zeroing_counters
+        state = [f"{k} {'on' if z[k] else 'off'}" for k in ("init_on_alloc", "init_on_free") if z.get(k) is not None]
+        if state:
+            text += f" ({', '.join(state)})"
+        unavailable = z.get("unavailable") or {}
+        if unavailable:
+            text += "; unavailable: " + "; ".join(f"{k.removeprefix('zeroing.')}: {v}" for k, v in unavailable.items())
+        return text
+
     @model_serializer(mode="wrap")
     def _omit_unset_optionals(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)

@@ -275,6 +275,9 @@ def build_blocks(results_dir: Path, out_dir: Path, extra: list[Entry], threshold
                              f" (status {status}; accel {b.accel or '-'}, started {b.started or '-'}). "
                              f"Medians per kernel; changes are of medians against the first kernel, "
                              f"flagged when p < {stats.ALPHA} and |change| > {threshold_pct:g}%."]))
+        zeroing = [f"{k.spec}: {k.zeroing_summary()}" for k in b.manifest.kernels if k.zeroing_summary()]
+        if zeroing:
+            blocks += [("p", "Zeroing counted by (manifest kernels[].zeroing):"), ("list", zeroing)]
         comparisons = run_compare(b, None, threshold_pct) if len(b.kernels) > 1 else []
         blocks.append(("table", *scenario_table(b, comparisons)))
         flags = flagged_lines(comparisons)
