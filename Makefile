@@ -8,10 +8,11 @@ KERNEL ?=
 REPS ?=
 JUNIT ?=
 NIGHTLY ?= scenarios/nightly.yaml
+HISTORY ?=
 # The kernel base is installed at the exact version kernel_patches/base.yaml pins.
 BASE_PACKAGE := $(shell sed -n 's/^package: *//p' kernel_patches/base.yaml)=$(shell sed -n 's/^version: *//p' kernel_patches/base.yaml)
 APT_PACKAGES := qemu-system-x86 busybox-static dropbear-bin $(BASE_PACKAGE) build-essential flex bison bc \
-	libelf-dev libssl-dev cpio ccache kmod xz-utils zstd file git python3-venv
+	libelf-dev libssl-dev cpio ccache kmod xz-utils zstd file git python3-venv chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: deps apt venv run-scenario lint test test-kernels bench figures nightly doctor clean
@@ -80,7 +81,8 @@ figures: deps
 	-$(HARNESS) run scenarios/stale-data-mlock.yaml --results $(FIGURES)            # kernel_patches/README.md: leaks
 
 nightly: deps
-	$(HARNESS) nightly $(NIGHTLY) --results results --out results/report --junit results/nightly-junit.xml
+	$(HARNESS) nightly $(NIGHTLY) --results results --out results/report --junit results/nightly-junit.xml \
+	    $(if $(HISTORY),--history $(HISTORY))
 
 clean:
 	rm -rf $(VENV) .pytest_cache

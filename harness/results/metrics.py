@@ -21,6 +21,7 @@ class MetricDef:
     kind: str
     better: str | None  # "lower", "higher" or None (informational, never flagged)
     doc: str
+    headline: bool = False  # what a scenario's card in the report shows first, and what its trends plot
 
 
 _DEFS = [
@@ -31,18 +32,18 @@ _DEFS = [
     MetricDef("reporting_settle_s", "s", TIME, None,
               "guest time until free page reporting stopped (host RSS steady, page_reporting_pages flat)"),
     MetricDef("fault_in_ms", "ms", TIME, "lower",
-              "memtouch time to fault every page in (MADV_POPULATE_WRITE, or the store loop)"),
+              "memtouch time to fault every page in (MADV_POPULATE_WRITE, or the store loop)", headline=True),
     MetricDef("cpu_ms", "ms", TIME, "lower", "memtouch user+system CPU time"),
-    MetricDef("sys_ms", "ms", TIME, "lower", "memtouch system CPU time (page faults, zeroing)"),
-    MetricDef("nonzero_pages", "pages", COUNTER, "lower", "pages that were not all-zero on first read (must be 0)"),
+    MetricDef("sys_ms", "ms", TIME, "lower", "memtouch system CPU time (page faults, zeroing)", headline=True),
+    MetricDef("nonzero_pages", "pages", COUNTER, "lower", "pages that were not all-zero on first read (must be 0)", headline=True),
     MetricDef("stale_pattern_pages", "pages", COUNTER, "lower", "non-zero pages still holding memdirty's pattern"),
     MetricDef("dirty_ms", "ms", TIME, None, "memdirty wall time"),
     MetricDef("probe_faults", "faults", COUNTER, None,
               "page faults memtouch/memdirty took while faulting in (one per page, or per THP)"),
     MetricDef("rss_mib", "MiB", MEMORY, None, "host RSS of the QEMU process at the end of a step"),
-    MetricDef("rss_drop_mib", "MiB", MEMORY, "higher", "host RSS returned by free page reporting: the peak of the step before the wait to its end"),
-    MetricDef("contig_bench_us", "us", TIME, "lower", "in-guest alloc order-9 + split_page + free_contig_range loop"),
-    MetricDef("vmstat.pgzero_skip_*", "pages", COUNTER, "higher", "zeroings skipped because the page was known zero"),
+    MetricDef("rss_drop_mib", "MiB", MEMORY, "higher", "host RSS returned by free page reporting: the peak of the step before the wait to its end", headline=True),
+    MetricDef("contig_bench_us", "us", TIME, "lower", "in-guest alloc order-9 + split_page + free_contig_range loop", headline=True),
+    MetricDef("vmstat.pgzero_skip_*", "pages", COUNTER, "higher", "zeroings skipped because the page was known zero", headline=True),
     MetricDef("vmstat.pgzero_*", "pages", COUNTER, "lower", "base pages zeroed by the kernel"),
     MetricDef("zeroing.alloc_pages", "pages", COUNTER, "lower",
               "base pages zeroed on allocation (__GFP_ZERO or init_on_alloc); manifest kernels[].zeroing says how "
@@ -54,6 +55,10 @@ _DEFS = [
               "(bundles before the zeroing.* metrics)"),
     MetricDef("vmstat.*", "pages", COUNTER, None, "delta of a /proc/vmstat counter over a step"),
 ]
+
+
+def is_headline(name: str) -> bool:
+    return definition(name).headline
 
 
 def definition(name: str) -> MetricDef:

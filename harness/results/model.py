@@ -56,6 +56,7 @@ class KernelRecord(Record):
     package: str | None = None  # stock: the Debian package
     boot: str | None = None  # stock: how QEMU boots it (the PVH vmlinux or the bzImage)
     base: dict[str, Any] | None = None  # built: the source it was built from (Debian package, or a tree)
+    flavours: list[dict[str, Any]] | None = None  # built with %FLAVOURs: name, fragment sha256, boot parameters
 
     def zeroing_summary(self) -> str | None:
         """One line: which method counted the zeroing.* metrics, the mem auto-init state, what could not be."""
@@ -74,7 +75,7 @@ class KernelRecord(Record):
     @model_serializer(mode="wrap")
     def _omit_unset_optionals(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
-        for key in ("package", "boot", "base", "zeroing"):
+        for key in ("package", "boot", "base", "flavours", "zeroing"):
             if data.get(key) is None:
                 data.pop(key, None)
         return data

@@ -267,6 +267,14 @@ class RatioCheck(Strict):
         return self
 
 
+class KernelLogCheck(Strict):
+    """Text every boot of a kernel must print (a refusal, a feature announced); `present: false` forbids it."""
+
+    kernel: str
+    contains: Annotated[str, Field(min_length=1)]
+    present: bool = True
+
+
 class ExpectedLeak(Strict):
     """A kernel that is meant to hand out non-zero pages in this configuration: a negative control, or a
     survey of unsafe configurations.  Its leaks are then reported, not failed on; no leak fails instead."""
@@ -282,6 +290,7 @@ class Expectations(Strict):
     rss_fell_after_reporting: RssFellCheck | None = None
     nonzero_pages: int | None = None
     kernel_log_clean: bool = True
+    kernel_log: list[KernelLogCheck] = []
     metrics: list[MetricCheck] = []
     ratios: list[RatioCheck] = []
 

@@ -65,6 +65,7 @@ class RepResult:
     clocksource: str | None = None  # the guest's current clocksource: kvm-clock on KVM, tsc/hpet/... under TCG
     qemu_argv: list[str] = field(default_factory=list)
     kernel_problems: list[str] = field(default_factory=list)  # WARNING/BUG/bad page lines from dmesg
+    kernel_log: str = ""  # the guest's dmesg at the end of the repetition
 
     @property
     def invalid_steps(self) -> list[str]:
@@ -174,12 +175,14 @@ class RepRunner:
         self.rss.mark()
         before, traced_before = self._counters()
         record = StepRecord(step.kind, step.phase)
+        record.data["t_start_s"] = self._rss_clock()
         handler = getattr(self, f"_step_{step.kind}")
         task = self.progress.add_task(f"{step.phase}: {step.kind} {_describe(step.params)}", total=None)
         try:
             handler(step, record)
         finally:
             self.progress.remove_task(task)
+        record.data["t_end_s"] = self._rss_clock()
         after, traced_after = self._counters()
         record.data["vmstat_delta"] = probes.tracked_deltas(before, after)
         for name, delta in record.data["vmstat_delta"].items():
@@ -202,6 +205,10 @@ class RepRunner:
         if problems:
             record.data["zeroing_problems"] = problems
             self.console.print(f"  [yellow]{step.phase}: zeroing counts left out:[/] {escape('; '.join(problems))}")
+
+    def _rss_clock(self) -> float:
+        """Now, on rss.csv's clock (seconds since QEMU started): the report draws each phase as a band."""
+        return round(time.monotonic() - self.vm.started_at, 3)
 
     def _step_balloon(self, step: Step, record: StepRecord) -> None:
         p: BalloonParams = step.params
@@ -308,6 +315,7 @@ class RepRunner:
     def _save_kernel_log(self) -> None:
         dmesg = self.ssh.run("dmesg").stdout
         (self.dir / "dmesg.txt").write_text(dmesg)
+        self.result.kernel_log = dmesg
         self.result.kernel_problems = kernel_problems(dmesg)
 
     def _snapshot(self, phase: str) -> None:

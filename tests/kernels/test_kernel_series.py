@@ -83,6 +83,16 @@ def test_scenario_shows_what_the_series_claims(name, tmp_path):
     assert outcome.ok, outcome.error
 
 
+# The seed designs in realistic configurations and the contig benchmark at the published size: one
+# repetition checks what they claim (the READMEs' figures come from full runs of the same files).
+@pytest.mark.parametrize("name", ["config-init-on-alloc", "config-init-on-free", "config-page-poison",
+                                  "free-contig-range-orders"])
+def test_configuration_scenario_holds_in_one_repetition(name, tmp_path):
+    outcome = run_scenario(REPO_ROOT / "scenarios" / f"{name}.yaml", reps=1, results_dir=tmp_path)
+    print(f"{name}: {outcome.bundle}")
+    assert outcome.ok, outcome.error
+
+
 def test_negative_control_is_caught_by_the_stale_data_check(tmp_path):
     outcome = run_scenario(REPO_ROOT / "scenarios" / "stale-data.yaml", kernels=[NEGATIVE_CONTROL],
                            results_dir=tmp_path)
