@@ -75,6 +75,8 @@ figures: deps
 	    --series pg-zeroed --results $(FIGURES)                                        # pg-zeroed (deflate)
 	$(HARNESS) ablate scenarios/init-on-free.yaml --on $(PGZ) --series pg-zeroed --results $(FIGURES)  # pg-zeroed (init_on_free)
 	$(HARNESS) run scenarios/free-contig-range.yaml --results $(FIGURES)            # free-contig-range
+	$(HARNESS) run scenarios/zeroing-validation.yaml --results $(FIGURES)           # README.md: Zeroing counters
+	$(HARNESS) run scenarios/zeroing-validation-init-on-free.yaml --results $(FIGURES)
 	-$(HARNESS) run scenarios/stale-data.yaml --results $(FIGURES)                  # kernel_patches/README.md: safe
 	-$(HARNESS) run scenarios/stale-data-mlock.yaml --results $(FIGURES)            # kernel_patches/README.md: leaks
 

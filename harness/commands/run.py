@@ -141,6 +141,9 @@ def _print_summary(scenario: Scenario, bundle: BundleWriter, console: Console) -
             cells.append(fmt_num(statistics.median(values)) if values else "-")
         table.add_row(name, phase, *cells)
     console.print(table)
+    for record in bundle.manifest.kernels:
+        if record.zeroing_summary():
+            console.print(f"zeroing on {escape(str(record.spec))} counted by {escape(record.zeroing_summary() or '')}")
     checks = Table(title="expectations")
     for col in ("expectation", "kernel", "result", "detail"):
         checks.add_column(col)

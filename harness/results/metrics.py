@@ -45,7 +45,14 @@ _DEFS = [
     MetricDef("contig_bench_us", "us", TIME, "lower", "in-guest alloc order-9 + split_page + free_contig_range loop", headline=True),
     MetricDef("vmstat.pgzero_skip_*", "pages", COUNTER, "higher", "zeroings skipped because the page was known zero", headline=True),
     MetricDef("vmstat.pgzero_*", "pages", COUNTER, "lower", "base pages zeroed by the kernel"),
-    MetricDef("kprobe.*", "calls", COUNTER, "lower", "calls of a zeroing function counted by a kprobe event"),
+    MetricDef("zeroing.alloc_pages", "pages", COUNTER, "lower",
+              "base pages zeroed on allocation (__GFP_ZERO or init_on_alloc); manifest kernels[].zeroing says how "
+              "they were counted"),
+    MetricDef("zeroing.free_pages", "pages", COUNTER, "lower", "base pages zeroed on free (init_on_free)"),
+    MetricDef("zeroing.thp_pages", "pages", COUNTER, "lower",
+              "base pages zeroed by folio_zero_user() for THP, mTHP and hugetlb faults"),
+    MetricDef("kprobe.*", "calls", COUNTER, "lower", "calls of a zeroing function counted by a kprobe event "
+              "(bundles before the zeroing.* metrics)"),
     MetricDef("vmstat.*", "pages", COUNTER, None, "delta of a /proc/vmstat counter over a step"),
 ]
 

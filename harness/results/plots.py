@@ -15,7 +15,7 @@ from harness.results import stats
 from harness.results.bundle import Bundle
 from harness.results.history import TrendPoint
 
-ZEROING_METRICS = ("vmstat.pgzero_*", "kprobe.*")  # see manifest kernels[].zeroing_counters
+ZEROING_METRICS = ("zeroing.*", "vmstat.pgzero_*", "kprobe.*")  # see manifest kernels[].zeroing
 DPI = 100
 
 

@@ -302,6 +302,8 @@ def build_model(results_dir: Path, out_dir: Path, extra: list[Entry], threshold_
         status = b.status if b.status == "complete" else f"{b.status.upper()}: {b.error or 'no error recorded'}"
         card = Card(scenario, slug, Link(b.path.name, rel(b.path, out_dir)), status, provenance(b),
                     headline_table(b, base, night, keys), full_table(b, base))
+        card.notes += [f"Zeroing on {k.spec} counted by {k.zeroing_summary()}." for k in b.manifest.kernels
+                       if k.zeroing_summary()]
         if last is None:
             card.notes.append("No history given (--history): no trends, nothing judged against last night.")
         elif prev is None:

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from harness.errors import InputError
+from harness.guest.zeroing import METHODS as ZEROING_METHODS
 from harness.kernels.spec import KernelSpec, parse_kernel_spec
 from harness.machine.config import BACKENDS, TIMING_MODES, MachineConfig
 from harness.validation import Strict, problem, validate
@@ -81,6 +82,7 @@ SizeMiB = Annotated[int, BeforeValidator(_size_mib),
 Number = int | float
 Backend = Annotated[str, AfterValidator(_one_of(BACKENDS)), WithJsonSchema({"enum": list(BACKENDS)})]
 Timing = Annotated[str, AfterValidator(_one_of(TIMING_MODES)), WithJsonSchema({"enum": list(TIMING_MODES)})]
+ZeroingMethod = Annotated[str, AfterValidator(_one_of(ZEROING_METHODS)), WithJsonSchema({"enum": list(ZEROING_METHODS)})]
 FaultMode = Annotated[str, AfterValidator(_one_of(FAULT_MODES)), WithJsonSchema({"enum": list(FAULT_MODES)})]
 ScenarioName = Annotated[str, AfterValidator(_matches(NAME, "letters, digits, '.', '_' or '-'")),
                          WithJsonSchema({"type": "string", "pattern": NAME.pattern})]
@@ -114,6 +116,7 @@ class GuestOptions(Strict):
     memory_mib: SizeMiB = Field(2048, alias="memory")
     cpus: int = 2
     cmdline: str = ""
+    zeroing: ZeroingMethod = "auto"  # how zeroing is counted (harness.guest.zeroing)
 
     @model_validator(mode="after")
     def _bounds(self) -> GuestOptions:

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from rich.markup import escape
 
 from harness.errors import HarnessError
-from harness.guest import probes
+from harness.guest import probes, zeroing
 from harness.guest.launch import BootKit, make_vm, wait_ready
 from harness.guest.probe_check import check_faults
 from harness.guest.ssh import Guest
@@ -59,7 +59,8 @@ class RepResult:
     kernel: str
     rep: int
     steps: list[StepRecord] = field(default_factory=list)
-    zeroing: str = "unknown"
+    zeroing: str = "unknown"  # "vmstat", "trace", "vmstat+trace" or "unavailable" (Plan.summary)
+    zeroing_record: dict | None = None  # which method counted each zeroing metric, or why none could
     guest_release: str | None = None
     clocksource: str | None = None  # the guest's current clocksource: kvm-clock on KVM, tsc/hpet/... under TCG
     qemu_argv: list[str] = field(default_factory=list)
@@ -89,7 +90,7 @@ class RepRunner:
         self._ssh: Guest | None = None
         self._rss: RssSampler | None = None
         self.previous_step_peak_kib = 0  # highest host RSS during the step before the current one
-        self.zeroing: probes.ZeroingSource | None = None
+        self.zeroing: zeroing.Plan | None = None
 
     def metric(self, name: str, value: float, phase: str, unit: str | None = None) -> None:
         self.sink.add_metric(name, value, phase=phase, rep=self.rep, kernel=self.kernel.spec.text, unit=unit)
@@ -156,24 +157,23 @@ class RepRunner:
         self.result.clocksource = probes.clocksource(guest)
         if self.machine.stats_interval_s:
             balloon.enable_stats(self.qmp, self.machine.stats_interval_s)
-        self.zeroing = probes.setup_zeroing_source(guest, probes.vmstat(guest))
-        self.result.zeroing = self.zeroing.describe()
+        self.zeroing = zeroing.setup(guest, self.scenario.guest.zeroing)
+        self.result.zeroing = self.zeroing.summary()
+        self.result.zeroing_record = self.zeroing.record()
         self._snapshot("boot")
         self.console.print(f"  booted {self.kernel.spec.text} ({self.result.guest_release}) in {seconds:.1f} s; "
-                           f"zeroing counts: {self.zeroing.describe()}"
-                           + (f" ({self.zeroing.detail})" if self.zeroing.detail else ""))
+                           f"zeroing counted by {escape(self.zeroing.describe())}")
 
     # -- steps -------------------------------------------------------------------------------
     def _counters(self) -> tuple[dict, dict]:
-        guest = self.ssh
-        hits = probes.kprobe_hits(guest) if self.zeroing is not None and self.zeroing.kind == "kprobe" else {}
-        return probes.vmstat(guest), hits
+        assert self.zeroing is not None
+        return zeroing.read_counters(self.ssh, self.zeroing)
 
     def _run_step(self, step: Step) -> None:
         self.vm.check_alive()
         self.previous_step_peak_kib = self.rss.peak_kib()
         self.rss.mark()
-        before, hits_before = self._counters()
+        before, traced_before = self._counters()
         record = StepRecord(step.kind, step.phase)
         record.data["t_start_s"] = self._rss_clock()
         handler = getattr(self, f"_step_{step.kind}")
@@ -183,18 +183,28 @@ class RepRunner:
         finally:
             self.progress.remove_task(task)
         record.data["t_end_s"] = self._rss_clock()
-        after, hits_after = self._counters()
+        after, traced_after = self._counters()
         record.data["vmstat_delta"] = probes.tracked_deltas(before, after)
         for name, delta in record.data["vmstat_delta"].items():
             self.metric(f"vmstat.{name}", delta, step.phase)
         if step.kind in PROBE_METRICS:
             self._judge_probe(step, record)
-        for func, hits in hits_after.items():
-            self.metric(f"kprobe.{func}", hits - hits_before.get(func, 0), step.phase)
+        self._record_zeroing(step, record, traced_before, traced_after, before, after)
         rss = self.rss.current_kib()
         if rss is not None:
             self.metric("rss_mib", round(rss / 1024, 1), step.phase)
         self.result.steps.append(record)
+
+    def _record_zeroing(self, step: Step, record: StepRecord, traced_before: dict, traced_after: dict,
+                        before: dict, after: dict) -> None:
+        assert self.zeroing is not None
+        values, problems = zeroing.step_values(self.zeroing, traced_before, traced_after,
+                                               {k: after[k] - before.get(k, 0) for k in after})
+        for name, pages in values.items():
+            self.metric(name, pages, step.phase)
+        if problems:
+            record.data["zeroing_problems"] = problems
+            self.console.print(f"  [yellow]{step.phase}: zeroing counts left out:[/] {escape('; '.join(problems))}")
 
     def _rss_clock(self) -> float:
         """Now, on rss.csv's clock (seconds since QEMU started): the report draws each phase as a band."""

@@ -129,6 +129,8 @@ def test_legal_stack_without_the_counters_builds_and_boots(spec, tmp_path):
     manifest = json.loads((outcome.bundle / "manifest.json").read_text())
     (kernel,) = manifest["kernels"]
     assert [s["name"] for s in kernel["series"]] == spec.split("+")[1:]
-    assert kernel["zeroing_counters"] != "vmstat"
+    assert kernel["zeroing_counters"] == "trace"  # no pgzero_* counters: the trace method counts
     m = metrics_of(outcome.bundle)
     assert m[("nonzero_pages", "touch4k")] == 0 and m[("vmstat.thp_fault_alloc", "touchthp")] >= 1
+    assert m[("zeroing.alloc_pages", "touch4k")] >= 64 * 256
+    assert m[("zeroing.thp_pages", "touchthp")] == 512 * m[("vmstat.thp_fault_alloc", "touchthp")]
