@@ -75,6 +75,9 @@ figures: deps
 	    --series pg-zeroed --results $(FIGURES)                                        # pg-zeroed (deflate)
 	$(HARNESS) ablate scenarios/init-on-free.yaml --on $(PGZ) --series pg-zeroed --results $(FIGURES)  # pg-zeroed (init_on_free)
 	$(HARNESS) run scenarios/free-contig-range.yaml --results $(FIGURES)            # free-contig-range
+	$(HARNESS) run scenarios/free-contig-range-orders.yaml --results $(FIGURES)     # free-contig-range: orders
+	for c in init-on-alloc init-on-free page-poison; do \
+	    $(HARNESS) run scenarios/config-$$c.yaml --results $(FIGURES) || exit; done    # kernel_patches/README.md: configurations
 	$(HARNESS) run scenarios/zeroing-validation.yaml --results $(FIGURES)           # README.md: Zeroing counters
 	$(HARNESS) run scenarios/zeroing-validation-init-on-free.yaml --results $(FIGURES)
 	-$(HARNESS) run scenarios/stale-data.yaml --results $(FIGURES)                  # kernel_patches/README.md: safe
