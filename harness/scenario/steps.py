@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from rich.markup import escape
 
 from harness.errors import HarnessError
-from harness.guest import probes
+from harness.guest import probes, zeroing_paths
 from harness.guest.launch import BootKit, make_vm, wait_ready
 from harness.guest.probe_check import check_faults
 from harness.guest.ssh import Guest
@@ -31,6 +31,7 @@ from harness.scenario.schema import (
     SleepParams,
     Step,
     WaitReportingParams,
+    ZeroingPathsParams,
 )
 from harness.scenario.sink import RunSink
 
@@ -173,6 +174,11 @@ class RepRunner:
         self.vm.check_alive()
         self.previous_step_peak_kib = self.rss.peak_kib()
         self.rss.mark()
+        paths_before = None
+        if isinstance(step.params, ZeroingPathsParams):  # the wrapped step runs as itself, with this phase
+            paths_before = zeroing_paths.read(self.ssh)
+            inner = step.params.step
+            step = Step(inner.kind, step.phase, inner.params)
         before, hits_before = self._counters()
         record = StepRecord(step.kind, step.phase)
         handler = getattr(self, f"_step_{step.kind}")
@@ -182,6 +188,8 @@ class RepRunner:
         finally:
             self.progress.remove_task(task)
         after, hits_after = self._counters()
+        if paths_before is not None:
+            self._record_zeroing_paths(step.phase, record, paths_before)
         record.data["vmstat_delta"] = probes.tracked_deltas(before, after)
         for name, delta in record.data["vmstat_delta"].items():
             self.metric(f"vmstat.{name}", delta, step.phase)
@@ -193,6 +201,20 @@ class RepRunner:
         if rss is not None:
             self.metric("rss_mib", round(rss / 1024, 1), step.phase)
         self.result.steps.append(record)
+
+    def _record_zeroing_paths(self, phase: str, record: StepRecord, before: zeroing_paths.Snapshot) -> None:
+        after = zeroing_paths.read(self.ssh)
+        counts = zeroing_paths.delta(before, after)
+        parts = zeroing_paths.breakdown(counts, after.reporting_order)
+        for name, pages in parts.items():
+            self.metric(name, pages, phase, unit="pages")
+        record.data["zeroing_paths"] = {"reporting_order": after.reporting_order,
+                                        "counters": zeroing_paths.rows(counts)}
+        prefix = zeroing_paths.PREFIX
+        top = ", ".join(f"{name.removeprefix(f'{prefix}.zeroed.')} {pages}" for name, pages in parts.items()
+                        if name.startswith(f"{prefix}.zeroed.") and "via_" not in name and pages)
+        self.console.print(f"  {phase}: zeroed {parts[f'{prefix}.zeroed']} pages ({top or 'none'}), "
+                           f"skipped {parts[f'{prefix}.skipped']}")
 
     def _step_balloon(self, step: Step, record: StepRecord) -> None:
         p: BalloonParams = step.params
