@@ -21,6 +21,7 @@ SERIES = "zeroing-sources"
 SOURCES = "/proc/zeroing_sources"
 REPORTING_ORDER = "/sys/module/page_reporting/parameters/page_reporting_order"
 DEFAULT_REPORTING_ORDER = 9  # pageblock_order on x86-64: the kernel's default when the parameter is unset
+MAX_ORDER = 10  # MAX_PAGE_ORDER on x86-64
 PREFIX = "zeroing_paths"
 
 OUTCOMES = ("zeroed", "skipped")
@@ -75,12 +76,14 @@ def parse(text: str) -> dict[Key, int]:
 
 def read(guest: Guest) -> Snapshot:
     res = guest.run(f"cat {SOURCES} && echo --- && (cat {REPORTING_ORDER} 2>/dev/null || true)", check=False)
-    if res.returncode != 0:
+    if res.rc != 0:
         raise HarnessError(f"zeroing_paths: the guest kernel has no {SOURCES}: boot a kernel with the {SERIES} "
                            f"series (right after zeroing-stats)")
     sources, _, order = res.stdout.partition("---\n")
     order = order.strip()
-    return Snapshot(parse(sources), int(order) if order.isdigit() else DEFAULT_REPORTING_ORDER)
+    # -1 (printed unsigned) until a reporting device registers and picks its order
+    known = order.isdigit() and int(order) <= MAX_ORDER
+    return Snapshot(parse(sources), int(order) if known else DEFAULT_REPORTING_ORDER)
 
 
 def delta(before: Snapshot, after: Snapshot) -> dict[Key, int]:

@@ -46,6 +46,8 @@ _DEFS = [
     MetricDef("vmstat.pgzero_*", "pages", COUNTER, "lower", "base pages zeroed by the kernel"),
     MetricDef("kprobe.*", "calls", COUNTER, "lower", "calls of a zeroing function counted by a kprobe event"),
     MetricDef("vmstat.*", "pages", COUNTER, None, "delta of a /proc/vmstat counter over a step"),
+    MetricDef("zeroing_paths.*", "pages", COUNTER, None,
+              "zeroed (or skipped) pages of a zeroing_paths step by the path they came from (zeroing-sources)"),
 ]
 
 
