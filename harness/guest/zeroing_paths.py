@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from harness.errors import HarnessError
+from harness.guest.probes import parse_kv
 from harness.guest.ssh import Guest
 
 SERIES = "zeroing-sources"
@@ -56,6 +57,7 @@ class Key:
 class Snapshot:
     counts: dict[Key, int]
     reporting_order: int
+    vmstat: dict[str, int]  # read by the same command, so pgzero_alloc covers the same window
 
 
 def parse(text: str) -> dict[Key, int]:
@@ -75,15 +77,16 @@ def parse(text: str) -> dict[Key, int]:
 
 
 def read(guest: Guest) -> Snapshot:
-    res = guest.run(f"cat {SOURCES} && echo --- && (cat {REPORTING_ORDER} 2>/dev/null || true)", check=False)
+    res = guest.run(f"cat /proc/vmstat && echo --- && cat {SOURCES} && echo --- && "
+                    f"(cat {REPORTING_ORDER} 2>/dev/null || true)", check=False)
     if res.rc != 0:
         raise HarnessError(f"zeroing_paths: the guest kernel has no {SOURCES}: boot a kernel with the {SERIES} "
                            f"series (right after zeroing-stats)")
-    sources, _, order = res.stdout.partition("---\n")
+    vmstat, sources, order = (res.stdout.split("---\n") + ["", ""])[:3]
     order = order.strip()
     # -1 (printed unsigned) until a reporting device registers and picks its order
     known = order.isdigit() and int(order) <= MAX_ORDER
-    return Snapshot(parse(sources), int(order) if known else DEFAULT_REPORTING_ORDER)
+    return Snapshot(parse(sources), int(order) if known else DEFAULT_REPORTING_ORDER, parse_kv(vmstat))
 
 
 def delta(before: Snapshot, after: Snapshot) -> dict[Key, int]:

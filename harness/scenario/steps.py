@@ -174,12 +174,14 @@ class RepRunner:
         self.vm.check_alive()
         self.previous_step_peak_kib = self.rss.peak_kib()
         self.rss.mark()
-        paths_before = None
+        wrapped = isinstance(step.params, ZeroingPathsParams)
         if isinstance(step.params, ZeroingPathsParams):  # the wrapped step runs as itself, with this phase
-            paths_before = zeroing_paths.read(self.ssh)
             inner = step.params.step
             step = Step(inner.kind, step.phase, inner.params)
         before, hits_before = self._counters()
+        paths_before = zeroing_paths.read(self.ssh) if wrapped else None
+        if paths_before is not None:
+            before = paths_before.vmstat  # read with the zeroing sources, so both cover the same window
         record = StepRecord(step.kind, step.phase)
         handler = getattr(self, f"_step_{step.kind}")
         task = self.progress.add_task(f"{step.phase}: {step.kind} {_describe(step.params)}", total=None)
@@ -187,9 +189,11 @@ class RepRunner:
             handler(step, record)
         finally:
             self.progress.remove_task(task)
+        paths_after = zeroing_paths.read(self.ssh) if wrapped else None
         after, hits_after = self._counters()
-        if paths_before is not None:
-            self._record_zeroing_paths(step.phase, record, paths_before)
+        if paths_before is not None and paths_after is not None:
+            after = paths_after.vmstat
+            self._record_zeroing_paths(step.phase, record, paths_before, paths_after)
         record.data["vmstat_delta"] = probes.tracked_deltas(before, after)
         for name, delta in record.data["vmstat_delta"].items():
             self.metric(f"vmstat.{name}", delta, step.phase)
@@ -202,8 +206,8 @@ class RepRunner:
             self.metric("rss_mib", round(rss / 1024, 1), step.phase)
         self.result.steps.append(record)
 
-    def _record_zeroing_paths(self, phase: str, record: StepRecord, before: zeroing_paths.Snapshot) -> None:
-        after = zeroing_paths.read(self.ssh)
+    def _record_zeroing_paths(self, phase: str, record: StepRecord, before: zeroing_paths.Snapshot,
+                              after: zeroing_paths.Snapshot) -> None:
         counts = zeroing_paths.delta(before, after)
         parts = zeroing_paths.breakdown(counts, after.reporting_order)
         for name, pages in parts.items():

@@ -61,8 +61,8 @@ def test_every_metric_is_present_even_when_nothing_was_zeroed():
 
 
 def test_delta_drops_unchanged_counters():
-    before = zp.Snapshot(zp.parse("zeroed movable pcp_refill 3 plain 10\nzeroed kernel pcp_refill 0 plain 4\n"), 9)
+    before = zp.Snapshot(zp.parse("zeroed movable pcp_refill 3 plain 10\nzeroed kernel pcp_refill 0 plain 4\n"), 9, {})
     after = zp.Snapshot(zp.parse("zeroed movable pcp_refill 3 plain 25\nzeroed kernel pcp_refill 0 plain 4\n"
-                                 "skipped movable pcp_refill 9 reported 3\n"), 9)
+                                 "skipped movable pcp_refill 9 reported 3\n"), 9, {})
     assert zp.delta(before, after) == {zp.Key("zeroed", "movable", "pcp_refill", 3, "plain"): 15,
                                        zp.Key("skipped", "movable", "pcp_refill", 9, "reported"): 3}
