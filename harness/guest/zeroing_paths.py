@@ -58,6 +58,31 @@ class Snapshot:
     counts: dict[Key, int]
     reporting_order: int
     vmstat: dict[str, int]  # read by the same command, so pgzero_alloc covers the same window
+    pcp_pages: int  # pages on the per-CPU lists (never on the buddy lists, so never reported)
+    movable_free: dict[int, int]  # order -> free blocks on the movable buddy lists
+
+
+def free_pages_below(snapshot: Snapshot, order: int) -> int:
+    """Base pages in free movable blocks below `order`: too small to be reported at page_reporting_order."""
+    return sum(n << o for o, n in snapshot.movable_free.items() if o < order)
+
+
+def parse_pcp_pages(zoneinfo: str) -> int:
+    """The sum of the per-CPU lists' `count:` lines of /proc/zoneinfo."""
+    return sum(int(line.split()[1]) for line in zoneinfo.splitlines()
+               if line.split()[:1] == ["count:"] and line.split()[1:2] and line.split()[1].isdigit())
+
+
+def parse_movable_free(pagetypeinfo: str) -> dict[int, int]:
+    """Free blocks per order on the Movable lists of every zone, from /proc/pagetypeinfo."""
+    out: dict[int, int] = {}
+    for line in pagetypeinfo.splitlines():
+        words = line.replace(",", " ").split()
+        if len(words) > 6 and words[0] == "Node" and words[4:6] == ["type", "Movable"]:
+            for order, n in enumerate(words[6:]):
+                if n.isdigit():
+                    out[order] = out.get(order, 0) + int(n)
+    return out
 
 
 def parse(text: str) -> dict[Key, int]:
@@ -78,15 +103,17 @@ def parse(text: str) -> dict[Key, int]:
 
 def read(guest: Guest) -> Snapshot:
     res = guest.run(f"cat /proc/vmstat && echo --- && cat {SOURCES} && echo --- && "
-                    f"(cat {REPORTING_ORDER} 2>/dev/null || true)", check=False)
+                    f"(cat {REPORTING_ORDER} 2>/dev/null || true) && echo --- && cat /proc/zoneinfo && echo --- && "
+                    f"cat /proc/pagetypeinfo", check=False)
     if res.rc != 0:
         raise HarnessError(f"zeroing_paths: the guest kernel has no {SOURCES}: boot a kernel with the {SERIES} "
                            f"series (right after zeroing-stats)")
-    vmstat, sources, order = (res.stdout.split("---\n") + ["", ""])[:3]
+    vmstat, sources, order, zoneinfo, pagetypeinfo = (res.stdout.split("---\n") + [""] * 4)[:5]
     order = order.strip()
     # -1 (printed unsigned) until a reporting device registers and picks its order
     known = order.isdigit() and int(order) <= MAX_ORDER
-    return Snapshot(parse(sources), int(order) if known else DEFAULT_REPORTING_ORDER, parse_kv(vmstat))
+    return Snapshot(parse(sources), int(order) if known else DEFAULT_REPORTING_ORDER, parse_kv(vmstat),
+                    parse_pcp_pages(zoneinfo), parse_movable_free(pagetypeinfo))
 
 
 def delta(before: Snapshot, after: Snapshot) -> dict[Key, int]:

@@ -210,6 +210,10 @@ class RepRunner:
                               after: zeroing_paths.Snapshot) -> None:
         counts = zeroing_paths.delta(before, after)
         parts = zeroing_paths.breakdown(counts, after.reporting_order)
+        # What the free memory looked like when the step began: where the unskippable pages could come from.
+        parts[f"{zeroing_paths.PREFIX}.start.pcp_pages"] = before.pcp_pages
+        parts[f"{zeroing_paths.PREFIX}.start.free_below_reporting_order"] = zeroing_paths.free_pages_below(
+            before, before.reporting_order)
         for name, pages in parts.items():
             self.metric(name, pages, phase, unit="pages")
         record.data["zeroing_paths"] = {"reporting_order": after.reporting_order,

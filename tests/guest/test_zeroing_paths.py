@@ -61,8 +61,39 @@ def test_every_metric_is_present_even_when_nothing_was_zeroed():
 
 
 def test_delta_drops_unchanged_counters():
-    before = zp.Snapshot(zp.parse("zeroed movable pcp_refill 3 plain 10\nzeroed kernel pcp_refill 0 plain 4\n"), 9, {})
+    before = zp.Snapshot(zp.parse("zeroed movable pcp_refill 3 plain 10\nzeroed kernel pcp_refill 0 plain 4\n"), 9, {}, 0, {})
     after = zp.Snapshot(zp.parse("zeroed movable pcp_refill 3 plain 25\nzeroed kernel pcp_refill 0 plain 4\n"
-                                 "skipped movable pcp_refill 9 reported 3\n"), 9, {})
+                                 "skipped movable pcp_refill 9 reported 3\n"), 9, {}, 0, {})
     assert zp.delta(before, after) == {zp.Key("zeroed", "movable", "pcp_refill", 3, "plain"): 15,
                                        zp.Key("skipped", "movable", "pcp_refill", 9, "reported"): 3}
+
+
+ZONEINFO = """Node 0, zone    DMA32
+  pages free     402134
+  pagesets
+    cpu: 0
+              count: 1532
+              high:  2048
+              batch: 63
+    cpu: 1
+              count: 61
+              high:  2048
+"""
+PAGETYPEINFO = """Page block order: 9
+Free pages count per migrate type at order       0      1      2      3      4      5      6      7      8      9     10
+Node    0, zone      DMA, type    Unmovable      0      0      0      0      0      0      0      0      0      0      0
+Node    0, zone      DMA, type      Movable      1      0      0      1      1      1      1      1      0      1      3
+Node    0, zone    DMA32, type      Movable     10      4      2      0      0      0      0      0      1      5    300
+Node    0, zone    DMA32, type  Reclaimable      7      0      0      0      0      0      0      0      0      0      0
+
+Number of blocks type     Unmovable      Movable  Reclaimable   HighAtomic      Isolate
+Node 0, zone      DMA            1            7            0            0            0
+"""
+
+
+def test_free_memory_at_the_start_of_a_step():
+    assert zp.parse_pcp_pages(ZONEINFO) == 1593
+    free = zp.parse_movable_free(PAGETYPEINFO)
+    assert free[0] == 11 and free[10] == 303 and free[8] == 1
+    snap = zp.Snapshot({}, 9, {}, 1593, free)
+    assert zp.free_pages_below(snap, 9) == 11 + 4 * 2 + 2 * 4 + 8 + 16 + 32 + 64 + 128 + 256
