@@ -74,6 +74,7 @@ figures: deps
 	    --series pg-zeroed --results $(FIGURES)                                        # pg-zeroed (deflate)
 	$(HARNESS) ablate scenarios/init-on-free.yaml --on $(PGZ) --series pg-zeroed --results $(FIGURES)  # pg-zeroed (init_on_free)
 	$(HARNESS) run scenarios/free-contig-range.yaml --results $(FIGURES)            # free-contig-range
+	$(HARNESS) run scenarios/zeroing-paths.yaml --results $(FIGURES)                # host-/pg-zeroed-reporting: zeroing paths
 	-$(HARNESS) run scenarios/stale-data.yaml --results $(FIGURES)                  # kernel_patches/README.md: safe
 	-$(HARNESS) run scenarios/stale-data-mlock.yaml --results $(FIGURES)            # kernel_patches/README.md: leaks
 
