@@ -80,6 +80,7 @@ figures: deps
 	    $(HARNESS) run scenarios/config-$$c.yaml --results $(FIGURES) || exit; done    # kernel_patches/README.md: configurations
 	$(HARNESS) run scenarios/zeroing-validation.yaml --results $(FIGURES)           # README.md: Zeroing counters
 	$(HARNESS) run scenarios/zeroing-validation-init-on-free.yaml --results $(FIGURES)
+	$(HARNESS) run scenarios/zeroing-paths.yaml --results $(FIGURES)                # host-/pg-zeroed-reporting: zeroing paths
 	-$(HARNESS) run scenarios/stale-data.yaml --results $(FIGURES)                  # kernel_patches/README.md: safe
 	-$(HARNESS) run scenarios/stale-data-mlock.yaml --results $(FIGURES)            # kernel_patches/README.md: leaks
 

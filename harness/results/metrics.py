@@ -54,6 +54,8 @@ _DEFS = [
     MetricDef("kprobe.*", "calls", COUNTER, "lower", "calls of a zeroing function counted by a kprobe event "
               "(bundles before the zeroing.* metrics)"),
     MetricDef("vmstat.*", "pages", COUNTER, None, "delta of a /proc/vmstat counter over a step"),
+    MetricDef("zeroing_paths.*", "pages", COUNTER, None,
+              "zeroed (or skipped) pages of a zeroing_paths step by the path they came from (zeroing-sources)"),
 ]
 
 

@@ -186,12 +186,33 @@ class ShellParams(Strict):
     timeout_s: Number = 60
 
 
+class ZeroingPathsParams(Strict):
+    """`zeroing_paths: {memtouch: {size: 256M}}`: run that one step (its metrics as usual) and break the zeroing
+    it caused down by path (needs the zeroing-sources series; harness.guest.zeroing_paths)."""
+
+    step: StepEntry
+
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str | dict) and data != {} and not (isinstance(data, dict) and "step" in data):
+            return {"step": data}
+        return data
+
+    @model_validator(mode="after")
+    def _one_plain_step(self) -> ZeroingPathsParams:
+        if self.step.kind in ("boot", "zeroing_paths"):
+            raise problem(f"breaks down the zeroing of another kind of step, not {self.step.kind}", "step")
+        if self.step.phase is not None:
+            raise problem("the phase goes on the zeroing_paths step, not inside it", "step", "phase")
+        return self
+
+
 StepParams = (BootParams | BalloonParams | MemdirtyParams | MemtouchParams | WaitReportingParams | SleepParams
-              | SnapshotParams | ContigBenchParams | ShellParams)
+              | SnapshotParams | ContigBenchParams | ShellParams | ZeroingPathsParams)
 STEP_PARAMS: dict[str, type[Strict]] = {
     "boot": BootParams, "balloon": BalloonParams, "memdirty": MemdirtyParams, "memtouch": MemtouchParams,
     "wait_reporting": WaitReportingParams, "sleep": SleepParams, "snapshot": SnapshotParams,
-    "contig_bench": ContigBenchParams, "shell": ShellParams,
+    "contig_bench": ContigBenchParams, "shell": ShellParams, "zeroing_paths": ZeroingPathsParams,
 }
 STEP_TYPES = tuple(STEP_PARAMS)
 
@@ -209,6 +230,7 @@ class StepEntry(Strict):
     snapshot: SnapshotParams | None = None
     contig_bench: ContigBenchParams | None = None
     shell: ShellParams | None = None
+    zeroing_paths: ZeroingPathsParams | None = None
 
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
@@ -230,6 +252,15 @@ class StepEntry(Strict):
     @property
     def params(self) -> Strict:
         return getattr(self, self.kind)
+
+    @property
+    def measured(self) -> StepEntry:
+        """The step that runs: this one, or the one a zeroing_paths step wraps."""
+        p = self.params
+        return p.step if isinstance(p, ZeroingPathsParams) else self
+
+
+ZeroingPathsParams.model_rebuild()
 
 
 # -- expectations ---------------------------------------------------------------------------------------
@@ -318,7 +349,8 @@ class ScenarioFile(Strict):
         memory = self.guest.memory_mib
         phases: set[str] = set()
         for i, entry in enumerate(self.steps):
-            kind, p = entry.kind, entry.params
+            kind, p = entry.measured.kind, entry.measured.params
+            at = ("steps", i, kind) if entry.measured is entry else ("steps", i, "zeroing_paths", "step", kind)
             if kind == "boot" and i != 0:
                 raise problem("boot can only be the first step (every repetition starts with a fresh boot)",
                               "steps", i)
@@ -328,9 +360,9 @@ class ScenarioFile(Strict):
             phases.add(phase)
             if isinstance(p, BalloonParams) and p.target_mib > memory:
                 raise problem(f"{p.target_mib} MiB is above the guest memory ({memory} MiB)",
-                              "steps", i, kind, "target")
+                              *at, "target")
             if isinstance(p, MemdirtyParams) and p.size_mib >= memory:
-                raise problem(f"{p.size_mib} MiB does not fit in the guest's {memory} MiB", "steps", i, kind, "size")
+                raise problem(f"{p.size_mib} MiB does not fit in the guest's {memory} MiB", *at, "size")
         return self
 
 
@@ -380,7 +412,7 @@ def load_scenario(path: str | Path) -> Scenario:
 
 def parse_scenario(data: Any, path: Path, content: str = "") -> Scenario:
     f = validate(ScenarioFile, data, path)
-    steps = [Step(e.kind, e.phase or f"{e.kind}{i}", e.params) for i, e in enumerate(f.steps)]
+    steps = [Step(e.kind, e.phase or f"{e.measured.kind}{i}", e.params) for i, e in enumerate(f.steps)]
     return Scenario(name=f.name, path=path, content=content, description=f.description, guest=f.guest, qemu=f.qemu,
                     kernels=[parse_kernel_spec(k) for k in f.kernels], repetitions=f.repetitions, steps=steps,
                     expect=f.expect)
@@ -399,6 +431,8 @@ def scenario_json_schema() -> dict:
             forms.append({"type": "null"})
         defs[model.__name__] = {"anyOf": forms} if len(forms) > 1 else own
     defs["BootParams"] = {"type": "null"}
+    # zeroing_paths: {memtouch: ...} is the shorthand of zeroing_paths: {step: {memtouch: ...}}
+    defs["ZeroingPathsParams"] = {"anyOf": [defs["ZeroingPathsParams"], {"$ref": "#/$defs/StepEntry"}]}
     entry = schema["properties"]["steps"]["items"]
     schema["properties"]["steps"]["items"] = {"anyOf": [{"enum": list(STEP_TYPES)}, entry]}
     return schema

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from rich.markup import escape
 
 from harness.errors import HarnessError
-from harness.guest import probes, zeroing
+from harness.guest import probes, zeroing, zeroing_paths
 from harness.guest.launch import BootKit, make_vm, wait_ready
 from harness.guest.probe_check import check_faults
 from harness.guest.ssh import Guest
@@ -31,6 +31,7 @@ from harness.scenario.schema import (
     SleepParams,
     Step,
     WaitReportingParams,
+    ZeroingPathsParams,
 )
 from harness.scenario.sink import RunSink
 
@@ -173,7 +174,14 @@ class RepRunner:
         self.vm.check_alive()
         self.previous_step_peak_kib = self.rss.peak_kib()
         self.rss.mark()
+        wrapped = isinstance(step.params, ZeroingPathsParams)
+        if isinstance(step.params, ZeroingPathsParams):  # the wrapped step runs as itself, with this phase
+            inner = step.params.step
+            step = Step(inner.kind, step.phase, inner.params)
         before, traced_before = self._counters()
+        paths_before = zeroing_paths.read(self.ssh) if wrapped else None
+        if paths_before is not None:
+            before = paths_before.vmstat  # read with the zeroing sources, so both cover the same window
         record = StepRecord(step.kind, step.phase)
         record.data["t_start_s"] = self._rss_clock()
         handler = getattr(self, f"_step_{step.kind}")
@@ -183,7 +191,11 @@ class RepRunner:
         finally:
             self.progress.remove_task(task)
         record.data["t_end_s"] = self._rss_clock()
+        paths_after = zeroing_paths.read(self.ssh) if wrapped else None
         after, traced_after = self._counters()
+        if paths_before is not None and paths_after is not None:
+            after = paths_after.vmstat
+            self._record_zeroing_paths(step.phase, record, paths_before, paths_after)
         record.data["vmstat_delta"] = probes.tracked_deltas(before, after)
         for name, delta in record.data["vmstat_delta"].items():
             self.metric(f"vmstat.{name}", delta, step.phase)
@@ -209,6 +221,24 @@ class RepRunner:
     def _rss_clock(self) -> float:
         """Now, on rss.csv's clock (seconds since QEMU started): the report draws each phase as a band."""
         return round(time.monotonic() - self.vm.started_at, 3)
+
+    def _record_zeroing_paths(self, phase: str, record: StepRecord, before: zeroing_paths.Snapshot,
+                              after: zeroing_paths.Snapshot) -> None:
+        counts = zeroing_paths.delta(before, after)
+        parts = zeroing_paths.breakdown(counts, after.reporting_order)
+        # What the free memory looked like when the step began: where the unskippable pages could come from.
+        parts[f"{zeroing_paths.PREFIX}.start.pcp_pages"] = before.pcp_pages
+        parts[f"{zeroing_paths.PREFIX}.start.free_below_reporting_order"] = zeroing_paths.free_pages_below(
+            before, before.reporting_order)
+        for name, pages in parts.items():
+            self.metric(name, pages, phase, unit="pages")
+        record.data["zeroing_paths"] = {"reporting_order": after.reporting_order,
+                                        "counters": zeroing_paths.rows(counts)}
+        prefix = zeroing_paths.PREFIX
+        top = ", ".join(f"{name.removeprefix(f'{prefix}.zeroed.')} {pages}" for name, pages in parts.items()
+                        if name.startswith(f"{prefix}.zeroed.") and "via_" not in name and pages)
+        self.console.print(f"  {phase}: zeroed {parts[f'{prefix}.zeroed']} pages ({top or 'none'}), "
+                           f"skipped {parts[f'{prefix}.skipped']}")
 
     def _step_balloon(self, step: Step, record: StepRecord) -> None:
         p: BalloonParams = step.params
