@@ -80,6 +80,12 @@ def evaluate(scenario: Scenario, bundle: MetricValues, results: list[RepResult],
             rows.append(_row("kernel_log_clean", k, bool(reps) and not bad,
                              "; ".join(bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "") if bad else
                              f"no kernel warning, BUG or bad page in dmesg of {len(reps)} boot(s)"))
+        if e.kselftests_pass and scenario.mm_selftests:
+            reps = [r for r in results if r.kernel == k]
+            bad = [f"rep{r.rep} {f}" for r in reps for f in r.selftest_failures]
+            rows.append(_row("kselftests_pass", k, bool(reps) and not bad,
+                             "failed: " + "; ".join(bad[:10]) + (f" (+{len(bad) - 10} more)" if len(bad) > 10 else "")
+                             if bad else f"no selftest case failed in {len(reps)} repetition(s)"))
     rows += _metric_checks(scenario, bundle, kernels)
     rows += _ratio_checks(scenario, bundle, kernels)
     return rows

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from harness.errors import InputError
+from harness.guest.overlay import DEFAULT_DEST_DIR, overlay_files
 from harness.kernels.spec import KernelSpec, parse_kernel_spec
 from harness.machine.config import BACKENDS, TIMING_MODES, MachineConfig
 from harness.validation import Strict, problem, validate
@@ -37,6 +38,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 PHASE = re.compile(r"^[A-Za-z0-9_-]+$")
 MIN_GUEST_MIB = 256
 MIN_BALLOON_TARGET_MIB = 128
+SELFTEST_SUITES = ("mm",)
 
 
 def _size_mib(value: Any) -> int:
@@ -110,10 +112,19 @@ class QemuOptions(Strict):
         return self
 
 
+class GuestFile(Strict):
+    """A host file or directory added to the guest image (`- ./hello` puts it in /usr/local/bin)."""
+
+    shorthand = "src"
+    src: Annotated[str, Field(min_length=1)]  # relative to the scenario file's directory
+    dest: str | None = None  # guest path (default /usr/local/bin/<name>); a directory's files go below it
+
+
 class GuestOptions(Strict):
     memory_mib: SizeMiB = Field(2048, alias="memory")
     cpus: int = 2
     cmdline: str = ""
+    files: list[GuestFile] = []
 
     @model_validator(mode="after")
     def _bounds(self) -> GuestOptions:
@@ -183,12 +194,46 @@ class ShellParams(Strict):
     timeout_s: Number = 60
 
 
+class UploadParams(Strict):
+    """Copy a host file into the running guest over SSH (checked by size and sha256 there)."""
+
+    src: Annotated[str, Field(min_length=1)]  # relative to the scenario file's directory
+    dest: Annotated[str, Field(pattern=r"^/")]
+    mode: Annotated[str, Field(pattern=r"^[0-7]{3,4}$")] = "755"
+
+
+class SelftestEntry(Strict):
+    shorthand = "name"
+    name: Annotated[str, AfterValidator(_matches(NAME, "a selftest binary's name"))]
+    args: str = ""
+    timeout_s: Number | None = None  # default: the step's timeout_s
+    skip: str | None = None  # a reason not to run it here: recorded as a skipped case with this reason
+
+
+class KselftestParams(Strict):
+    """Selected tests of the kernel's own tools/testing/selftests/mm, built statically from its source tree."""
+
+    shorthand = "tests"
+    suite: Annotated[str, AfterValidator(_one_of(SELFTEST_SUITES)),
+                     WithJsonSchema({"enum": list(SELFTEST_SUITES)})] = "mm"
+    tests: Annotated[list[SelftestEntry], Field(min_length=1)]
+    timeout_s: Annotated[Number, Field(gt=0)] = 300
+
+    @model_validator(mode="after")
+    def _each_once(self) -> KselftestParams:
+        names = [t.name for t in self.tests]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise problem(f"{', '.join(twice)} named twice", "tests")
+        return self
+
+
 StepParams = (BootParams | BalloonParams | MemdirtyParams | MemtouchParams | WaitReportingParams | SleepParams
-              | SnapshotParams | ContigBenchParams | ShellParams)
+              | SnapshotParams | ContigBenchParams | ShellParams | UploadParams | KselftestParams)
 STEP_PARAMS: dict[str, type[Strict]] = {
     "boot": BootParams, "balloon": BalloonParams, "memdirty": MemdirtyParams, "memtouch": MemtouchParams,
     "wait_reporting": WaitReportingParams, "sleep": SleepParams, "snapshot": SnapshotParams,
-    "contig_bench": ContigBenchParams, "shell": ShellParams,
+    "contig_bench": ContigBenchParams, "shell": ShellParams, "upload": UploadParams, "kselftest": KselftestParams,
 }
 STEP_TYPES = tuple(STEP_PARAMS)
 
@@ -206,6 +251,8 @@ class StepEntry(Strict):
     snapshot: SnapshotParams | None = None
     contig_bench: ContigBenchParams | None = None
     shell: ShellParams | None = None
+    upload: UploadParams | None = None
+    kselftest: KselftestParams | None = None
 
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
@@ -279,6 +326,7 @@ class Expectations(Strict):
     rss_fell_after_reporting: RssFellCheck | None = None
     nonzero_pages: int | None = None
     kernel_log_clean: bool = True
+    kselftests_pass: bool = True  # with kselftest steps: every case that ran passed (or was skipped)
     metrics: list[MetricCheck] = []
     ratios: list[RatioCheck] = []
 
@@ -341,6 +389,16 @@ class Scenario:
     repetitions: int
     steps: list[Step]
     expect: Expectations = field(default_factory=Expectations)
+    files: dict[str, Path] = field(default_factory=dict)  # guest path -> host file, added to the image
+
+    @property
+    def mm_selftests(self) -> tuple[str, ...]:
+        """Every mm selftest a kselftest step runs (built from each kernel's tree, put in its image)."""
+        names: list[str] = []
+        for step in self.steps:
+            if isinstance(step.params, KselftestParams):
+                names += [t.name for t in step.params.tests if t.skip is None and t.name not in names]
+        return tuple(names)
 
     def machine(self) -> MachineConfig:
         """The guest machine this scenario describes, for the QEMU layer."""
@@ -369,9 +427,22 @@ def load_scenario(path: str | Path) -> Scenario:
 def parse_scenario(data: Any, path: Path, content: str = "") -> Scenario:
     f = validate(ScenarioFile, data, path)
     steps = [Step(e.kind, e.phase or f"{e.kind}{i}", e.params) for i, e in enumerate(f.steps)]
+    here = path.parent
+    files: dict[str, Path] = {}
+    for i, gf in enumerate(f.guest.files):
+        src = (here / gf.src).resolve()
+        dest = gf.dest or f"{DEFAULT_DEST_DIR}/{src.name}"
+        files.update(overlay_files(src, dest, f"{path}: guest.files[{i}]"))
+    for i, e in enumerate(f.steps):
+        if isinstance(e.params, UploadParams):
+            src = here / e.params.src
+            overlay_files(src, e.params.dest, f"{path}: steps[{i}].upload")
+            if not src.is_file():
+                raise InputError(f"{path}: steps[{i}].upload: {src} is not a file (upload copies one file)")
+            steps[i] = Step(e.kind, steps[i].phase, e.params.model_copy(update={"src": str(src.resolve())}))
     return Scenario(name=f.name, path=path, content=content, description=f.description, guest=f.guest, qemu=f.qemu,
                     kernels=[parse_kernel_spec(k) for k in f.kernels], repetitions=f.repetitions, steps=steps,
-                    expect=f.expect)
+                    expect=f.expect, files=files)
 
 
 def scenario_json_schema() -> dict:

@@ -6,13 +6,15 @@ import json
 import re
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pydantic import BaseModel
 from rich.markup import escape
 
+from harness.constants import SELFTEST_FILE
 from harness.errors import HarnessError
-from harness.guest import probes
-from harness.guest.launch import BootKit, make_vm, wait_ready
+from harness.guest import kselftest, probes
+from harness.guest.launch import SELFTESTS_GUEST_DIR, BootKit, make_vm, wait_ready
 from harness.guest.probe_check import check_faults
 from harness.guest.ssh import Guest
 from harness.machine import balloon
@@ -24,12 +26,14 @@ from harness.process import poll_until
 from harness.scenario.schema import (
     BalloonParams,
     ContigBenchParams,
+    KselftestParams,
     MemdirtyParams,
     MemtouchParams,
     Scenario,
     ShellParams,
     SleepParams,
     Step,
+    UploadParams,
     WaitReportingParams,
 )
 from harness.scenario.sink import RunSink
@@ -64,6 +68,7 @@ class RepResult:
     clocksource: str | None = None  # the guest's current clocksource: kvm-clock on KVM, tsc/hpet/... under TCG
     qemu_argv: list[str] = field(default_factory=list)
     kernel_problems: list[str] = field(default_factory=list)  # WARNING/BUG/bad page lines from dmesg
+    selftest_failures: list[str] = field(default_factory=list)  # "test: case" of every failed selftest case
 
     @property
     def invalid_steps(self) -> list[str]:
@@ -292,8 +297,52 @@ class RepRunner:
 
     def _step_shell(self, step: Step, record: StepRecord) -> None:
         p: ShellParams = step.params
-        res = self.ssh.run(p.command, timeout=p.timeout_s)
-        record.data.update(stdout=res.stdout[-4000:])
+        res = self.ssh.run(p.command, timeout=p.timeout_s, check=False)
+        out = self.dir / f"shell-{step.phase}.txt"  # the whole output; steps.json keeps its tail
+        out.write_text(res.stdout + (f"# stderr:\n{res.stderr}" if res.stderr else ""))
+        record.data.update(stdout=res.stdout[-4000:], rc=res.rc, output_file=out.name)
+        if res.rc != 0:
+            raise HarnessError(f"{step.phase}: shell command failed with exit code {res.rc}: {p.command}: "
+                               f"{(res.stderr.strip() or res.stdout.strip())[-300:]}")
+
+    def _step_upload(self, step: Step, record: StepRecord) -> None:
+        p: UploadParams = step.params
+        src = Path(p.src)
+        t0 = time.monotonic()
+        digest = self.ssh.upload(src, p.dest, int(p.mode, 8))
+        seconds = time.monotonic() - t0
+        record.data.update(src=str(src), dest=p.dest, bytes=src.stat().st_size, sha256=digest, seconds=seconds)
+        self.console.print(f"  {step.phase}: uploaded {src.name} to {p.dest} ({src.stat().st_size} bytes, "
+                           f"sha256 checked) in {seconds:.1f} s")
+
+    def _step_kselftest(self, step: Step, record: StepRecord) -> None:
+        p: KselftestParams = step.params
+        logs = self.dir / "kselftest"
+        logs.mkdir(exist_ok=True)
+        cases: list[kselftest.Case] = []
+        tests: list[dict] = []
+        for t in p.tests:
+            if t.skip is not None or t.name in self.kit.selftests_not_built:
+                reason = t.skip or self.kit.selftests_not_built[t.name]
+                cases.append(kselftest.Case(t.name, t.name, kselftest.SKIP, reason))
+                tests.append({"test": t.name, "rc": None, "seconds": 0, "skipped": reason})
+                continue
+            self.vm.check_alive()
+            run = kselftest.run_selftest(self.ssh, SELFTESTS_GUEST_DIR, t.name, t.args, t.timeout_s or p.timeout_s)
+            (logs / f"{t.name}.log").write_text(run.output)
+            cases += run.cases
+            tests.append({"test": t.name, "rc": run.rc, "seconds": run.seconds, "log": f"kselftest/{t.name}.log"})
+            counts = {r: sum(c.result == r for c in run.cases) for r in (kselftest.PASS, kselftest.FAIL, kselftest.SKIP)}
+            self.console.print(f"  {step.phase}: {p.suite}/{t.name}: {counts['pass']} pass, {counts['fail']} fail, "
+                               f"{counts['skip']} skip in {run.seconds:.1f} s")
+        rows = [{"suite": p.suite, "phase": step.phase, **c.to_json()} for c in cases]
+        path = self.dir / SELFTEST_FILE
+        previous = json.loads(path.read_text()) if path.exists() else []
+        path.write_text(json.dumps(previous + rows, indent=1) + "\n")
+        for result in (kselftest.PASS, kselftest.FAIL, kselftest.SKIP):
+            self.metric(f"kselftest_{result}", sum(c.result == result for c in cases), step.phase)
+        self.result.selftest_failures += [f"{c.test}: {c.case}" for c in cases if c.result == kselftest.FAIL]
+        record.data.update(suite=p.suite, tests=tests)
 
     def _save_kernel_log(self) -> None:
         dmesg = self.ssh.run("dmesg").stdout
