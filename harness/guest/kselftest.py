@@ -21,7 +21,7 @@ CASE_LOG_CHARS = 4000
 TIMEOUT_RC = 137  # busybox timeout -s KILL: 128 + SIGKILL
 
 RESULT = re.compile(r"^\s*(?P<not>not )?ok\b\s*(?P<num>\d+)?\s*(?:-\s*)?(?P<desc>[^#]*?)\s*(?:#\s*(?P<dir>.*))?$")
-PLAN = re.compile(r"^\s*1\.\.(?P<n>\d+)")
+PLAN = re.compile(r"^\s*1\.\.(?P<n>\d+)\s*(?:#\s*(?P<dir>.*))?$")
 
 
 @dataclass
@@ -53,9 +53,12 @@ def parse_tap(test: str, output: str, rc: int | None) -> list[Case]:
     pending: list[str] = []
     seen: dict[str, int] = {}
     plan: int | None = None
+    plan_skip = ""
     for line in output.splitlines():
         if plan is None and (m := PLAN.match(line)):
             plan = int(m["n"])
+            kind, reason = _directive(m["dir"])
+            plan_skip = reason if kind == "SKIP" else ""
             continue
         m = RESULT.match(line)
         if not m:
@@ -81,10 +84,10 @@ def parse_tap(test: str, output: str, rc: int | None) -> list[Case]:
     if rc is None:
         cases.append(Case(test, EXIT_CASE, FAIL, "timed out (killed)", tail))
     elif not cases:
-        if rc == 0:
+        if rc == KSFT_SKIP or (plan_skip and rc == 0):
+            cases.append(Case(test, test, SKIP, plan_skip or _last_diagnostic(pending) or "skipped (exit 4)", tail))
+        elif rc == 0:
             cases.append(Case(test, test, PASS, "", tail))
-        elif rc == KSFT_SKIP:
-            cases.append(Case(test, test, SKIP, _last_diagnostic(pending) or "skipped (exit 4)", tail))
         else:
             cases.append(Case(test, test, FAIL, f"exit status {rc}: {_last_diagnostic(pending)}".rstrip(": "),
                               tail))
@@ -120,6 +123,6 @@ def run_selftest(guest: Guest, directory: str, test: str, args: str, timeout_s: 
     res = guest.run(command, timeout=timeout_s + 30, check=False)
     output, _, status = res.stdout.rpartition("ksft-exit-status=")
     rc: int | None = int(status.strip()) if status.strip().isdigit() else -1
-    if rc == TIMEOUT_RC:
+    if rc == TIMEOUT_RC and res.seconds >= timeout_s - 1:
         rc = None
     return TestRun(test, rc, round(res.seconds, 3), output, parse_tap(test, output, rc))
