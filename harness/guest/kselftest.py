@@ -91,12 +91,20 @@ def parse_tap(test: str, output: str, rc: int | None) -> list[Case]:
         else:
             cases.append(Case(test, test, FAIL, f"exit status {rc}: {_last_diagnostic(pending)}".rstrip(": "),
                               tail))
+    elif plan is not None and len(cases) < plan and rc == KSFT_SKIP and not any(c.result == FAIL for c in cases):
+        # ksft_exit_skip() part-way: the test found it cannot run here (no KSM, say) and said why
+        cases.append(Case(test, EXIT_CASE, SKIP, _last_skip_reason(cases) or f"skipped after {len(cases)} of {plan}",
+                          tail))
     elif plan is not None and len(cases) < plan:
         cases.append(Case(test, EXIT_CASE, FAIL, f"exit status {rc} after {len(cases)} of {plan} planned cases",
                           tail))
     elif rc not in (0, KSFT_SKIP) and not any(c.result == FAIL for c in cases):
         cases.append(Case(test, EXIT_CASE, FAIL, f"exit status {rc} although no case failed", tail))
     return cases
+
+
+def _last_skip_reason(cases: list[Case]) -> str:
+    return next((c.reason for c in reversed(cases) if c.result == SKIP and c.reason), "")
 
 
 def _last_diagnostic(lines: list[str]) -> str:

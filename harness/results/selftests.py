@@ -123,9 +123,7 @@ def table_markdown(b: Bundle) -> str:
     kernels = b.kernels
     per = {k: kernel_cases(b, k) for k in kernels}
     reps = {k: len({rep for rep, _ in per[k]}) for k in kernels}
-    tests: list[str] = []
-    for k in kernels:
-        tests += [c.test for _, c in per[k] if c.test not in tests]
+    tests = list(dict.fromkeys(c.test for k in kernels for _, c in per[k]))
     lines = ["| test | " + " | ".join(kernels) + " | skipped because |",
              "|---|" + "---|" * len(kernels) + "---|"]
     for t in tests:

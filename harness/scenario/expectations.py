@@ -29,6 +29,11 @@ def _steps(results: list[RepResult], kernel: str, kind: str):
                     yield r.rep, s
 
 
+def _touches(results: list[RepResult], kernel: str) -> list:
+    """Every step that handed pages to memtouch and counted the non-zero ones: memtouch and stress."""
+    return list(_steps(results, kernel, "memtouch")) + list(_steps(results, kernel, "stress"))
+
+
 def evaluate(scenario: Scenario, bundle: MetricValues, results: list[RepResult], kernels: list[str]) -> list[dict]:
     """Rows for the kernels that ran; checks that name a kernel which did not run (--kernel overrides
     the scenario's list) are left out."""
@@ -62,13 +67,12 @@ def evaluate(scenario: Scenario, bundle: MetricValues, results: list[RepResult],
                              (f"host RSS fell by less than {floor:g} MiB: " + "; ".join(low)) if low else
                              f"host RSS fell by {min(d for *_, d in drops):.0f} MiB or more" if drops else
                              "no wait_reporting step ran"))
-        touches = list(_steps(results, k, "memtouch"))
+        touches = _touches(results, k)
         expected_leaks = {x.kernel: x.why for x in e.expected_leaks}
         if touches or k in expected_leaks:
             rows.append(_leak_row(k, touches, expected_leaks))
         if e.nonzero_pages is not None:
             want = e.nonzero_pages
-            touches = list(_steps(results, k, "memtouch"))
             bad = [f"rep{rep} {s.phase}: {s.data['nonzero_pages']} non-zero pages "
                    f"({s.data['pattern_pages']} with memdirty's pattern)"
                    for rep, s in touches if s.data["nonzero_pages"] != want]

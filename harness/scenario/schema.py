@@ -202,6 +202,28 @@ class UploadParams(Strict):
     mode: Annotated[str, Field(pattern=r"^[0-7]{3,4}$")] = "755"
 
 
+class StressParams(Strict):
+    """For `seconds`: memdirty and memtouch loop in the guest while the host moves the balloon between
+    `balloon_low` and the full guest memory every `balloon_period_s` (free page reporting runs meanwhile)."""
+
+    seconds: Annotated[Number, Field(gt=0)]
+    memdirty_mib: SizeMiB = Field(alias="memdirty")
+    memtouch_mib: SizeMiB = Field(alias="memtouch")
+    balloon_low_mib: SizeMiB = Field(alias="balloon_low")
+    balloon_period_s: Annotated[Number, Field(gt=0)] = 5
+    thp: bool = False
+
+    @model_validator(mode="after")
+    def _leaves_room(self) -> StressParams:
+        if self.balloon_low_mib < MIN_BALLOON_TARGET_MIB:
+            raise problem(f"{self.balloon_low_mib} MiB would leave the guest too little memory to run "
+                          f"(at least {MIN_BALLOON_TARGET_MIB}M)", "balloon_low")
+        if self.memdirty_mib + self.memtouch_mib >= self.balloon_low_mib:
+            raise problem(f"memdirty + memtouch ({self.memdirty_mib + self.memtouch_mib} MiB) do not fit in "
+                          f"balloon_low ({self.balloon_low_mib} MiB)", "balloon_low")
+        return self
+
+
 class SelftestEntry(Strict):
     shorthand = "name"
     name: Annotated[str, AfterValidator(_matches(NAME, "a selftest binary's name"))]
@@ -229,11 +251,13 @@ class KselftestParams(Strict):
 
 
 StepParams = (BootParams | BalloonParams | MemdirtyParams | MemtouchParams | WaitReportingParams | SleepParams
-              | SnapshotParams | ContigBenchParams | ShellParams | UploadParams | KselftestParams)
+              | SnapshotParams | ContigBenchParams | ShellParams | UploadParams | KselftestParams
+              | StressParams)
 STEP_PARAMS: dict[str, type[Strict]] = {
     "boot": BootParams, "balloon": BalloonParams, "memdirty": MemdirtyParams, "memtouch": MemtouchParams,
     "wait_reporting": WaitReportingParams, "sleep": SleepParams, "snapshot": SnapshotParams,
     "contig_bench": ContigBenchParams, "shell": ShellParams, "upload": UploadParams, "kselftest": KselftestParams,
+    "stress": StressParams,
 }
 STEP_TYPES = tuple(STEP_PARAMS)
 
@@ -253,6 +277,7 @@ class StepEntry(Strict):
     shell: ShellParams | None = None
     upload: UploadParams | None = None
     kselftest: KselftestParams | None = None
+    stress: StressParams | None = None
 
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
@@ -365,6 +390,9 @@ class ScenarioFile(Strict):
             if isinstance(p, BalloonParams) and p.target_mib > memory:
                 raise problem(f"{p.target_mib} MiB is above the guest memory ({memory} MiB)",
                               "steps", i, kind, "target")
+            if isinstance(p, StressParams) and p.balloon_low_mib >= memory:
+                raise problem(f"{p.balloon_low_mib} MiB is not below the guest memory ({memory} MiB)",
+                              "steps", i, kind, "balloon_low")
             if isinstance(p, MemdirtyParams) and p.size_mib >= memory:
                 raise problem(f"{p.size_mib} MiB does not fit in the guest's {memory} MiB", "steps", i, kind, "size")
         return self

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +34,7 @@ from harness.scenario.schema import (
     ShellParams,
     SleepParams,
     Step,
+    StressParams,
     UploadParams,
     WaitReportingParams,
 )
@@ -343,6 +345,61 @@ class RepRunner:
             self.metric(f"kselftest_{result}", sum(c.result == result for c in cases), step.phase)
         self.result.selftest_failures += [f"{c.test}: {c.case}" for c in cases if c.result == kselftest.FAIL]
         record.data.update(suite=p.suite, tests=tests)
+
+    def _step_stress(self, step: Step, record: StepRecord) -> None:
+        """memdirty and memtouch loop in the guest while the host inflates and deflates the balloon, for a
+        fixed time: reporting against allocation, deflate against reporting.  Every memtouch run counts
+        the non-zero pages it was handed; the no_leak and nonzero_pages expectations read their sum."""
+        p: StressParams = step.params
+        thp = " --thp" if p.thp else ""
+        loops = {"dirty": f"memdirty {p.memdirty_mib}{thp}", "touch": f"memtouch {p.memtouch_mib}{thp}"}
+        self.ssh.run("rm -rf /tmp/stress && mkdir /tmp/stress")
+        for name, command in loops.items():
+            # Guest uptime bounds the loop; each probe's JSON line (or its failure) is appended to a file.
+            script = (f"end=$(( $(cut -d. -f1 /proc/uptime) + {int(p.seconds)} )); "
+                      f"while [ $(cut -d. -f1 /proc/uptime) -lt $end ]; do "
+                      f"{command} >> /tmp/stress/{name}.jsonl 2>> /tmp/stress/{name}.err "
+                      f"|| echo \"exit $?\" >> /tmp/stress/{name}.failed; done; touch /tmp/stress/{name}.done")
+            self.ssh.run(f"sh -c {shlex.quote(script)} < /dev/null > /dev/null 2>&1 &")
+        full = self.machine.memory_mib
+        cycles = timeouts = 0
+        end = time.monotonic() + p.seconds
+        while time.monotonic() < end:
+            for target in (p.balloon_low_mib, full):
+                try:
+                    balloon.set_target(self.qmp, target, p.balloon_period_s, alive=self.vm.check_alive)
+                except balloon.BalloonTimeout:
+                    timeouts += 1  # the guest was busy: the next target is set anyway
+            cycles += 1
+        balloon.set_target(self.qmp, full, 120, alive=self.vm.check_alive)
+        poll_until(lambda: self.ssh.run("test -f /tmp/stress/dirty.done -a -f /tmp/stress/touch.done",
+                                        check=False).rc == 0,
+                   timeout=300, interval=1.0, alive=self.vm.check_alive)
+        runs = {}
+        for name in loops:
+            text = self.ssh.run(f"cat /tmp/stress/{name}.jsonl /tmp/stress/{name}.failed 2>/dev/null; true").stdout
+            (self.dir / f"stress-{step.phase}-{name}.txt").write_text(text)
+            runs[name] = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+            runs[f"{name}_failed"] = [line for line in text.splitlines() if line.startswith("exit")]
+        touches = runs["touch"]
+        nonzero = sum(t["nonzero_pages"] for t in touches)
+        first = next((t for t in touches if t["nonzero_pages"]), None)
+        record.data.update(
+            nonzero_pages=nonzero, pattern_pages=sum(t["pattern_pages"] for t in touches),
+            first_nonzero_page=first["first_nonzero_page"] if first else -1, samples=first["samples"] if first else [],
+            touch_runs=len(touches), dirty_runs=len(runs["dirty"]), touch_failures=runs["touch_failed"],
+            dirty_failures=runs["dirty_failed"], balloon_cycles=cycles, balloon_timeouts=timeouts)
+        self.metric("nonzero_pages", nonzero, step.phase)
+        self.metric("stress_touch_runs", len(touches), step.phase)
+        self.metric("stress_dirty_runs", len(runs["dirty"]), step.phase)
+        self.metric("balloon_cycles", cycles, step.phase)
+        self.console.print(f"  {step.phase}: stress {p.seconds:g} s: {len(runs['dirty'])} memdirty and {len(touches)} "
+                           f"memtouch runs ({len(runs['dirty_failed']) + len(runs['touch_failed'])} failed), "
+                           f"{cycles} balloon cycles ({timeouts} targets not reached in "
+                           f"{p.balloon_period_s:g} s), {nonzero} non-zero pages")
+        if not touches or not runs["dirty"]:
+            raise HarnessError(f"{step.phase}: stress ran no complete memtouch or memdirty "
+                               f"(failures: {runs['touch_failed'] + runs['dirty_failed']})")
 
     def _save_kernel_log(self) -> None:
         dmesg = self.ssh.run("dmesg").stdout

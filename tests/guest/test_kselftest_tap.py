@@ -60,3 +60,10 @@ def test_no_tap_at_all_is_judged_by_the_exit_status():
     assert results(parse_tap("t", "no hugetlb\n", 4)) == [("t", SKIP, "no hugetlb")]
     assert results(parse_tap("t", "boom\n", 2)) == [("t", FAIL, "exit status 2: boom")]
     assert results(parse_tap("t", "ok 1 a\n", 1))[-1] == (EXIT_CASE, FAIL, "exit status 1 although no case failed")
+
+
+def test_a_skip_exit_part_way_through_the_plan_is_a_skip():
+    out = 'TAP version 13\n1..9\nok 2 # SKIP open("/sys/kernel/mm/ksm/run") failed\n# Planned tests != run tests (9 != 1)\n'
+    cases = parse_tap("ksm_functional_tests", out, 4)
+    assert [c.result for c in cases] == [SKIP, SKIP]
+    assert cases[-1].reason == 'open("/sys/kernel/mm/ksm/run") failed'
