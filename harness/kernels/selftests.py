@@ -21,7 +21,7 @@ from harness.errors import HarnessError, InputError
 from harness.kernels.cache import flock, kernel_cache, load_build
 from harness.kernels.inputs import load_base, load_stack
 from harness.kernels.progress import Reporter
-from harness.kernels.spec import GuestKernel
+from harness.kernels.spec import GuestKernel, KernelSpec
 from harness.kernels.tree import ensure_base_repo, prepare_tree, tree_state
 from harness.process import run_command
 
@@ -46,6 +46,18 @@ class SelftestBuild:
         if name in self.binaries:
             return self.binaries[name]
         raise InputError(f"mm selftest {name!r}: {self.not_built.get(name) or 'no such test in ' + MM_DIR}")
+
+
+def check_selftest_source(spec: KernelSpec) -> None:
+    """InputError, before anything boots, when the spec names a kernel without a source tree here."""
+    if spec.kind == "build":
+        return
+    if spec.kind == "file" and spec.path is not None and spec.path.parent.parent == kernel_cache() / "builds" \
+            and load_build(spec.path.parent.name) is not None:
+        return
+    raise InputError(f"kernel {spec.text!r}: kselftest steps run the selftests of the kernel's own source tree, "
+                     f"so the kernel must be base[+SERIES] or a bzImage built by `harness kernel build` "
+                     f"(--tree included); {spec.text} has no tree here")
 
 
 def _build_info(kernel: GuestKernel) -> dict:

@@ -477,7 +477,7 @@ def scenario_json_schema() -> dict:
     """JSON Schema of a scenario file, shorthands included (`- snapshot`, `balloon: 1G`)."""
     schema = ScenarioFile.model_json_schema()
     defs = schema["$defs"]
-    for model in STEP_PARAMS.values():
+    for model in (*STEP_PARAMS.values(), GuestFile, SelftestEntry):
         own = defs[model.__name__]
         forms = [own]
         if model.shorthand is not None:
