@@ -477,7 +477,8 @@ def scenario_json_schema() -> dict:
     """JSON Schema of a scenario file, shorthands included (`- snapshot`, `balloon: 1G`)."""
     schema = ScenarioFile.model_json_schema()
     defs = schema["$defs"]
-    for model in (*STEP_PARAMS.values(), GuestFile, SelftestEntry):
+    with_shorthands: list[type[Strict]] = [*STEP_PARAMS.values(), GuestFile, SelftestEntry]
+    for model in with_shorthands:
         own = defs[model.__name__]
         forms = [own]
         if model.shorthand is not None:
