@@ -96,8 +96,9 @@ def parse_tap(test: str, output: str, rc: int | None) -> list[Case]:
         cases.append(Case(test, EXIT_CASE, SKIP, _last_skip_reason(cases) or f"skipped after {len(cases)} of {plan}",
                           tail))
     elif plan is not None and len(cases) < plan:
-        cases.append(Case(test, EXIT_CASE, FAIL, f"exit status {rc} after {len(cases)} of {plan} planned cases",
-                          tail))
+        bail = next((line.strip() for line in pending if line.strip().startswith("Bail out!")), "")
+        cases.append(Case(test, EXIT_CASE, FAIL, f"exit status {rc} after {len(cases)} of {plan} planned cases"
+                          + (f": {bail}" if bail else ""), tail))
     elif rc not in (0, KSFT_SKIP) and not any(c.result == FAIL for c in cases):
         cases.append(Case(test, EXIT_CASE, FAIL, f"exit status {rc} although no case failed", tail))
     return cases

@@ -2,7 +2,8 @@
 gate ``compare`` applies to them, and the per-test table for READMEs.
 
 The gate: a case that passed in every repetition on the baseline kernel and failed in every repetition on
-the candidate is a *regression* (compare exits 1); a case whose result differs between repetitions of one
+the candidate is a *regression* (compare exits 1), and so is a case failing in every repetition that only the
+candidate has (a test that bailed out part-way) when the baseline ran that test without a failure; a case whose result differs between repetitions of one
 kernel is *flaky* and named as such (it is not a regression: more repetitions tell which it is).
 """
 
@@ -94,7 +95,9 @@ def gate(a: Bundle, ka: str, b: Bundle, kb: str) -> SelftestGate:
                 g.flaky.append(f"{name} ({kernel}: {', '.join(results)})")
         if not ra or not rb:
             if rb and set(rb) == {FAIL}:
-                g.new_failures.append(name)
+                # A case only the candidate has (a test that bailed out part-way, say) in a test that ran
+                # clean on the baseline is a regression of that test.
+                (g.regressions if _clean_on(base, key[0]) else g.new_failures).append(name)
             continue
         g.compared += 1
         if set(ra) == {PASS} and set(rb) == {FAIL}:
@@ -104,6 +107,12 @@ def gate(a: Bundle, ka: str, b: Bundle, kb: str) -> SelftestGate:
         elif set(rb) == {FAIL} and PASS not in ra:
             g.new_failures.append(name)
     return g
+
+
+def _clean_on(results: dict[tuple[str, str], list[str]], test: str) -> bool:
+    """The test ran on that kernel, some case passed, and none ever failed."""
+    seen = [r for (t, _), rs in results.items() if t == test for r in rs]
+    return PASS in seen and FAIL not in seen
 
 
 def _cell(cases: list[SelftestCase], reps: int) -> str:

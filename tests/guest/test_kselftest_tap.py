@@ -67,3 +67,9 @@ def test_a_skip_exit_part_way_through_the_plan_is_a_skip():
     cases = parse_tap("ksm_functional_tests", out, 4)
     assert [c.result for c in cases] == [SKIP, SKIP]
     assert cases[-1].reason == 'open("/sys/kernel/mm/ksm/run") failed'
+
+
+def test_a_bail_out_part_way_names_the_reason():
+    out = "TAP version 13\n1..9\nok 1 a\nok 2 b\nBail out! Error:1: mmap() succeeded when it shouldn't have\n"
+    assert parse_tap("map_fixed_noreplace", out, 1)[-1].reason == (
+        "exit status 1 after 2 of 9 planned cases: Bail out! Error:1: mmap() succeeded when it shouldn't have")

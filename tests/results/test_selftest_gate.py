@@ -77,3 +77,14 @@ def test_table_and_junit(tmp_path, capsys):
     assert by_name[("smoke.base.mm.hugepage-mmap", "hugepage-mmap (rep1)")].find("skipped").get("message") == \
         "no hugetlb pages"
     assert by_name[("smoke.base.mm.cow", "anon (rep1)")].find("failure") is None
+
+
+def test_a_test_that_bails_out_on_the_candidate_is_a_regression(tmp_path, capsys):
+    base = {("map_fixed_noreplace", "a"): "pass", ("map_fixed_noreplace", "b"): "pass", ("cow", "anon"): "pass"}
+    bailed = {("map_fixed_noreplace", "a"): "pass", ("map_fixed_noreplace", "(exit status)"): "fail",
+              ("cow", "anon"): "pass"}
+    b = bundle(tmp_path / "b", {"base": [base, base], "base+break": [bailed, bailed]})
+    code, out = run(compare, ["compare", str(b), "--json"], capsys)
+    assert code == 1
+    (c,) = json.loads(out)["comparisons"]
+    assert c["selftests"]["regressions"] == ["map_fixed_noreplace: (exit status)"]
