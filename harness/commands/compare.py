@@ -10,6 +10,9 @@ Metrics are matched by (name, phase) and judged by their change of medians (boot
 CI, Mann-Whitney U; counters by a no-overlap rule).  Timings from different accelerators, QEMU
 versions or host CPUs are not judged; counters and memory still are.
 
+Selftests (kselftest steps): a test case that passed in every repetition on the baseline and fails in every
+repetition on the candidate is a regression; one with mixed results across repetitions is named flaky.
+
 Exit status: 0 nothing regressed, 1 something regressed, 2 bad input.  A failed bundle is compared
 as far as its metrics go, with a warning.
 """
@@ -63,7 +66,7 @@ def cmd_compare(args) -> int:
         print_rich(comparisons, warnings, args.threshold, leaks)
     if args.aa and not args.json:
         print("\n".join(threshold_notes(comparisons)))
-    return 1 if leaks or any(c.count(stats.REGRESSION) for c in comparisons) else 0
+    return 1 if leaks or any(c.regressed for c in comparisons) else 0
 
 
 def register(subparsers) -> None:

@@ -15,6 +15,7 @@ from rich.table import Table
 from harness.errors import HarnessError, InputError
 from harness.guest import zeroing_paths
 from harness.kernels.resolve import check_available
+from harness.kernels.selftests import check_selftest_source
 from harness.kernels.spec import parse_kernel_spec, series_ref
 from harness.machine.config import TIMING_MODES
 from harness.numbers import fmt_num
@@ -72,6 +73,8 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
         raise InputError(f"the same kernel is named twice: {', '.join(twice)}")
     for spec in specs:
         check_available(spec)
+        if scenario.mm_selftests:
+            check_selftest_source(spec)
     _check_zeroing_paths_kernels(scenario, specs)
     check_kernel_names(scenario, [s.text for s in specs])
     results_dir = results_dir or DEFAULT_RESULTS

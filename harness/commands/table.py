@@ -6,11 +6,21 @@ import sys
 
 from harness.errors import InputError
 from harness.results.bundle import load_bundle
+from harness.results.selftests import has_selftests
+from harness.results.selftests import table_markdown as selftest_table
 from harness.results.table import parse_metric, render
 
 
 def cmd_table(args) -> int:
     bundles = [load_bundle(p) for p in args.bundles]
+    if args.selftests:
+        for b in bundles:
+            if not has_selftests(b):
+                raise InputError(f"{b.path}: no kselftest results in this bundle")
+            sys.stdout.write(f"From `{b.scenario}`, {b.started[:10]}, {b.accel or '?'}, timing {b.timing}, "
+                             f"{b.manifest.reps} repetition(s) per kernel; cases per repetition; bundle "
+                             f"`{b.path.name}` ({b.status}).\n\n" + selftest_table(b))
+        return 0
     missing = [k for k in args.kernel or [] if not any(k in b.kernels for b in bundles)]
     if missing:
         raise InputError(f"no bundle has results for {', '.join(missing)}")
@@ -24,4 +34,6 @@ def register(subparsers) -> None:
     p.add_argument("--metric", action="append", metavar="NAME[@PHASE]",
                    help="a row (repeatable, in order); default: every metric that is not always 0")
     p.add_argument("--kernel", action="append", metavar="SPEC", help="only this kernel's column (repeatable)")
+    p.add_argument("--selftests", action="store_true",
+                   help="the kselftest results instead: per test, pass/fail/skip per kernel and why skipped")
     p.set_defaults(func=cmd_table)

@@ -83,14 +83,19 @@ def _digest(files: dict[str, Path], texts: dict[str, str], sources: list[Path]) 
     return h.hexdigest()[:20]
 
 
-def build_image(kernel: GuestKernel) -> Path:
-    """The initramfs for `kernel` (cached by content); returns the cpio path."""
+def build_image(kernel: GuestKernel, extra_files: dict[str, Path] | None = None) -> Path:
+    """The initramfs for `kernel` plus `extra_files` (guest path -> host file: a scenario's own files, the
+    kernel's selftests), cached by content; returns the cpio path."""
     keys = ssh_keys()
     files = _host_inputs()
     files["/etc/dropbear/dropbear_ed25519_host_key"] = keys.host_key
     for module in kernel.modules:
         files[f"/lib/modules/boot/{module.name}"] = module
     files.update(kernel.extra_files)
+    for dest, src in (extra_files or {}).items():
+        if dest in files or dest in ("/init", *(f"/usr/bin/{p}" for p in PROBES)):
+            raise HarnessError(f"guest file {dest} would replace one the harness needs: choose another path")
+        files[dest] = src
     files["/init"] = GUEST_DIR / "init"
     texts = _etc_files(keys, kernel)
     sources = sorted((GUEST_DIR / "probes").iterdir())

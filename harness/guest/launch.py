@@ -6,15 +6,16 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from harness.constants import READY_MARKER
-from harness.errors import HarnessError
+from harness.errors import HarnessError, InputError
 from harness.guest.image import build_image
 from harness.guest.keys import SshKeys, ssh_keys
 from harness.guest.ssh import Guest
 from harness.kernels.resolve import resolve_kernel
+from harness.kernels.selftests import MM_DIR, build_mm_selftests
 from harness.kernels.spec import GuestKernel, KernelSpec, parse_kernel_spec
 from harness.machine import accel
 from harness.machine.config import MachineConfig
@@ -22,6 +23,7 @@ from harness.machine.vm import VM, GuestDied
 from harness.process import poll_until
 
 KVM_PROBE_TIMEOUT_S = 8.0
+SELFTESTS_GUEST_DIR = "/opt/selftests/mm"
 
 
 @dataclass(frozen=True)
@@ -31,12 +33,28 @@ class BootKit:
     kernel: GuestKernel
     initrd: Path
     keys: SshKeys
+    # mm selftests the scenario asked for that this kernel's tree did not build: name -> why
+    selftests_not_built: dict[str, str] = field(default_factory=dict)
 
 
-def prepare_boot(spec: KernelSpec, progress=None) -> BootKit:
-    """Fetch or build the kernel and its initramfs (both cached)."""
+def prepare_boot(spec: KernelSpec, progress=None, files: dict[str, Path] | None = None,
+                 mm_selftests: tuple[str, ...] = ()) -> BootKit:
+    """Fetch or build the kernel and its initramfs (both cached), with a scenario's own `files` (guest path
+    -> host file) and the named mm selftests built from the kernel's own source tree."""
     kernel = resolve_kernel(spec, progress)
-    return BootKit(kernel, build_image(kernel), ssh_keys())
+    extra = dict(files or {})
+    not_built: dict[str, str] = {}
+    if mm_selftests:
+        built = build_mm_selftests(kernel, progress)
+        for name in mm_selftests:
+            if name in built.binaries:
+                extra[f"{SELFTESTS_GUEST_DIR}/{name}"] = built.binaries[name]
+            elif name in built.not_built:
+                not_built[name] = built.not_built[name]
+            else:
+                raise InputError(f"mm selftest {name!r}: {MM_DIR} of {spec.text} has no such test "
+                                 f"(built: {', '.join(sorted(built.binaries))})")
+    return BootKit(kernel, build_image(kernel, extra), ssh_keys(), not_built)
 
 
 def make_vm(kit: BootKit, config: MachineConfig, accel_name: str, logdir: Path) -> VM:

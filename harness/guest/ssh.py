@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import hashlib
+import shlex
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,6 +96,38 @@ class Guest:
                 f"guest command failed with exit code {rc}: {command}: {result.stderr.strip() or result.stdout.strip()}"
             )
         return result
+
+    def upload(self, src: Path, dest: str, mode: int = 0o755, timeout: float = 300) -> str:
+        """Copy the host file `src` to `dest` in the guest over this connection (`cat` fed on stdin: the guest
+        has no scp or sftp server), then check its size and sha256 there; returns the sha256."""
+        if self._client is None:
+            raise GuestCommandError("not connected to the guest")
+        data = src.read_bytes()
+        digest = hashlib.sha256(data).hexdigest()
+        tmp = f"{dest}.upload"
+        q_dest, q_tmp = shlex.quote(dest), shlex.quote(tmp)
+        command = f"mkdir -p $(dirname {q_dest}) && cat > {q_tmp}"
+        start = time.monotonic()
+        try:
+            channel = self._client.get_transport().open_session(timeout=10)
+            channel.settimeout(timeout)
+            channel.exec_command(command)
+            channel.sendall(data)
+            channel.shutdown_write()
+            err = channel.makefile_stderr("rb").read()
+            rc = channel.recv_exit_status()
+            channel.close()
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise GuestCommandError(f"SSH connection lost uploading {src} to {dest}: {exc!r}") from exc
+        self._log(f"{command}  # {len(data)} bytes from {src}", rc, b"", err, time.monotonic() - start)
+        if rc != 0:
+            raise GuestCommandError(f"upload of {src} to {dest} failed (exit {rc}): {err.decode(errors='replace')}")
+        check = self.run(f"stat -c %s {q_tmp} && sha256sum {q_tmp}").stdout.split()
+        if check[:2] != [str(len(data)), digest]:
+            raise GuestCommandError(f"upload of {src} to {dest}: the guest has {check[:2]}, "
+                                    f"expected {len(data)} bytes with sha256 {digest}")
+        self.run(f"chmod {mode:o} {q_tmp} && mv {q_tmp} {q_dest}")
+        return digest
 
     def _log(self, command: str, rc: int | None, out: bytes, err: bytes, seconds: float) -> None:
         with self.transcript.open("a") as f:

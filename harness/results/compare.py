@@ -25,6 +25,8 @@ from harness.numbers import fmt_num
 from harness.results import stats
 from harness.results.bundle import Bundle
 from harness.results.metrics import TIME, definition
+from harness.results.selftests import SelftestGate, has_selftests
+from harness.results.selftests import gate as selftest_gate
 from harness.scenario.expectations import EXPECTED_LEAK, LEAK
 
 # ---------------------------------------------------------------------------------------------- bundles
@@ -76,6 +78,11 @@ class KernelComparison:
     rows: list[Row] = field(default_factory=list)
     only_base: list[tuple[str, str]] = field(default_factory=list)
     only_other: list[tuple[str, str]] = field(default_factory=list)
+    selftests: SelftestGate | None = None  # when either side ran selftests
+
+    @property
+    def regressed(self) -> bool:
+        return bool(self.count(stats.REGRESSION) or (self.selftests and self.selftests.regressions))
 
     def count(self, verdict: str) -> int:
         return sum(r.judgement.verdict == verdict for r in self.rows)
@@ -91,6 +98,7 @@ class KernelComparison:
             "metrics": [r.to_json() for r in self.rows],
             "only_in_base": [{"name": n, "phase": p} for n, p in self.only_base],
             "only_in_other": [{"name": n, "phase": p} for n, p in self.only_other],
+            "selftests": self.selftests.to_json() if self.selftests else None,
         }
 
 
@@ -124,6 +132,8 @@ def compare_kernels(a: Bundle, ka: str, b: Bundle, kb: str, threshold_pct: float
                         deterministic=comparable and a.timing == "icount")
         cmp.rows.append(Row(phase, j, av, sb[key], pct, source))
     cmp.only_other = [k for k in sb if k not in sa]
+    if has_selftests(a) or has_selftests(b):
+        cmp.selftests = selftest_gate(a, ka, b, kb)
     return cmp
 
 
@@ -261,6 +271,8 @@ def to_markdown(comparisons: list[KernelComparison], warnings: list[str], thresh
                 cells[9] = f"**{cells[9]}**"
             lines.append("| " + " | ".join(md_escape(x) for x in cells) + " |")
         lines += ["", summary_line(c)]
+        if c.selftests:
+            lines += ["", c.selftests.summary()] + [f"- {md_escape(x)}" for x in c.selftests.lines()]
         for label, keys in (("only in baseline", c.only_base), ("only in other", c.only_other)):
             if keys:
                 lines.append(f"{label}: " + ", ".join(f"{n}@{p or '-'}" for n, p in keys))
@@ -277,7 +289,7 @@ def to_json(comparisons: list[KernelComparison], bundles: list[Bundle], warnings
         "bundles": [{"path": str(b.path), "status": b.status, "error": b.error, "scenario": b.scenario,
                      "kernels": b.kernels, **environment(b)} for b in bundles],
         "warnings": warnings,
-        "regressed": any(c.count(stats.REGRESSION) for c in comparisons),
+        "regressed": any(c.regressed for c in comparisons),
         "comparisons": [c.to_json() for c in comparisons],
     }
 
@@ -320,6 +332,11 @@ def print_rich(comparisons: list[KernelComparison], warnings: list[str], thresho
             table.add_row(*(_compact(cells) if compact else cells), style=style.get(r.judgement.verdict))
         console.print(table)
         console.print(summary_line(c), highlight=False)
+        if c.selftests:
+            console.print(c.selftests.summary(), highlight=False)
+            for line in c.selftests.lines():
+                mark = "bold red" if line.startswith("REGRESSION") else "yellow" if line.startswith("FLAKY") else ""
+                console.print(f"[{mark}]{escape(line)}[/]" if mark else escape(line), highlight=False)
     console.print(f"change = % change of medians; flagged when p < {stats.ALPHA} and |change| > "
                   f"{threshold_pct:g}% (counters: samples do not overlap and |change| > threshold)"
                   + ("; mean, stddev, CV: widen the terminal or use --md/--json" if compact else ""),

@@ -43,6 +43,13 @@ _DEFS = [
     MetricDef("rss_mib", "MiB", MEMORY, None, "host RSS of the QEMU process at the end of a step"),
     MetricDef("rss_drop_mib", "MiB", MEMORY, "higher", "host RSS returned by free page reporting: the peak of the step before the wait to its end", headline=True),
     MetricDef("contig_bench_us", "us", TIME, "lower", "in-guest alloc order-9 + split_page + free_contig_range loop", headline=True),
+    # Informational: the per-case verdicts (kselftest.json) are what compare judges, pass to fail named.
+    MetricDef("kselftest_pass", "cases", COUNTER, None, "selftest cases that passed in a kselftest step"),
+    MetricDef("kselftest_fail", "cases", COUNTER, None, "selftest cases that failed in a kselftest step"),
+    MetricDef("kselftest_skip", "cases", COUNTER, None, "selftest cases skipped (with the reason in kselftest.json)"),
+    MetricDef("stress_touch_runs", "runs", COUNTER, None, "memtouch runs completed during a stress step"),
+    MetricDef("stress_dirty_runs", "runs", COUNTER, None, "memdirty runs completed during a stress step"),
+    MetricDef("balloon_cycles", "cycles", COUNTER, None, "inflate/deflate cycles the host drove during a stress step"),
     MetricDef("vmstat.pgzero_skip_*", "pages", COUNTER, "higher", "zeroings skipped because the page was known zero", headline=True),
     MetricDef("vmstat.pgzero_*", "pages", COUNTER, "lower", "base pages zeroed by the kernel"),
     MetricDef("zeroing.alloc_pages", "pages", COUNTER, "lower",

@@ -29,6 +29,11 @@ def _steps(results: list[RepResult], kernel: str, kind: str):
                     yield r.rep, s
 
 
+def _touches(results: list[RepResult], kernel: str) -> list:
+    """Every step that handed pages to memtouch and counted the non-zero ones: memtouch and stress."""
+    return list(_steps(results, kernel, "memtouch")) + list(_steps(results, kernel, "stress"))
+
+
 def evaluate(scenario: Scenario, bundle: MetricValues, results: list[RepResult], kernels: list[str]) -> list[dict]:
     """Rows for the kernels that ran; checks that name a kernel which did not run (--kernel overrides
     the scenario's list) are left out."""
@@ -62,13 +67,12 @@ def evaluate(scenario: Scenario, bundle: MetricValues, results: list[RepResult],
                              (f"host RSS fell by less than {floor:g} MiB: " + "; ".join(low)) if low else
                              f"host RSS fell by {min(d for *_, d in drops):.0f} MiB or more" if drops else
                              "no wait_reporting step ran"))
-        touches = list(_steps(results, k, "memtouch"))
+        touches = _touches(results, k)
         expected_leaks = {x.kernel: x.why for x in e.expected_leaks}
         if touches or k in expected_leaks:
             rows.append(_leak_row(k, touches, expected_leaks))
         if e.nonzero_pages is not None:
             want = e.nonzero_pages
-            touches = list(_steps(results, k, "memtouch"))
             bad = [f"rep{rep} {s.phase}: {s.data['nonzero_pages']} non-zero pages "
                    f"({s.data['pattern_pages']} with memdirty's pattern)"
                    for rep, s in touches if s.data["nonzero_pages"] != want]
@@ -80,6 +84,12 @@ def evaluate(scenario: Scenario, bundle: MetricValues, results: list[RepResult],
             rows.append(_row("kernel_log_clean", k, bool(reps) and not bad,
                              "; ".join(bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "") if bad else
                              f"no kernel warning, BUG or bad page in dmesg of {len(reps)} boot(s)"))
+        if e.kselftests_pass and scenario.mm_selftests:
+            reps = [r for r in results if r.kernel == k]
+            bad = [f"rep{r.rep} {f}" for r in reps for f in r.selftest_failures]
+            rows.append(_row("kselftests_pass", k, bool(reps) and not bad,
+                             "failed: " + "; ".join(bad[:10]) + (f" (+{len(bad) - 10} more)" if len(bad) > 10 else "")
+                             if bad else f"no selftest case failed in {len(reps)} repetition(s)"))
     rows += _kernel_log_checks(scenario, results, kernels)
     rows += _metric_checks(scenario, bundle, kernels)
     rows += _ratio_checks(scenario, bundle, kernels)

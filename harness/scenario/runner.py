@@ -49,7 +49,7 @@ def execute(scenario: Scenario, specs: list[KernelSpec], reps: int, sink: RunSin
     with make_progress(console) as progress:
         kits: list[BootKit] = []
         for spec in specs:
-            kit = prepare_boot(spec, progress)
+            kit = prepare_boot(spec, progress, files=scenario.files, mm_selftests=scenario.mm_selftests)
             kits.append(kit)
             sink.add_kernel(dict(kit.kernel.record, zeroing_counters=None, guest_release=None, clocksource=None))
         results = []

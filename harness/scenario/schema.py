@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from harness.errors import InputError
+from harness.guest.overlay import DEFAULT_DEST_DIR, overlay_files
 from harness.guest.zeroing import METHODS as ZEROING_METHODS
 from harness.kernels.spec import KernelSpec, parse_kernel_spec
 from harness.machine.config import BACKENDS, TIMING_MODES, MachineConfig
@@ -38,6 +39,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 PHASE = re.compile(r"^[A-Za-z0-9_-]+$")
 MIN_GUEST_MIB = 256
 MIN_BALLOON_TARGET_MIB = 128
+SELFTEST_SUITES = ("mm",)
 
 
 def _size_mib(value: Any) -> int:
@@ -112,11 +114,20 @@ class QemuOptions(Strict):
         return self
 
 
+class GuestFile(Strict):
+    """A host file or directory added to the guest image (`- ./hello` puts it in /usr/local/bin)."""
+
+    shorthand = "src"
+    src: Annotated[str, Field(min_length=1)]  # relative to the scenario file's directory
+    dest: str | None = None  # guest path (default /usr/local/bin/<name>); a directory's files go below it
+
+
 class GuestOptions(Strict):
     memory_mib: SizeMiB = Field(2048, alias="memory")
     cpus: int = 2
     cmdline: str = ""
     zeroing: ZeroingMethod = "auto"  # how zeroing is counted (harness.guest.zeroing)
+    files: list[GuestFile] = []
 
     @model_validator(mode="after")
     def _bounds(self) -> GuestOptions:
@@ -207,12 +218,70 @@ class ZeroingPathsParams(Strict):
         return self
 
 
+class UploadParams(Strict):
+    """Copy a host file into the running guest over SSH (checked by size and sha256 there)."""
+
+    src: Annotated[str, Field(min_length=1)]  # relative to the scenario file's directory
+    dest: Annotated[str, Field(pattern=r"^/")]
+    mode: Annotated[str, Field(pattern=r"^[0-7]{3,4}$")] = "755"
+
+
+class StressParams(Strict):
+    """For `seconds`: memdirty and memtouch loop in the guest while the host moves the balloon between
+    `balloon_low` and the full guest memory every `balloon_period_s` (free page reporting runs meanwhile)."""
+
+    seconds: Annotated[Number, Field(gt=0)]
+    memdirty_mib: SizeMiB = Field(alias="memdirty")
+    memtouch_mib: SizeMiB = Field(alias="memtouch")
+    balloon_low_mib: SizeMiB = Field(alias="balloon_low")
+    balloon_period_s: Annotated[Number, Field(gt=0)] = 5
+    thp: bool = False
+
+    @model_validator(mode="after")
+    def _leaves_room(self) -> StressParams:
+        if self.balloon_low_mib < MIN_BALLOON_TARGET_MIB:
+            raise problem(f"{self.balloon_low_mib} MiB would leave the guest too little memory to run "
+                          f"(at least {MIN_BALLOON_TARGET_MIB}M)", "balloon_low")
+        if self.memdirty_mib + self.memtouch_mib >= self.balloon_low_mib:
+            raise problem(f"memdirty + memtouch ({self.memdirty_mib + self.memtouch_mib} MiB) do not fit in "
+                          f"balloon_low ({self.balloon_low_mib} MiB)", "balloon_low")
+        return self
+
+
+class SelftestEntry(Strict):
+    shorthand = "name"
+    name: Annotated[str, AfterValidator(_matches(NAME, "a selftest binary's name"))]
+    args: str = ""
+    timeout_s: Number | None = None  # default: the step's timeout_s
+    skip: str | None = None  # a reason not to run it here: recorded as a skipped case with this reason
+
+
+class KselftestParams(Strict):
+    """Selected tests of the kernel's own tools/testing/selftests/mm, built statically from its source tree."""
+
+    shorthand = "tests"
+    suite: Annotated[str, AfterValidator(_one_of(SELFTEST_SUITES)),
+                     WithJsonSchema({"enum": list(SELFTEST_SUITES)})] = "mm"
+    tests: Annotated[list[SelftestEntry], Field(min_length=1)]
+    timeout_s: Annotated[Number, Field(gt=0)] = 300
+
+    @model_validator(mode="after")
+    def _each_once(self) -> KselftestParams:
+        names = [t.name for t in self.tests]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise problem(f"{', '.join(twice)} named twice", "tests")
+        return self
+
+
 StepParams = (BootParams | BalloonParams | MemdirtyParams | MemtouchParams | WaitReportingParams | SleepParams
-              | SnapshotParams | ContigBenchParams | ShellParams | ZeroingPathsParams)
+              | SnapshotParams | ContigBenchParams | ShellParams | ZeroingPathsParams | UploadParams
+              | KselftestParams | StressParams)
 STEP_PARAMS: dict[str, type[Strict]] = {
     "boot": BootParams, "balloon": BalloonParams, "memdirty": MemdirtyParams, "memtouch": MemtouchParams,
     "wait_reporting": WaitReportingParams, "sleep": SleepParams, "snapshot": SnapshotParams,
     "contig_bench": ContigBenchParams, "shell": ShellParams, "zeroing_paths": ZeroingPathsParams,
+    "upload": UploadParams, "kselftest": KselftestParams, "stress": StressParams,
 }
 STEP_TYPES = tuple(STEP_PARAMS)
 
@@ -231,6 +300,9 @@ class StepEntry(Strict):
     contig_bench: ContigBenchParams | None = None
     shell: ShellParams | None = None
     zeroing_paths: ZeroingPathsParams | None = None
+    upload: UploadParams | None = None
+    kselftest: KselftestParams | None = None
+    stress: StressParams | None = None
 
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
@@ -322,6 +394,7 @@ class Expectations(Strict):
     nonzero_pages: int | None = None
     kernel_log_clean: bool = True
     kernel_log: list[KernelLogCheck] = []
+    kselftests_pass: bool = True  # with kselftest steps: every case that ran passed (or was skipped)
     metrics: list[MetricCheck] = []
     ratios: list[RatioCheck] = []
 
@@ -361,6 +434,9 @@ class ScenarioFile(Strict):
             if isinstance(p, BalloonParams) and p.target_mib > memory:
                 raise problem(f"{p.target_mib} MiB is above the guest memory ({memory} MiB)",
                               *at, "target")
+            if isinstance(p, StressParams) and p.balloon_low_mib >= memory:
+                raise problem(f"{p.balloon_low_mib} MiB is not below the guest memory ({memory} MiB)",
+                              *at, "balloon_low")
             if isinstance(p, MemdirtyParams) and p.size_mib >= memory:
                 raise problem(f"{p.size_mib} MiB does not fit in the guest's {memory} MiB", *at, "size")
         return self
@@ -385,6 +461,16 @@ class Scenario:
     repetitions: int
     steps: list[Step]
     expect: Expectations = field(default_factory=Expectations)
+    files: dict[str, Path] = field(default_factory=dict)  # guest path -> host file, added to the image
+
+    @property
+    def mm_selftests(self) -> tuple[str, ...]:
+        """Every mm selftest a kselftest step runs (built from each kernel's tree, put in its image)."""
+        names: list[str] = []
+        for step in self.steps:
+            if isinstance(step.params, KselftestParams):
+                names += [t.name for t in step.params.tests if t.skip is None and t.name not in names]
+        return tuple(names)
 
     def machine(self) -> MachineConfig:
         """The guest machine this scenario describes, for the QEMU layer."""
@@ -413,16 +499,30 @@ def load_scenario(path: str | Path) -> Scenario:
 def parse_scenario(data: Any, path: Path, content: str = "") -> Scenario:
     f = validate(ScenarioFile, data, path)
     steps = [Step(e.kind, e.phase or f"{e.measured.kind}{i}", e.params) for i, e in enumerate(f.steps)]
+    here = path.parent
+    files: dict[str, Path] = {}
+    for i, gf in enumerate(f.guest.files):
+        src = (here / gf.src).resolve()
+        dest = gf.dest or f"{DEFAULT_DEST_DIR}/{src.name}"
+        files.update(overlay_files(src, dest, f"{path}: guest.files[{i}]"))
+    for i, e in enumerate(f.steps):
+        if isinstance(e.params, UploadParams):
+            src = here / e.params.src
+            overlay_files(src, e.params.dest, f"{path}: steps[{i}].upload")
+            if not src.is_file():
+                raise InputError(f"{path}: steps[{i}].upload: {src} is not a file (upload copies one file)")
+            steps[i] = Step(e.kind, steps[i].phase, e.params.model_copy(update={"src": str(src.resolve())}))
     return Scenario(name=f.name, path=path, content=content, description=f.description, guest=f.guest, qemu=f.qemu,
                     kernels=[parse_kernel_spec(k) for k in f.kernels], repetitions=f.repetitions, steps=steps,
-                    expect=f.expect)
+                    expect=f.expect, files=files)
 
 
 def scenario_json_schema() -> dict:
     """JSON Schema of a scenario file, shorthands included (`- snapshot`, `balloon: 1G`)."""
     schema = ScenarioFile.model_json_schema()
     defs = schema["$defs"]
-    for model in STEP_PARAMS.values():
+    with_shorthands: list[type[Strict]] = [*STEP_PARAMS.values(), GuestFile, SelftestEntry]
+    for model in with_shorthands:
         own = defs[model.__name__]
         forms = [own]
         if model.shorthand is not None:

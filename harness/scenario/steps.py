@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pydantic import BaseModel
 from rich.markup import escape
 
+from harness.constants import SELFTEST_FILE
 from harness.errors import HarnessError
-from harness.guest import probes, zeroing, zeroing_paths
-from harness.guest.launch import BootKit, make_vm, wait_ready
+from harness.guest import kselftest, probes, zeroing, zeroing_paths
+from harness.guest.launch import SELFTESTS_GUEST_DIR, BootKit, make_vm, wait_ready
 from harness.guest.probe_check import check_faults
 from harness.guest.ssh import Guest
 from harness.machine import balloon
@@ -24,12 +27,15 @@ from harness.process import poll_until
 from harness.scenario.schema import (
     BalloonParams,
     ContigBenchParams,
+    KselftestParams,
     MemdirtyParams,
     MemtouchParams,
     Scenario,
     ShellParams,
     SleepParams,
     Step,
+    StressParams,
+    UploadParams,
     WaitReportingParams,
     ZeroingPathsParams,
 )
@@ -67,6 +73,7 @@ class RepResult:
     qemu_argv: list[str] = field(default_factory=list)
     kernel_problems: list[str] = field(default_factory=list)  # WARNING/BUG/bad page lines from dmesg
     kernel_log: str = ""  # the guest's dmesg at the end of the repetition
+    selftest_failures: list[str] = field(default_factory=list)  # "test: case" of every failed selftest case
 
     @property
     def invalid_steps(self) -> list[str]:
@@ -339,8 +346,107 @@ class RepRunner:
 
     def _step_shell(self, step: Step, record: StepRecord) -> None:
         p: ShellParams = step.params
-        res = self.ssh.run(p.command, timeout=p.timeout_s)
-        record.data.update(stdout=res.stdout[-4000:])
+        res = self.ssh.run(p.command, timeout=p.timeout_s, check=False)
+        out = self.dir / f"shell-{step.phase}.txt"  # the whole output; steps.json keeps its tail
+        out.write_text(res.stdout + (f"# stderr:\n{res.stderr}" if res.stderr else ""))
+        record.data.update(stdout=res.stdout[-4000:], rc=res.rc, output_file=out.name)
+        if res.rc != 0:
+            raise HarnessError(f"{step.phase}: shell command failed with exit code {res.rc}: {p.command}: "
+                               f"{(res.stderr.strip() or res.stdout.strip())[-300:]}")
+
+    def _step_upload(self, step: Step, record: StepRecord) -> None:
+        p: UploadParams = step.params
+        src = Path(p.src)
+        t0 = time.monotonic()
+        digest = self.ssh.upload(src, p.dest, int(p.mode, 8))
+        seconds = time.monotonic() - t0
+        record.data.update(src=str(src), dest=p.dest, bytes=src.stat().st_size, sha256=digest, seconds=seconds)
+        self.console.print(f"  {step.phase}: uploaded {src.name} to {p.dest} ({src.stat().st_size} bytes, "
+                           f"sha256 checked) in {seconds:.1f} s")
+
+    def _step_kselftest(self, step: Step, record: StepRecord) -> None:
+        p: KselftestParams = step.params
+        logs = self.dir / "kselftest"
+        logs.mkdir(exist_ok=True)
+        cases: list[kselftest.Case] = []
+        tests: list[dict] = []
+        for t in p.tests:
+            if t.skip is not None or t.name in self.kit.selftests_not_built:
+                reason = t.skip or self.kit.selftests_not_built[t.name]
+                cases.append(kselftest.Case(t.name, t.name, kselftest.SKIP, reason))
+                tests.append({"test": t.name, "rc": None, "seconds": 0, "skipped": reason})
+                continue
+            self.vm.check_alive()
+            run = kselftest.run_selftest(self.ssh, SELFTESTS_GUEST_DIR, t.name, t.args, t.timeout_s or p.timeout_s)
+            (logs / f"{t.name}.log").write_text(run.output)
+            cases += run.cases
+            tests.append({"test": t.name, "rc": run.rc, "seconds": run.seconds, "log": f"kselftest/{t.name}.log"})
+            counts = {r: sum(c.result == r for c in run.cases) for r in (kselftest.PASS, kselftest.FAIL, kselftest.SKIP)}
+            self.console.print(f"  {step.phase}: {p.suite}/{t.name}: {counts['pass']} pass, {counts['fail']} fail, "
+                               f"{counts['skip']} skip in {run.seconds:.1f} s")
+        rows = [{"suite": p.suite, "phase": step.phase, **c.to_json()} for c in cases]
+        path = self.dir / SELFTEST_FILE
+        previous = json.loads(path.read_text()) if path.exists() else []
+        path.write_text(json.dumps(previous + rows, indent=1) + "\n")
+        for result in (kselftest.PASS, kselftest.FAIL, kselftest.SKIP):
+            self.metric(f"kselftest_{result}", sum(c.result == result for c in cases), step.phase)
+        self.result.selftest_failures += [f"{c.test}: {c.case}" for c in cases if c.result == kselftest.FAIL]
+        record.data.update(suite=p.suite, tests=tests)
+
+    def _step_stress(self, step: Step, record: StepRecord) -> None:
+        """memdirty and memtouch loop in the guest while the host inflates and deflates the balloon, for a
+        fixed time: reporting against allocation, deflate against reporting.  Every memtouch run counts
+        the non-zero pages it was handed; the no_leak and nonzero_pages expectations read their sum."""
+        p: StressParams = step.params
+        thp = " --thp" if p.thp else ""
+        loops = {"dirty": f"memdirty {p.memdirty_mib}{thp}", "touch": f"memtouch {p.memtouch_mib}{thp}"}
+        self.ssh.run("rm -rf /tmp/stress && mkdir /tmp/stress")
+        for name, command in loops.items():
+            # Guest uptime bounds the loop; each probe's JSON line (or its failure) is appended to a file.
+            script = (f"end=$(( $(cut -d. -f1 /proc/uptime) + {int(p.seconds)} )); "
+                      f"while [ $(cut -d. -f1 /proc/uptime) -lt $end ]; do "
+                      f"{command} >> /tmp/stress/{name}.jsonl 2>> /tmp/stress/{name}.err "
+                      f"|| echo \"exit $?\" >> /tmp/stress/{name}.failed; done; touch /tmp/stress/{name}.done")
+            self.ssh.run(f"sh -c {shlex.quote(script)} < /dev/null > /dev/null 2>&1 &")
+        full = self.machine.memory_mib
+        cycles = timeouts = 0
+        end = time.monotonic() + p.seconds
+        while time.monotonic() < end:
+            for target in (p.balloon_low_mib, full):
+                try:
+                    balloon.set_target(self.qmp, target, p.balloon_period_s, alive=self.vm.check_alive)
+                except balloon.BalloonTimeout:
+                    timeouts += 1  # the guest was busy: the next target is set anyway
+            cycles += 1
+        balloon.set_target(self.qmp, full, 120, alive=self.vm.check_alive)
+        poll_until(lambda: self.ssh.run("test -f /tmp/stress/dirty.done -a -f /tmp/stress/touch.done",
+                                        check=False).rc == 0,
+                   timeout=300, interval=1.0, alive=self.vm.check_alive)
+        runs = {}
+        for name in loops:
+            text = self.ssh.run(f"cat /tmp/stress/{name}.jsonl /tmp/stress/{name}.failed 2>/dev/null; true").stdout
+            (self.dir / f"stress-{step.phase}-{name}.txt").write_text(text)
+            runs[name] = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+            runs[f"{name}_failed"] = [line for line in text.splitlines() if line.startswith("exit")]
+        touches = runs["touch"]
+        nonzero = sum(t["nonzero_pages"] for t in touches)
+        first = next((t for t in touches if t["nonzero_pages"]), None)
+        record.data.update(
+            nonzero_pages=nonzero, pattern_pages=sum(t["pattern_pages"] for t in touches),
+            first_nonzero_page=first["first_nonzero_page"] if first else -1, samples=first["samples"] if first else [],
+            touch_runs=len(touches), dirty_runs=len(runs["dirty"]), touch_failures=runs["touch_failed"],
+            dirty_failures=runs["dirty_failed"], balloon_cycles=cycles, balloon_timeouts=timeouts)
+        self.metric("nonzero_pages", nonzero, step.phase)
+        self.metric("stress_touch_runs", len(touches), step.phase)
+        self.metric("stress_dirty_runs", len(runs["dirty"]), step.phase)
+        self.metric("balloon_cycles", cycles, step.phase)
+        self.console.print(f"  {step.phase}: stress {p.seconds:g} s: {len(runs['dirty'])} memdirty and {len(touches)} "
+                           f"memtouch runs ({len(runs['dirty_failed']) + len(runs['touch_failed'])} failed), "
+                           f"{cycles} balloon cycles ({timeouts} targets not reached in "
+                           f"{p.balloon_period_s:g} s), {nonzero} non-zero pages")
+        if not touches or not runs["dirty"]:
+            raise HarnessError(f"{step.phase}: stress ran no complete memtouch or memdirty "
+                               f"(failures: {runs['touch_failed'] + runs['dirty_failed']})")
 
     def _save_kernel_log(self) -> None:
         dmesg = self.ssh.run("dmesg").stdout

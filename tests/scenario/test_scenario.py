@@ -185,3 +185,34 @@ def test_every_shipped_scenario_validates_against_the_exported_json_schema():
     for bad in ({"name": "t", "steps": ["explode"]}, {"name": "t", "steps": [{"memtouch": {"size": "1M", "x": 1}}]},
                 {"steps": ["snapshot"]}, {"name": "t", "steps": ["snapshot"], "qemu": {"timing": "fast"}}):
         assert not validator.is_valid(bad), bad
+
+
+@pytest.mark.parametrize(
+    "steps, message",
+    [
+        ("[{kselftest: []}]", "steps[0].kselftest.tests: must not be empty"),
+        ("[{kselftest: [cow, cow]}]", "steps[0].kselftest.tests: cow named twice"),
+        ("[{kselftest: {suite: net, tests: [cow]}}]", "steps[0].kselftest.suite: 'net' is not one of mm"),
+        ("[{kselftest: {tests: [cow], timeout_s: 0}}]", "steps[0].kselftest.timeout_s: must be at least"),
+        ("[{upload: {src: x, dest: relative}}]", "steps[0].upload.dest"),
+        ("[{stress: {seconds: 10, memdirty: 600M, memtouch: 100M, balloon_low: 640M}}]",
+         "steps[0].stress.balloon_low: memdirty + memtouch (700 MiB) do not fit"),
+        ("[{stress: {seconds: 10, memdirty: 60M, memtouch: 10M, balloon_low: 2G}}]",
+         "steps[0].stress.balloon_low: 2048 MiB is not below the guest memory"),
+    ],
+)
+def test_bad_workload_steps_are_one_line(tmp_path, steps, message):
+    path = write(tmp_path, f"name: t\nguest: {{memory: 1G}}\nsteps: {steps}\n")
+    with pytest.raises(InputError) as exc:
+        load_scenario(path)
+    assert message in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_kselftest_on_a_kernel_without_a_tree_is_bad_input_before_boot(tmp_path):
+    path = write(tmp_path, "name: t\nsteps: [{kselftest: [cow]}]\n")
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "run", str(path), "--results", str(tmp_path / "r")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    (line,) = proc.stderr.strip().splitlines()
+    assert "kernel 'stock'" in line and "own source tree" in line
+    assert not (tmp_path / "r").exists()
