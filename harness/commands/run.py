@@ -13,18 +13,21 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.errors import HarnessError, InputError
+from harness.guest.launch import choose_accel
 from harness.kernels.resolve import check_available
 from harness.kernels.spec import parse_kernel_spec
 from harness.machine.config import TIMING_MODES
 from harness.numbers import fmt_num
 from harness.paths import REPO_ROOT
-from harness.results.model import ScenarioRecord
+from harness.results.model import ExpectationRow, Manifest, ScenarioRecord
 from harness.results.writer import BundleWriter
 from harness.scenario.expectations import EXPECTED_LEAK, LEAK, check_kernel_names
 from harness.scenario.runner import execute
 from harness.scenario.schema import Scenario, load_scenario
 
 DEFAULT_RESULTS = REPO_ROOT / "results"
+REQUIRABLE_ACCELS = ("kvm",)
+REQUIRED_CLOCKSOURCE = {"kvm": "kvm-clock"}  # a KVM guest without kvm-clock times itself with another clock
 
 
 @dataclass
@@ -37,10 +40,13 @@ class RunOutcome:
 
 def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, reps: int | None = None,
                  results_dir: Path | None = None, junit: Path | None = None,
-                 console: Console | None = None, timing: str | None = None) -> RunOutcome:
+                 console: Console | None = None, timing: str | None = None,
+                 require_accel: str | None = None) -> RunOutcome:
     """Run a scenario end to end; bad input raises InputError before anything starts.
 
-    `timing` ("realtime" or "icount") overrides the scenario's qemu.timing."""
+    `timing` ("realtime" or "icount") overrides the scenario's qemu.timing.  `require_accel` ("kvm"): an
+    InputError when that accelerator is not usable here instead of falling back, and the run fails unless
+    every kernel ran under it with its clock (kvm-clock)."""
     console = console or Console(stderr=True)
     scenario = load_scenario(scenario_path)
     if timing is not None:
@@ -58,6 +64,7 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
     for spec in specs:
         check_available(spec)
     check_kernel_names(scenario, [s.text for s in specs])
+    check_required_accel(require_accel)
     results_dir = results_dir or DEFAULT_RESULTS
     try:
         bundle = BundleWriter(results_dir, scenario.name, slugs)
@@ -69,6 +76,8 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
     status, error = "failed", None
     try:
         results = execute(scenario, specs, reps, bundle, console)
+        if require_accel:
+            bundle.bundle.expectations += required_accel_rows(bundle.manifest, require_accel)
         _print_summary(scenario, bundle, console)
         failed = [r for r in bundle.bundle.expectations if not r.ok]
         leaks = [r for r in failed if r.name == LEAK]
@@ -98,6 +107,30 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
         console.print_exception()
     path = _finish(bundle, status, error, junit, console)
     return RunOutcome(path, status == "complete", status, error)
+
+
+def check_required_accel(required: str | None) -> None:
+    """InputError (exit 2) when `required` is not the accelerator this host can use: no silent fallback."""
+    if required is None:
+        return
+    if required not in REQUIRABLE_ACCELS:
+        raise InputError(f"--require-accel {required!r} is not one of {', '.join(REQUIRABLE_ACCELS)}")
+    choice = choose_accel()
+    if choice.accel != required:
+        raise InputError(f"--require-accel {required}: {required} is not usable on this host ({choice.reason}); "
+                         f"refusing to fall back to {choice.accel}")
+
+
+def required_accel_rows(manifest: Manifest, required: str) -> list[ExpectationRow]:
+    """One check per kernel: it ran under `required` and its guest timed itself with that accelerator's clock."""
+    want = REQUIRED_CLOCKSOURCE[required]
+    rows = []
+    for k in manifest.kernels:
+        ok = manifest.accel == required and k.clocksource == want
+        rows.append(ExpectationRow(name="require_accel", kernel=str(k.spec), ok=ok,
+                                   detail=f"accelerator {manifest.accel}, clocksource {k.clocksource} "
+                                          f"(required: {required}, {want})"))
+    return rows
 
 
 def _finish(bundle: BundleWriter, status: str, error: str | None, junit: Path | None, console: Console) -> Path:
@@ -155,7 +188,8 @@ def _print_summary(scenario: Scenario, bundle: BundleWriter, console: Console) -
 def cmd_run(args: argparse.Namespace) -> int:
     outcome = run_scenario(args.scenario, kernels=args.kernel, reps=args.reps,
                            results_dir=Path(args.results) if args.results else None,
-                           junit=Path(args.junit) if args.junit else None, timing=args.timing)
+                           junit=Path(args.junit) if args.junit else None, timing=args.timing,
+                           require_accel=args.require_accel)
     print(outcome.bundle)
     sys.stdout.flush()
     return 0 if outcome.ok else 1
@@ -169,6 +203,7 @@ def register(sub) -> None:
     p.add_argument("--results", help=f"results directory (default {DEFAULT_RESULTS})")
     p.add_argument("--junit", help="also write JUnit XML with one test case per expectation")
     add_timing_option(p)
+    add_require_accel_option(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -176,3 +211,9 @@ def add_timing_option(p) -> None:
     p.add_argument("--timing", choices=TIMING_MODES,
                    help="guest time: realtime, or icount (TCG: instruction counting, repeatable timings); "
                         "overrides the scenario's qemu.timing")
+
+
+def add_require_accel_option(p) -> None:
+    p.add_argument("--require-accel", choices=REQUIRABLE_ACCELS,
+                   help="exit 2 when this accelerator is not usable here instead of falling back to TCG; the run "
+                        "fails unless every guest used it and its clock (kvm-clock)")
