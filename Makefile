@@ -43,10 +43,11 @@ run-scenario: deps
 doctor: deps
 	$(HARNESS) doctor
 
-# Static checks (configured in pyproject.toml), before the tests.
+# Static checks (configured in pyproject.toml), before the tests; the GitHub workflows against GitHub's schema.
 lint: venv
 	$(VENV)/bin/ruff check harness tests
 	$(VENV)/bin/mypy
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
 # Unit tests, real-guest integration tests, and the one cold kernel build (base).
 test: deps lint

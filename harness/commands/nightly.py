@@ -76,6 +76,7 @@ def cmd_nightly(args) -> int:
     history = Path(args.history) if args.history else None
     if history is not None and not history.is_dir():
         raise InputError(f"--history {history}: no such directory")
+    check_required_accel(args.require_accel)
     if args.shards is not None:
         from .shard_night import run_sharded_nightly
 
@@ -83,7 +84,6 @@ def cmd_nightly(args) -> int:
         return run_sharded_nightly(matrix, args.shards, night, out=Path(args.out) if args.out else None,
                                    junit=Path(args.junit) if args.junit else None, timing=args.timing,
                                    require_accel=args.require_accel)
-    check_required_accel(args.require_accel)
     results_dir = Path(args.results) if args.results else REPO_ROOT / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     out = Path(args.out) if args.out else results_dir / "report"
