@@ -28,6 +28,7 @@ from harness.results.shards import (
     Plan,
     Runner,
     ShardRecord,
+    load_merge,
     read_model,
     write_model,
 )
@@ -110,7 +111,35 @@ def merge_shards(dirs: list[Path], out: Path) -> Merge:
     return merge
 
 
+def shard_table(merge: Merge) -> str:
+    """Markdown: per shard its cells, the plan's estimate and the wall time it took, and the runner."""
+    plan = merge.plan
+    timings = sorted({c.timing or "scenario's own" for c in plan.cells})
+    lines = [f"`{plan.matrix}`, merged {merge.merged_at[:10]}, {len(plan.cells)} cell(s) in {len(plan.shards)} "
+             f"shard(s), timing {', '.join(timings)} (`harness merge --table`)", "",
+             "| shard | cells (kernels x repetitions) | planned s | wall s | runner |", "|---|---|---:|---:|---|"]
+    for s in plan.shards:
+        r = merge.runners.get(s.id)
+        cells = ", ".join(f"{c} ({len(plan.cell(c).kernels)}x{plan.cell(c).reps}{', A/A' if plan.cell(c).aa else ''})"
+                          for c in s.cells)
+        runner = f"{r.cpu}, {r.cores} cores, {r.accelerator}, QEMU {r.qemu_version}" if r else "did not finish"
+        wall = f"{r.wall_s:.0f}" if r and r.wall_s is not None else "-"
+        lines.append(f"| {s.id} | {cells} | {s.estimate_s:.0f} | {wall} | {runner} |")
+    longest = max((r.wall_s or 0 for r in merge.runners.values()), default=0)
+    lines.append(f"| all | {len(plan.cells)} | {sum(s.estimate_s for s in plan.shards):.0f} | "
+                 f"{merge.wall_s or 0:.0f} (longest shard {longest:.0f}) | |")
+    return "\n".join(lines) + "\n"
+
+
 def cmd_merge(args) -> int:
+    if args.table:
+        merge = load_merge(Path(args.table))
+        if merge is None:
+            raise InputError(f"{args.table}: no {MERGE_FILE}: not a merged directory")
+        sys.stdout.write(shard_table(merge))
+        return 0
+    if not args.shard_dirs or not args.out:
+        raise InputError("merge: give the shards' directories and --out DIR (or --table MERGED_DIR)")
     out = Path(args.out)
     merge = merge_shards([Path(d) for d in args.shard_dirs], out)
     for p in merge.problems:
@@ -130,6 +159,8 @@ def cmd_merge(args) -> int:
 def register(subparsers) -> None:
     p = subparsers.add_parser("merge", help="merge shards' results (harness run-shard) into one directory",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("shard_dirs", nargs="+", metavar="SHARD_DIR", help="a shard's results directory (repeatable)")
-    p.add_argument("--out", required=True, metavar="DIR", help="the merged directory (new or empty)")
+    p.add_argument("shard_dirs", nargs="*", metavar="SHARD_DIR", help="a shard's results directory (repeatable)")
+    p.add_argument("--out", metavar="DIR", help="the merged directory (new or empty)")
+    p.add_argument("--table", metavar="MERGED_DIR",
+                   help="only print a merged directory's shards as Markdown: cells, planned and wall time, runner")
     p.set_defaults(func=cmd_merge)

@@ -152,6 +152,8 @@ def test_merge_keeps_every_bundle_and_records_cells_and_runners(tmp_path, plan):
     raw = json.loads((tmp_path / "out/merge.json").read_text())
     assert {"plan", "cells", "runners", "merged_at"} <= raw.keys()
     assert {"cpu", "cores", "accelerator", "qemu_version"} <= raw["runners"]["s1"].keys()
+    table = harness("merge", "--table", tmp_path / "out")
+    assert table.returncode == 0 and "| s1 |" in table.stdout and "| s2 |" in table.stdout, table.stderr
     # The merged directory reads like any results directory.
     build_report(tmp_path / "out", tmp_path / "report")
     assert (tmp_path / "report/index.html").is_file()
