@@ -1,7 +1,7 @@
 """`harness merge SHARD_DIR... --out DIR`: merge the shards' results (`harness run-shard`) into one directory.
 
 DIR gets every shard's bundle directories unchanged (`harness report DIR` and `harness compare DIR/BUNDLE`
-read them as always) and ``merge.json``: the plan, per planned cell its shard and bundle, and per shard the
+read them as always) and merge.json: the plan, per planned cell its shard and bundle, and per shard the
 runner it ran on (CPU, cores, accelerator, QEMU version, wall time).
 
 Every planned cell must be present exactly once.  A cell that is missing (a shard job died, a run left no

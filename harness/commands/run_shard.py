@@ -1,7 +1,7 @@
 """`harness run-shard PLAN --shard ID --results DIR`: run one shard of a plan (`harness plan`).
 
 Each of the shard's cells runs as `harness run` would (all its kernels interleaved, one bundle), whatever
-the others did.  DIR gets the bundles and ``shard.json``: the plan's digest, this runner's fingerprint (CPU,
+the others did.  DIR gets the bundles and shard.json: the plan's digest, this runner's fingerprint (CPU,
 cores, accelerator, QEMU version), wall times, and per cell its bundle or why there is none.
 
 Kernels are never built here: every built kernel the shard needs must already be in the build cache (the
