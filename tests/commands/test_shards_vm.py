@@ -34,6 +34,8 @@ def counter_verdicts(merged: Path, merge: Merge) -> dict[tuple[str, str, str, st
     """(cell, kernel, counter, phase) -> verdict against the cell's baseline kernel."""
     verdicts = {}
     for cell in merge.cells:
+        if len(cell.kernels) < 2:  # an A/A cell: one kernel, nothing to judge it against
+            continue
         for comparison in run_compare(load_bundle(merged / cell.bundle), None, 5.0):
             for row in comparison.rows:
                 if metrics.definition(row.judgement.name).kind == metrics.COUNTER:
