@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -80,7 +81,8 @@ def cmd_nightly(args) -> int:
     if args.shards is not None:
         from .shard_night import run_sharded_nightly
 
-        night = Path(args.results) if args.results else REPO_ROOT / "results" / "nightly"
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        night = Path(args.results) if args.results else REPO_ROOT / "results" / "nightly" / stamp
         return run_sharded_nightly(matrix, args.shards, night, out=Path(args.out) if args.out else None,
                                    junit=Path(args.junit) if args.junit else None, timing=args.timing,
                                    require_accel=args.require_accel)
@@ -114,6 +116,6 @@ def register(subparsers) -> None:
                         "trends in the report, and tonight judged against the last night")
     p.add_argument("--shards", type=int, metavar="N",
                    help="as CI does: plan N shards, build their kernels, run each shard into its own directory "
-                        "under RESULTS (default results/nightly), merge into RESULTS/merged, report")
+                        "under RESULTS (default results/nightly/<UTC time>), merge into RESULTS/merged, report")
     add_require_accel_option(p)
     p.set_defaults(func=cmd_nightly)
