@@ -31,7 +31,7 @@ from harness.paths import REPO_ROOT
 from harness.results.report import Entry, build_report
 
 from .matrix import MatrixEntry, load_matrix
-from .run import add_require_accel_option, check_required_accel
+from .require_accel import add_require_accel_option, check_required_accel
 
 
 @dataclass

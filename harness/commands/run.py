@@ -13,21 +13,20 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.errors import HarnessError, InputError
-from harness.guest.launch import choose_accel
 from harness.kernels.resolve import check_available
 from harness.kernels.spec import parse_kernel_spec
 from harness.machine.config import TIMING_MODES
 from harness.numbers import fmt_num
 from harness.paths import REPO_ROOT
-from harness.results.model import ExpectationRow, Manifest, ScenarioRecord
+from harness.results.model import ScenarioRecord
 from harness.results.writer import BundleWriter
 from harness.scenario.expectations import EXPECTED_LEAK, LEAK, check_kernel_names
 from harness.scenario.runner import execute
 from harness.scenario.schema import Scenario, load_scenario
 
+from .require_accel import add_require_accel_option, check_required_accel, required_accel_rows
+
 DEFAULT_RESULTS = REPO_ROOT / "results"
-REQUIRABLE_ACCELS = ("kvm",)
-REQUIRED_CLOCKSOURCE = {"kvm": "kvm-clock"}  # a KVM guest without kvm-clock times itself with another clock
 
 
 @dataclass
@@ -109,30 +108,6 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
     return RunOutcome(path, status == "complete", status, error)
 
 
-def check_required_accel(required: str | None) -> None:
-    """InputError (exit 2) when `required` is not the accelerator this host can use: no silent fallback."""
-    if required is None:
-        return
-    if required not in REQUIRABLE_ACCELS:
-        raise InputError(f"--require-accel {required!r} is not one of {', '.join(REQUIRABLE_ACCELS)}")
-    choice = choose_accel()
-    if choice.accel != required:
-        raise InputError(f"--require-accel {required}: {required} is not usable on this host ({choice.reason}); "
-                         f"refusing to fall back to {choice.accel}")
-
-
-def required_accel_rows(manifest: Manifest, required: str) -> list[ExpectationRow]:
-    """One check per kernel: it ran under `required` and its guest timed itself with that accelerator's clock."""
-    want = REQUIRED_CLOCKSOURCE[required]
-    rows = []
-    for k in manifest.kernels:
-        ok = manifest.accel == required and k.clocksource == want
-        rows.append(ExpectationRow(name="require_accel", kernel=str(k.spec), ok=ok,
-                                   detail=f"accelerator {manifest.accel}, clocksource {k.clocksource} "
-                                          f"(required: {required}, {want})"))
-    return rows
-
-
 def _finish(bundle: BundleWriter, status: str, error: str | None, junit: Path | None, console: Console) -> Path:
     try:
         path = bundle.finish(status, error)
@@ -212,8 +187,3 @@ def add_timing_option(p) -> None:
                    help="guest time: realtime, or icount (TCG: instruction counting, repeatable timings); "
                         "overrides the scenario's qemu.timing")
 
-
-def add_require_accel_option(p) -> None:
-    p.add_argument("--require-accel", choices=REQUIRABLE_ACCELS,
-                   help="exit 2 when this accelerator is not usable here instead of falling back to TCG; the run "
-                        "fails unless every guest used it and its clock (kvm-clock)")

@@ -27,7 +27,8 @@ from harness.results.bundle import load_bundle
 from harness.results.shards import SHARD_FILE, Plan, PlanShard, Runner, ShardCell, ShardRecord, load_plan, write_model
 from harness.results.writer import host_info, utc_now
 
-from .run import add_require_accel_option, check_required_accel, run_scenario
+from .require_accel import add_require_accel_option, check_required_accel
+from .run import run_scenario
 
 
 def scenario_file(path: str) -> Path:
