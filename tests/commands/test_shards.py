@@ -199,3 +199,10 @@ def test_merge_bad_input(tmp_path, plan):
     assert proc.returncode == 2 and "not empty" in proc.stderr, proc.stderr
     proc = harness("merge", tmp_path / "nope", "--out", tmp_path / "out")
     assert proc.returncode == 2 and "no such directory" in proc.stderr, proc.stderr
+
+
+def test_the_shipped_small_matrix_is_valid():
+    from harness.commands.matrix import load_matrix
+
+    entries = load_matrix(REPO_ROOT / "scenarios" / "nightly-small.yaml")
+    assert [(e.kernels, e.aa) for e in entries] == [(["base", "base+zeroing-stats"], False), (["base"], True)]
