@@ -85,7 +85,7 @@ def cmd_nightly(args) -> int:
         night = Path(args.results) if args.results else REPO_ROOT / "results" / "nightly" / stamp
         return run_sharded_nightly(matrix, args.shards, night, out=Path(args.out) if args.out else None,
                                    junit=Path(args.junit) if args.junit else None, timing=args.timing,
-                                   require_accel=args.require_accel)
+                                   require_accel=args.require_accel, history=history)
     results_dir = Path(args.results) if args.results else REPO_ROOT / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     out = Path(args.out) if args.out else results_dir / "report"

@@ -24,7 +24,8 @@ from .run_shard import run_shard
 
 
 def run_sharded_nightly(matrix: Path, n_shards: int, night: Path, out: Path | None = None, junit: Path | None = None,
-                        timing: str | None = None, require_accel: str | None = None) -> int:
+                        timing: str | None = None, require_accel: str | None = None,
+                        history: Path | None = None) -> int:
     plan = make_plan(matrix, n_shards, [REPO_ROOT / "results"], timing=timing)
     for line in describe_plan(plan, n_shards):
         print(f"nightly: {line}", file=sys.stderr)
@@ -47,7 +48,7 @@ def run_sharded_nightly(matrix: Path, n_shards: int, night: Path, out: Path | No
         from harness.results.junit import write_junit
 
         write_junit(junit, [night / "merged" / c.bundle for c in merge.cells])
-    index = build_report(night / "merged", out or night / "report")
+    index = build_report(night / "merged", out or night / "report", history_dir=history)
     ok = sum(c.status == "complete" for c in merge.cells)
     print(f"nightly: {ok}/{len(plan.cells)} cell(s) ok in {len(plan.shards)} shard(s); kernels {build_s:.0f} s, "
           f"shards {merge.wall_s:.0f} s; merged: {night / 'merged'}; report: {index}")
