@@ -43,10 +43,11 @@ run-scenario: deps
 doctor: deps
 	$(HARNESS) doctor
 
-# Static checks (configured in pyproject.toml), before the tests.
+# Static checks (configured in pyproject.toml), before the tests; the GitHub workflows against GitHub's schema.
 lint: venv
 	$(VENV)/bin/ruff check harness tests
 	$(VENV)/bin/mypy
+	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
 
 # Unit tests, real-guest integration tests, and the one cold kernel build (base).
 test: deps lint
@@ -84,9 +85,17 @@ figures: deps
 	-$(HARNESS) run scenarios/stale-data.yaml --results $(FIGURES)                  # kernel_patches/README.md: safe
 	-$(HARNESS) run scenarios/stale-data-mlock.yaml --results $(FIGURES)            # kernel_patches/README.md: leaks
 
+# SHARDS=N: as the CI workflow does (plan, build the kernels once, each shard into its own directory, merge,
+# report), the shards one after the other, under results/nightly/<UTC time>/.
+NIGHT_DIR ?= results/nightly/$(shell date -u +%Y%m%dT%H%M%SZ)
 nightly: deps
+ifdef SHARDS
+	$(HARNESS) nightly $(NIGHTLY) --shards $(SHARDS) --results $(NIGHT_DIR) --junit $(NIGHT_DIR)/nightly-junit.xml \
+	    $(if $(HISTORY),--history $(HISTORY))
+else
 	$(HARNESS) nightly $(NIGHTLY) --results results --out results/report --junit results/nightly-junit.xml \
 	    $(if $(HISTORY),--history $(HISTORY))
+endif
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -15,6 +15,7 @@ usual commands:
   harness kernel build base+SERIES                build a patched guest kernel (cached; SERIES@N: its first N)
   harness kernel list                             the cached kernel builds
   harness schema > scenario.schema.json           JSON Schema of scenario files, for your editor
+  harness plan MATRIX --shards N --out plan.json  the nightly matrix in N shards (run-shard, merge: as CI)
 
 exit codes: 0 ok, 1 the run failed or an expectation broke, 2 bad input.
 """
@@ -40,6 +41,9 @@ SUBCOMMAND_MODULES = [
     "harness.commands.ablate",
     "harness.commands.bisect",
     "harness.commands.nightly",
+    "harness.commands.plan",
+    "harness.commands.run_shard",
+    "harness.commands.merge",
     "harness.commands.kernel",
     "harness.commands.bench",
     "harness.commands.doctor",

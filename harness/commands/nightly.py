@@ -6,6 +6,11 @@ The matrix file is a YAML list of entries::
       kernels: [stock]            #   directory first, then the current directory
       reps: 3                     # optional, default: the scenario's own
                                   # kernels optional, default: the scenario's own
+      timing: icount              # optional, default: --timing, else the scenario's own
+      aa: true                    # optional: A/A calibration, one kernel against itself (its repetitions)
+
+With --shards N it runs as the CI workflow does (harness plan, kernel builds, run-shard per shard, merge,
+report): every shard into its own directory, one after the other on this machine.
 
 Every entry runs even when others fail.  An entry whose scenario file is missing, or whose run
 raises, is reported as a failed run without a bundle.  Exit status 1 when any run failed, 2 when the
@@ -16,78 +21,17 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
-
-import yaml
-from pydantic import Field, ValidationError
 
 from harness.errors import HarnessError, InputError
 from harness.machine.config import TIMING_MODES
 from harness.paths import REPO_ROOT
 from harness.results.report import Entry, build_report
-from harness.validation import Strict, first_problem
-from harness.yamlfile import describe_error, parse_yaml
 
-
-@dataclass
-class MatrixEntry:
-    index: int
-    scenario: str  # as written
-    path: Path  # resolved (may not exist)
-    kernels: list[str] | None
-    reps: int | None
-
-    @property
-    def label(self) -> str:
-        kernels = ",".join(self.kernels) if self.kernels else "scenario default"
-        return f"entry {self.index} ({self.scenario}, kernels {kernels})"
-
-
-def _resolve(scenario: str, matrix: Path) -> Path:
-    p = Path(scenario).expanduser()
-    if p.is_absolute():
-        return p
-    for base in (matrix.parent, Path.cwd()):
-        if (base / p).is_file():
-            return base / p
-    return matrix.parent / p
-
-
-class MatrixItem(Strict):
-    """One entry of a matrix file as written."""
-
-    scenario: Annotated[str, Field(min_length=1)]
-    kernels: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
-    reps: Annotated[int, Field(ge=1)] | None = None
-
-
-def _entry_problem(exc: ValidationError) -> str:
-    loc, message, unknown = first_problem(exc)
-    if unknown:
-        return f"unknown key(s) {loc[0]} {message.removeprefix('unknown key ')}"
-    return f"key '{loc[0]}': {message}" if loc else message
-
-
-def load_matrix(path: Path) -> list[MatrixEntry]:
-    """Parse and validate a matrix file; InputError naming the file, the entry and the key."""
-    try:
-        data = parse_yaml(path.read_text())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read matrix file: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML: {describe_error(exc)}") from None
-    if not isinstance(data, list) or not data:
-        raise InputError(f"{path}: expected a non-empty YAML list of {{{', '.join(MatrixItem.keys())}}} entries")
-    entries = []
-    for i, raw in enumerate(data):
-        try:
-            item = MatrixItem.model_validate(raw)
-        except ValidationError as exc:
-            raise InputError(f"{path}: entry {i}: {_entry_problem(exc)}") from None
-        entries.append(MatrixEntry(i, item.scenario, _resolve(item.scenario, path), item.kernels, item.reps))
-    return entries
+from .matrix import MatrixEntry, load_matrix
+from .require_accel import add_require_accel_option, check_required_accel
 
 
 @dataclass
@@ -101,7 +45,8 @@ class EntryResult:
         return Entry(self.entry.label, None, problem=self.reason)
 
 
-def run_matrix(entries: list[MatrixEntry], results_dir: Path, timing: str | None = None) -> list[EntryResult]:
+def run_matrix(entries: list[MatrixEntry], results_dir: Path, timing: str | None = None,
+               require_accel: str | None = None) -> list[EntryResult]:
     """Run every entry, whatever the others did, printing one line each."""
     try:
         from harness.commands.run import (
@@ -116,7 +61,7 @@ def run_matrix(entries: list[MatrixEntry], results_dir: Path, timing: str | None
         else:
             try:
                 outcome = run_scenario(e.path, kernels=e.kernels, reps=e.reps, results_dir=results_dir, junit=None,
-                                       timing=timing)
+                                       timing=e.timing or timing, require_accel=require_accel)
                 results.append(EntryResult(e, bool(outcome.ok), Path(outcome.bundle)))
             except Exception as exc:  # noqa: BLE001 -- one broken entry must not stop the night
                 results.append(EntryResult(e, False, None, f"{type(exc).__name__}: {exc}"))
@@ -132,10 +77,19 @@ def cmd_nightly(args) -> int:
     history = Path(args.history) if args.history else None
     if history is not None and not history.is_dir():
         raise InputError(f"--history {history}: no such directory")
+    check_required_accel(args.require_accel)
+    if args.shards is not None:
+        from .shard_night import run_sharded_nightly
+
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        night = Path(args.results) if args.results else REPO_ROOT / "results" / "nightly" / stamp
+        return run_sharded_nightly(matrix, args.shards, night, out=Path(args.out) if args.out else None,
+                                   junit=Path(args.junit) if args.junit else None, timing=args.timing,
+                                   require_accel=args.require_accel, history=history)
     results_dir = Path(args.results) if args.results else REPO_ROOT / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     out = Path(args.out) if args.out else results_dir / "report"
-    results = run_matrix(entries, results_dir, timing=args.timing)
+    results = run_matrix(entries, results_dir, timing=args.timing, require_accel=args.require_accel)
     no_bundle = [r.as_report_entry() for r in results if r.bundle is None]
     if args.junit:
         from harness.results.junit import write_junit
@@ -160,4 +114,8 @@ def register(subparsers) -> None:
     p.add_argument("--history", metavar="DIR",
                    help="earlier nights' results, one directory each (e.g. restored from the last run's artifact): "
                         "trends in the report, and tonight judged against the last night")
+    p.add_argument("--shards", type=int, metavar="N",
+                   help="as CI does: plan N shards, build their kernels, run each shard into its own directory "
+                        "under RESULTS (default results/nightly/<UTC time>), merge into RESULTS/merged, report")
+    add_require_accel_option(p)
     p.set_defaults(func=cmd_nightly)

@@ -26,6 +26,8 @@ from harness.scenario.expectations import EXPECTED_LEAK, LEAK, check_kernel_name
 from harness.scenario.runner import execute
 from harness.scenario.schema import Scenario, load_scenario
 
+from .require_accel import add_require_accel_option, check_required_accel, required_accel_rows
+
 DEFAULT_RESULTS = REPO_ROOT / "results"
 
 
@@ -53,10 +55,13 @@ class RunOutcome:
 
 def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, reps: int | None = None,
                  results_dir: Path | None = None, junit: Path | None = None,
-                 console: Console | None = None, timing: str | None = None) -> RunOutcome:
+                 console: Console | None = None, timing: str | None = None,
+                 require_accel: str | None = None) -> RunOutcome:
     """Run a scenario end to end; bad input raises InputError before anything starts.
 
-    `timing` ("realtime" or "icount") overrides the scenario's qemu.timing."""
+    `timing` ("realtime" or "icount") overrides the scenario's qemu.timing.  `require_accel` ("kvm"): an
+    InputError when that accelerator is not usable here instead of falling back, and the run fails unless
+    every kernel ran under it with its clock (kvm-clock)."""
     console = console or Console(stderr=True)
     scenario = load_scenario(scenario_path)
     if timing is not None:
@@ -77,6 +82,7 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
             check_selftest_source(spec)
     _check_zeroing_paths_kernels(scenario, specs)
     check_kernel_names(scenario, [s.text for s in specs])
+    check_required_accel(require_accel)
     results_dir = results_dir or DEFAULT_RESULTS
     try:
         bundle = BundleWriter(results_dir, scenario.name, slugs)
@@ -88,6 +94,8 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
     status, error = "failed", None
     try:
         results = execute(scenario, specs, reps, bundle, console)
+        if require_accel:
+            bundle.bundle.expectations += required_accel_rows(bundle.manifest, require_accel)
         _print_summary(scenario, bundle, console)
         failed = [r for r in bundle.bundle.expectations if not r.ok]
         leaks = [r for r in failed if r.name == LEAK]
@@ -174,7 +182,8 @@ def _print_summary(scenario: Scenario, bundle: BundleWriter, console: Console) -
 def cmd_run(args: argparse.Namespace) -> int:
     outcome = run_scenario(args.scenario, kernels=args.kernel, reps=args.reps,
                            results_dir=Path(args.results) if args.results else None,
-                           junit=Path(args.junit) if args.junit else None, timing=args.timing)
+                           junit=Path(args.junit) if args.junit else None, timing=args.timing,
+                           require_accel=args.require_accel)
     print(outcome.bundle)
     sys.stdout.flush()
     return 0 if outcome.ok else 1
@@ -188,6 +197,7 @@ def register(sub) -> None:
     p.add_argument("--results", help=f"results directory (default {DEFAULT_RESULTS})")
     p.add_argument("--junit", help="also write JUnit XML with one test case per expectation")
     add_timing_option(p)
+    add_require_accel_option(p)
     p.set_defaults(func=cmd_run)
 
 
@@ -195,3 +205,4 @@ def add_timing_option(p) -> None:
     p.add_argument("--timing", choices=TIMING_MODES,
                    help="guest time: realtime, or icount (TCG: instruction counting, repeatable timings); "
                         "overrides the scenario's qemu.timing")
+

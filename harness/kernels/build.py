@@ -200,6 +200,19 @@ def _build_contig_bench(b: _Build, objdir: Path, work: Path | None, timings: dic
 # public API
 
 
+def build_key(spec: KernelSpec, patches_root: Path | str | None = None) -> str:
+    """The build cache key of a ``base[+SERIES...]`` spec, without building it."""
+    if spec.kind != "build":
+        raise InputError(f"kernel spec {spec.text!r}: only base or base+SERIES... specs have a build key")
+    return compute_key(load_base(), load_stack(spec.series, patches_root), load_fragments(None), gcc_version(),
+                       module_source_sha256())
+
+
+def is_built(spec: KernelSpec) -> bool:
+    """Whether the build cache already holds the kernel a ``base[+SERIES...]`` spec names."""
+    return load_build(build_key(spec)) is not None
+
+
 def build_kernel(spec: KernelSpec | str, *, fragments: list[Path | str] | None = None,
                  tree: Path | str | None = None, progress=None,
                  patches_root: Path | str | None = None) -> GuestKernel:

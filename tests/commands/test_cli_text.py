@@ -13,7 +13,7 @@ from harness.kernels.progress import Reporter
 from harness.numbers import fmt_num
 
 VERBS = ["run", "compare", "report", "nightly", "kernel", "kernel build", "kernel list", "bench", "bench boot",
-         "bench noise", "doctor", "schema"]
+         "bench noise", "doctor", "schema", "plan", "run-shard", "merge"]
 SPHINX = re.compile(r"``|:(mod|func|class|meth):`")
 
 

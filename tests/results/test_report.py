@@ -184,7 +184,8 @@ def fake_run_module(monkeypatch, calls, fail_scenario=None):
         def __init__(self, bundle, ok):
             self.bundle, self.ok = bundle, ok
 
-    def run_scenario(scenario_path, kernels=None, reps=None, results_dir=None, junit=None, timing=None):
+    def run_scenario(scenario_path, kernels=None, reps=None, results_dir=None, junit=None, timing=None,
+                     require_accel=None):
         calls.append((Path(scenario_path).name, kernels, reps))
         name = Path(scenario_path).stem
         if name == "explodes":

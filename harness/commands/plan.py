@@ -1,0 +1,174 @@
+"""`harness plan MATRIX_YAML --shards N`: split a nightly matrix into N shards balanced by expected duration.
+
+Each matrix entry is a *cell*: one scenario on all of its kernels, which one shard runs interleaved into one
+bundle (a comparison group is never split across runners).  A cell's expected duration is the median
+wall time per kernel-repetition of earlier complete bundles of the same scenario and timing (under
+--history, default the repository's results/), else a default it prints.  Cells go, longest first, to the
+shard with the least expected work.  The plan lists the kernels to build once before any shard runs,
+with their build cache keys, and per shard the keys it needs.  Exit 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import statistics
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from harness.errors import InputError
+from harness.kernels.build import build_key
+from harness.kernels.spec import parse_kernel_spec
+from harness.machine.config import TIMING_MODES
+from harness.numbers import fmt_num
+from harness.paths import REPO_ROOT
+from harness.results.bundle import load_bundle
+from harness.results.shards import Plan, PlanBuild, PlanCell, PlanShard, write_model
+from harness.results.writer import utc_now
+from harness.scenario.schema import Scenario, load_scenario
+
+from .matrix import MatrixEntry, load_matrix
+
+# Seconds per kernel-repetition (a boot and the scenario's steps) when no earlier bundle says better:
+# warm smoke on stock measures 31-39 s under TCG in real time; icount takes about twice the wall time.
+DEFAULT_S_PER_KERNEL_REP = {"realtime": 40.0, "icount": 80.0}
+
+
+def repo_relative(path: Path) -> str:
+    path = path.resolve()
+    try:
+        return str(path.relative_to(REPO_ROOT))
+    except ValueError:
+        return str(path)
+
+
+def _seconds(start: str | None, end: str | None) -> float | None:
+    if not start or not end:
+        return None
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def history_rates(dirs: list[Path]) -> dict[tuple[str, str], list[float]]:
+    """(scenario, timing) -> wall seconds per kernel-repetition of every complete bundle under `dirs`."""
+    rates: dict[tuple[str, str], list[float]] = {}
+    for d in dirs:
+        if not d.is_dir():
+            continue
+        for manifest in sorted(d.rglob("manifest.json")):
+            try:
+                b = load_bundle(manifest.parent)
+            except InputError:
+                continue
+            seconds = _seconds(b.manifest.started, b.manifest.ended)
+            n = len(b.manifest.kernels) * (b.manifest.reps or 0)
+            if b.status == "complete" and seconds and n:
+                rates.setdefault((b.scenario, b.timing), []).append(seconds / n)
+    return rates
+
+
+def _cell_id(scenario: Scenario, path: str, kernels: list[str], reps: int, timing: str | None, aa: bool) -> str:
+    what = json.dumps([path, kernels, reps, timing, aa])
+    return f"{scenario.name}-{hashlib.sha256(what.encode()).hexdigest()[:8]}"
+
+
+def make_cell(entry: MatrixEntry, matrix: Path, timing: str | None,
+              rates: dict[tuple[str, str], list[float]]) -> PlanCell:
+    if not entry.path.is_file():
+        raise InputError(f"{matrix}: entry {entry.index}: scenario file not found: {entry.path}")
+    scenario = load_scenario(entry.path)
+    kernels = entry.kernels or [k.text for k in scenario.kernels]
+    for k in kernels:
+        parse_kernel_spec(k)
+    reps = entry.reps or scenario.repetitions
+    timing = entry.timing or timing
+    effective = timing or scenario.qemu.timing
+    path = repo_relative(entry.path)
+    seen = rates.get((scenario.name, effective))
+    per = statistics.median(seen) if seen else DEFAULT_S_PER_KERNEL_REP[effective]
+    return PlanCell(id=_cell_id(scenario, path, kernels, reps, timing, entry.aa), scenario=scenario.name, path=path,
+                    sha256=hashlib.sha256(entry.path.read_bytes()).hexdigest(), kernels=kernels, reps=reps,
+                    timing=timing, aa=entry.aa, estimate_s=round(per * len(kernels) * reps, 1),
+                    estimate_from="bundles" if seen else "default")
+
+
+def balance(cells: list[PlanCell], n: int) -> list[list[PlanCell]]:
+    """Longest expected cell first, each onto the shard with the least expected work (ties: the lower id)."""
+    shards: list[list[PlanCell]] = [[] for _ in range(n)]
+    load = [0.0] * n
+    for cell in sorted(cells, key=lambda c: (-c.estimate_s, c.id)):
+        i = min(range(n), key=lambda j: (load[j], j))
+        shards[i].append(cell)
+        load[i] += cell.estimate_s
+    return shards
+
+
+def make_plan(matrix: Path, n_shards: int, history: list[Path], timing: str | None = None) -> Plan:
+    if n_shards < 1:
+        raise InputError(f"--shards must be at least 1, got {n_shards}")
+    entries = load_matrix(matrix)
+    rates = history_rates(history)
+    cells = [make_cell(e, matrix, timing, rates) for e in entries]
+    ids = [c.id for c in cells]
+    if len(set(ids)) != len(ids):
+        twice = sorted({i for i in ids if ids.count(i) > 1})
+        raise InputError(f"{matrix}: the same cell is listed twice: {', '.join(twice)}")
+    keys: dict[str, str] = {}
+    for k in sorted({k for c in cells for k in c.kernels}):
+        spec = parse_kernel_spec(k)
+        if spec.kind == "build":
+            keys[k] = build_key(spec)
+    shards = []
+    for i, group in enumerate(balance(cells, min(n_shards, len(cells))), start=1):
+        kernels = sorted({k for c in group for k in c.kernels})
+        shards.append(PlanShard(id=f"s{i}", cells=[c.id for c in group],
+                                estimate_s=round(sum(c.estimate_s for c in group), 1), kernels=kernels,
+                                build_keys=sorted({keys[k] for k in kernels if k in keys})))
+    builds = [PlanBuild(spec=k, key=v) for k, v in keys.items()]
+    builds_key = hashlib.sha256(" ".join(sorted(set(keys.values()))).encode()).hexdigest()
+    return Plan(matrix=repo_relative(matrix), created=utc_now(), shards=shards, cells=cells, builds=builds,
+                builds_key=builds_key)
+
+
+def describe_plan(plan: Plan, requested: int) -> list[str]:
+    lines = []
+    if len(plan.shards) < requested:
+        lines.append(f"plan: {len(plan.cells)} cell(s) make {len(plan.shards)} shard(s), not {requested}")
+    for c in plan.cells:
+        if c.estimate_from == "default":
+            lines.append(f"plan: {c.id}: no earlier bundle of {c.scenario}; estimated "
+                         f"{fmt_num(c.estimate_s)} s ({c.estimate_s / (len(c.kernels) * c.reps):.0f} s per "
+                         "kernel-repetition)")
+    for s in plan.shards:
+        lines.append(f"plan: shard {s.id}: {len(s.cells)} cell(s), about {fmt_num(s.estimate_s)} s: "
+                     f"{', '.join(s.cells)}")
+    lines.append(f"plan: kernels to build: {', '.join(b.spec for b in plan.builds) or 'none'}")
+    return lines
+
+
+def cmd_plan(args) -> int:
+    history = [Path(h) for h in args.history] if args.history else [REPO_ROOT / "results"]
+    plan = make_plan(Path(args.matrix), args.shards, history, timing=args.timing)
+    for line in describe_plan(plan, args.shards):
+        print(line, file=sys.stderr)
+    if args.out:
+        write_model(Path(args.out), plan)
+        print(args.out)
+    else:
+        json.dump(plan.model_dump(mode="json", by_alias=True), sys.stdout, indent=1)
+        sys.stdout.write("\n")
+    return 0
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("plan", help="split a nightly matrix into shards balanced by expected duration",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("matrix", metavar="MATRIX_YAML", help="matrix file, e.g. scenarios/nightly.yaml")
+    p.add_argument("--shards", type=int, required=True, metavar="N", help="how many shards (runners)")
+    p.add_argument("--out", metavar="FILE", help="write the plan here (default: print it)")
+    p.add_argument("--history", action="append", metavar="DIR",
+                   help="earlier bundles to estimate durations from (repeatable; default the repository's results/)")
+    p.add_argument("--timing", choices=TIMING_MODES,
+                   help="guest time for every cell that does not set its own; default: each scenario's own")
+    p.set_defaults(func=cmd_plan)

@@ -1,0 +1,111 @@
+"""`harness run-shard PLAN --shard ID --results DIR`: run one shard of a plan (`harness plan`).
+
+Each of the shard's cells runs as `harness run` would (all its kernels interleaved, one bundle), whatever
+the others did.  DIR gets the bundles and shard.json: the plan's digest, this runner's fingerprint (CPU,
+cores, accelerator, QEMU version), wall times, and per cell its bundle or why there is none.
+
+Kernels are never built here: every built kernel the shard needs must already be in the build cache (the
+plan's build job, or `harness kernel build SPEC`), else exit 2 before anything boots.  A scenario file
+that changed since the plan was made is bad input too.  Exit 1 when any cell failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+import time
+from pathlib import Path
+
+from harness.errors import InputError
+from harness.guest.launch import choose_accel
+from harness.kernels.build import build_key, is_built
+from harness.kernels.spec import parse_kernel_spec
+from harness.machine import accel as accel_mod
+from harness.paths import REPO_ROOT
+from harness.results.bundle import load_bundle
+from harness.results.shards import SHARD_FILE, Plan, PlanShard, Runner, ShardCell, ShardRecord, load_plan, write_model
+from harness.results.writer import host_info, utc_now
+
+from .require_accel import add_require_accel_option, check_required_accel
+from .run import run_scenario
+
+
+def scenario_file(path: str) -> Path:
+    p = Path(path)
+    return p if p.is_absolute() else REPO_ROOT / p
+
+
+def check_shard_inputs(plan: Plan, shard: PlanShard) -> None:
+    """InputError before anything boots: a scenario changed since the plan, or a kernel not built."""
+    for cell in (plan.cell(c) for c in shard.cells):
+        path = scenario_file(cell.path)
+        if not path.is_file():
+            raise InputError(f"cell {cell.id}: scenario file not found: {path}")
+        if hashlib.sha256(path.read_bytes()).hexdigest() != cell.sha256:
+            raise InputError(f"cell {cell.id}: {path} changed since the plan was made; make the plan again")
+    for k in shard.kernels:
+        spec = parse_kernel_spec(k)
+        if spec.kind == "build" and not is_built(spec):
+            raise InputError(f"shard {shard.id}: kernel {k} (build key {build_key(spec)[:12]}) is not in the build "
+                             "cache; a shard never builds: run `harness kernel build` for the plan's builds first")
+
+
+def runner_fingerprint() -> Runner:
+    host = host_info()
+    return Runner(cpu=host.cpu, cores=host.cores, accelerator=choose_accel().accel, qemu_version=accel_mod.qemu_version(),
+                  memory_mib=host.memory_mib, hostname=host.hostname)
+
+
+def run_shard(plan: Plan, shard_id: str, results: Path, require_accel: str | None = None) -> ShardRecord:
+    shard = plan.shard(shard_id)
+    check_shard_inputs(plan, shard)
+    check_required_accel(require_accel)
+    results.mkdir(parents=True, exist_ok=True)
+    if (results / SHARD_FILE).exists():
+        raise InputError(f"{results}: already holds a shard ({SHARD_FILE}); give each shard its own directory")
+    started, t0 = utc_now(), time.monotonic()
+    cells = []
+    for cell in (plan.cell(c) for c in shard.cells):
+        t = time.monotonic()
+        print(f"run-shard {shard.id}: cell {cell.id} ({cell.scenario} on {', '.join(cell.kernels)}, "
+              f"{cell.reps} rep(s))", file=sys.stderr)
+        try:
+            outcome = run_scenario(scenario_file(cell.path), kernels=cell.kernels, reps=cell.reps,
+                                   results_dir=results, timing=cell.timing, require_accel=require_accel)
+            status = load_bundle(outcome.bundle).status
+            cells.append(ShardCell(id=cell.id, bundle=outcome.bundle.name, status=status, error=outcome.error,
+                                   wall_s=round(time.monotonic() - t, 1)))
+        except KeyboardInterrupt:
+            raise
+        except Exception as exc:  # noqa: BLE001 -- one broken cell must not stop the shard
+            cells.append(ShardCell(id=cell.id, bundle=None, status="no bundle", error=f"{type(exc).__name__}: {exc}",
+                                   wall_s=round(time.monotonic() - t, 1)))
+        c = cells[-1]
+        print(f"run-shard {shard.id}: {c.status} {c.id}: {c.bundle or c.error} ({c.wall_s:.0f} s)",
+              file=sys.stderr)
+    wall = round(time.monotonic() - t0, 1)
+    runner = runner_fingerprint().model_copy(update={"wall_s": wall})
+    record = ShardRecord(plan=plan, plan_digest=plan.digest(), shard=shard.id, runner=runner, started=started, ended=utc_now(),
+                         wall_s=wall, cells=cells)
+    write_model(results / SHARD_FILE, record)
+    return record
+
+
+def cmd_run_shard(args) -> int:
+    plan = load_plan(Path(args.plan))
+    record = run_shard(plan, args.shard, Path(args.results), require_accel=args.require_accel)
+    ok = sum(c.status == "complete" for c in record.cells)
+    print(f"run-shard {record.shard}: {ok}/{len(record.cells)} cell(s) complete in {record.wall_s:.0f} s; "
+          f"{Path(args.results) / SHARD_FILE}")
+    return 0 if ok == len(record.cells) else 1
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("run-shard", help="run one shard of a plan (harness plan) into its own directory",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("plan", metavar="PLAN_JSON", help="the plan written by harness plan --out")
+    p.add_argument("--shard", required=True, metavar="ID", help="shard id from the plan (s1, s2, ...)")
+    p.add_argument("--results", required=True, metavar="DIR", help="this shard's results directory")
+    add_require_accel_option(p)
+    p.set_defaults(func=cmd_run_shard)
