@@ -13,7 +13,7 @@ from rich.markup import escape
 from harness.errors import HarnessError
 from harness.guest import probes
 from harness.guest.launch import BootKit, make_vm, wait_ready
-from harness.guest.probe_check import check_faults
+from harness.guest.probe_check import check_fault_scale, check_faults
 from harness.guest.ssh import Guest
 from harness.machine import balloon
 from harness.machine.config import MachineConfig
@@ -24,6 +24,7 @@ from harness.process import poll_until
 from harness.scenario.schema import (
     BalloonParams,
     ContigBenchParams,
+    FaultScaleParams,
     MemdirtyParams,
     MemtouchParams,
     Scenario,
@@ -220,9 +221,17 @@ class RepRunner:
                            f"({out['mode']}): {out['wall_ms']:.0f} ms wall, {out['sys_ms']:.0f} ms sys, "
                            f"{out['nonzero_pages']} non-zero pages")
 
+    def _step_fault_scale(self, step: Step, record: StepRecord) -> None:
+        p: FaultScaleParams = step.params
+        out = probes.faultscale(self.ssh, p.mapping, p.workers, p.seconds, p.region_mib, p.tasks == "threads",
+                                timeout=_fault_scale_timeout(p.seconds))
+        record.data.update(out)
+        self.console.print(f"  {step.phase}: faultscale {out['mode']} x{out['workers']} {out['tasks']}: "
+                           f"{out['ops']} pages in {out['elapsed_ms'] / 1e3:.2f} s, {out['ops_per_s']:.0f} ops/s")
+
     def _judge_probe(self, step: Step, record: StepRecord) -> None:
         """Timings of a probe count only when it faulted in what it claims (see probe_check)."""
-        check = check_faults(record.data, record.data["vmstat_delta"])
+        check = PROBE_CHECKS[step.kind](record.data, record.data["vmstat_delta"])
         record.data["fault_check"] = check.invalid or check.note
         if record.data.get("faults") is not None:
             self.metric("probe_faults", record.data["faults"], step.phase)
@@ -317,7 +326,9 @@ PROBE_METRICS = {
     "memdirty": lambda out: {"dirty_ms": out["wall_ms"]},
     "memtouch": lambda out: {"fault_in_ms": out["wall_ms"], "cpu_ms": round(out["user_ms"] + out["sys_ms"], 3),
                              "sys_ms": out["sys_ms"]},
+    "fault_scale": lambda out: {"fault_ops_per_s": out["ops_per_s"]},
 }
+PROBE_CHECKS = {"memdirty": check_faults, "memtouch": check_faults, "fault_scale": check_fault_scale}
 
 
 def kernel_problems(dmesg: str) -> list[str]:
@@ -328,6 +339,11 @@ def kernel_problems(dmesg: str) -> list[str]:
 def _probe_timeout(size_mib: int) -> float:
     """Generous for TCG (about 15 s per GiB here), yet a hung probe fails the run in minutes."""
     return 120 + size_mib / 5
+
+
+def _fault_scale_timeout(seconds: float) -> float:
+    """A guest second is 5-20 host seconds under TCG with icount on a busy host; a hung probe still fails."""
+    return 120 + 60 * seconds
 
 
 def _describe(params: BaseModel) -> str:
