@@ -36,6 +36,9 @@ from harness.scenario.schema import (
 from harness.scenario.sink import RunSink
 
 BOOT_TIMEOUT_S = 180
+# Under icount a boot executes every instruction on one host thread, about 3x the realtime boot; on a host
+# whose cores are shared with other guests and kernel builds that passed 180 s (measured 2026-11-30).
+ICOUNT_BOOT_TIMEOUT_S = 3 * BOOT_TIMEOUT_S
 ALIVE_CHECK_S = 0.25  # how often a sleep step checks QEMU is still running
 REPORTING_POLL_S = 0.25  # guest seconds between two looks at free page reporting
 REPORTING_HOST_QUIET_S = 1.0  # host seconds without change, as well as settle_s of guest time
@@ -147,7 +150,8 @@ class RepRunner:
     def _boot(self) -> None:
         task = self.progress.add_task(f"boot {self.kernel.spec.text} (rep {self.rep})", total=None)
         try:
-            self._ssh, seconds = wait_ready(self.vm, self.kit.keys, BOOT_TIMEOUT_S, self.dir / "transcript.log")
+            timeout = ICOUNT_BOOT_TIMEOUT_S if self.machine.timing == "icount" else BOOT_TIMEOUT_S
+            self._ssh, seconds = wait_ready(self.vm, self.kit.keys, timeout, self.dir / "transcript.log")
         finally:
             self.progress.remove_task(task)
         self.metric("boot_to_ssh_s", round(seconds, 3), "boot")
