@@ -76,6 +76,8 @@ figures: deps
 	$(HARNESS) run scenarios/free-contig-range.yaml --results $(FIGURES)            # free-contig-range
 	-$(HARNESS) run scenarios/stale-data.yaml --results $(FIGURES)                  # kernel_patches/README.md: safe
 	-$(HARNESS) run scenarios/stale-data-mlock.yaml --results $(FIGURES)            # kernel_patches/README.md: leaks
+	for c in off-1cpu off-2cpu on-1cpu on-2cpu; do \
+	    $(HARNESS) run scenarios/fault-scale-$$c.yaml --results $(FIGURES) || exit 1; done  # series READMEs: Hot-path cost
 
 nightly: deps
 	$(HARNESS) nightly $(NIGHTLY) --results results --out results/report --junit results/nightly-junit.xml
