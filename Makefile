@@ -8,10 +8,11 @@ KERNEL ?=
 REPS ?=
 JUNIT ?=
 NIGHTLY ?= scenarios/nightly.yaml
+HISTORY ?=
 # The kernel base is installed at the exact version kernel_patches/base.yaml pins.
 BASE_PACKAGE := $(shell sed -n 's/^package: *//p' kernel_patches/base.yaml)=$(shell sed -n 's/^version: *//p' kernel_patches/base.yaml)
 APT_PACKAGES := qemu-system-x86 busybox-static dropbear-bin $(BASE_PACKAGE) build-essential flex bison bc \
-	libelf-dev libssl-dev cpio ccache kmod xz-utils zstd file git python3-venv
+	libelf-dev libssl-dev cpio ccache kmod xz-utils zstd file git python3-venv chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: deps apt venv run-scenario lint test test-kernels bench figures nightly doctor clean
@@ -74,13 +75,20 @@ figures: deps
 	    --series pg-zeroed --results $(FIGURES)                                        # pg-zeroed (deflate)
 	$(HARNESS) ablate scenarios/init-on-free.yaml --on $(PGZ) --series pg-zeroed --results $(FIGURES)  # pg-zeroed (init_on_free)
 	$(HARNESS) run scenarios/free-contig-range.yaml --results $(FIGURES)            # free-contig-range
+	$(HARNESS) run scenarios/free-contig-range-orders.yaml --results $(FIGURES)     # free-contig-range: orders
+	for c in init-on-alloc init-on-free page-poison; do \
+	    $(HARNESS) run scenarios/config-$$c.yaml --results $(FIGURES) || exit; done    # kernel_patches/README.md: configurations
+	$(HARNESS) run scenarios/zeroing-validation.yaml --results $(FIGURES)           # README.md: Zeroing counters
+	$(HARNESS) run scenarios/zeroing-validation-init-on-free.yaml --results $(FIGURES)
+	$(HARNESS) run scenarios/zeroing-paths.yaml --results $(FIGURES)                # host-/pg-zeroed-reporting: zeroing paths
 	-$(HARNESS) run scenarios/stale-data.yaml --results $(FIGURES)                  # kernel_patches/README.md: safe
 	-$(HARNESS) run scenarios/stale-data-mlock.yaml --results $(FIGURES)            # kernel_patches/README.md: leaks
 	for c in off-1cpu off-2cpu on-1cpu on-2cpu; do \
 	    $(HARNESS) run scenarios/fault-scale-$$c.yaml --results $(FIGURES) || exit 1; done  # series READMEs: Hot-path cost
 
 nightly: deps
-	$(HARNESS) nightly $(NIGHTLY) --results results --out results/report --junit results/nightly-junit.xml
+	$(HARNESS) nightly $(NIGHTLY) --results results --out results/report --junit results/nightly-junit.xml \
+	    $(if $(HISTORY),--history $(HISTORY))
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -29,6 +29,7 @@ from harness.results.compare import (
     leak_findings,
     print_rich,
     run_compare,
+    threshold_notes,
     to_json,
     to_markdown,
 )
@@ -41,7 +42,17 @@ def cmd_compare(args) -> int:
     b = load_bundle(Path(args.b)) if args.b else None
     bundles = [a] + ([b] if b else [])
     warnings = bundle_warnings(bundles)
-    comparisons = run_compare(a, b, args.threshold)
+    threshold_for = None
+    if args.aa:
+        from harness.results.calibration import Calibration
+        from harness.results.history import load_night
+
+        calibration = Calibration.from_nights([load_night(Path(d)) for d in args.aa])
+        if not calibration:
+            raise InputError(f"--aa {' '.join(args.aa)}: no A/A run there (a bundle with one kernel twice, an "
+                             f"aa-* scenario, or a merge.json cell marked aa)")
+        threshold_for = calibration.threshold_for(b or a, args.threshold)
+    comparisons = run_compare(a, b, args.threshold, threshold_for)
     leaks = leak_findings(bundles)
     if args.json:
         json.dump(to_json(comparisons, bundles, warnings, args.threshold, leaks), sys.stdout, indent=2)
@@ -50,6 +61,8 @@ def cmd_compare(args) -> int:
         sys.stdout.write(to_markdown(comparisons, warnings, args.threshold, leaks))
     else:
         print_rich(comparisons, warnings, args.threshold, leaks)
+    if args.aa and not args.json:
+        print("\n".join(threshold_notes(comparisons)))
     return 1 if leaks or any(c.count(stats.REGRESSION) for c in comparisons) else 0
 
 
@@ -63,4 +76,7 @@ def register(subparsers) -> None:
     out.add_argument("--md", action="store_true", help="print Markdown")
     p.add_argument("--threshold", type=float, default=stats.DEFAULT_THRESHOLD_PCT, metavar="PCT",
                    help="flag only changes larger than PCT percent (default %(default)s)")
+    p.add_argument("--aa", metavar="DIR", action="append",
+                   help="A/A runs to calibrate per-metric thresholds from (a results directory; repeatable); "
+                        "metrics they did not measure on this runner kind keep --threshold")
     p.set_defaults(func=cmd_compare)

@@ -129,6 +129,9 @@ def run_matrix(entries: list[MatrixEntry], results_dir: Path, timing: str | None
 def cmd_nightly(args) -> int:
     matrix = Path(args.matrix)
     entries = load_matrix(matrix)
+    history = Path(args.history) if args.history else None
+    if history is not None and not history.is_dir():
+        raise InputError(f"--history {history}: no such directory")
     results_dir = Path(args.results) if args.results else REPO_ROOT / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     out = Path(args.out) if args.out else results_dir / "report"
@@ -139,7 +142,7 @@ def cmd_nightly(args) -> int:
 
         write_junit(Path(args.junit), [r.bundle for r in results if r.bundle],
                     extra_failures=[(e.name, e.problem) for e in no_bundle])
-    index = build_report(results_dir, out, extra=no_bundle)
+    index = build_report(results_dir, out, extra=no_bundle, history_dir=history)
     n_ok = sum(r.ok for r in results)
     print(f"nightly: {n_ok}/{len(results)} run(s) ok; report: {index}")
     return 0 if n_ok == len(results) else 1
@@ -154,4 +157,7 @@ def register(subparsers) -> None:
     p.add_argument("--junit", metavar="FILE", help="also write JUnit XML of every run")
     p.add_argument("--timing", choices=TIMING_MODES,
                    help="guest time for every run: realtime, or icount (TCG only); default: each scenario's own")
+    p.add_argument("--history", metavar="DIR",
+                   help="earlier nights' results, one directory each (e.g. restored from the last run's artifact): "
+                        "trends in the report, and tonight judged against the last night")
     p.set_defaults(func=cmd_nightly)

@@ -13,8 +13,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from harness.errors import HarnessError, InputError
+from harness.guest import zeroing_paths
 from harness.kernels.resolve import check_available
-from harness.kernels.spec import parse_kernel_spec
+from harness.kernels.spec import parse_kernel_spec, series_ref
 from harness.machine.config import TIMING_MODES
 from harness.numbers import fmt_num
 from harness.paths import REPO_ROOT
@@ -25,6 +26,20 @@ from harness.scenario.runner import execute
 from harness.scenario.schema import Scenario, load_scenario
 
 DEFAULT_RESULTS = REPO_ROOT / "results"
+
+
+def _check_zeroing_paths_kernels(scenario: Scenario, specs) -> None:
+    """A zeroing_paths step reads /proc/zeroing_sources: a built kernel without that series is bad input."""
+    if not any(step.kind == "zeroing_paths" for step in scenario.steps):
+        return
+    # A bzImage or a tree may carry the series: only a spec that names its series can be judged here.
+    def has_series(spec) -> bool:
+        return any(name == zeroing_paths.SERIES and count != 0 for name, count in map(series_ref, spec.series))
+
+    without = [s.text for s in specs if s.kind == "build" and not has_series(s)]
+    if without:
+        raise InputError(f"{scenario.path}: zeroing_paths steps need the {zeroing_paths.SERIES} series "
+                         f"(right after zeroing-stats), which {', '.join(without)} does not have")
 
 
 @dataclass
@@ -57,6 +72,7 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
         raise InputError(f"the same kernel is named twice: {', '.join(twice)}")
     for spec in specs:
         check_available(spec)
+    _check_zeroing_paths_kernels(scenario, specs)
     check_kernel_names(scenario, [s.text for s in specs])
     results_dir = results_dir or DEFAULT_RESULTS
     try:
@@ -141,6 +157,9 @@ def _print_summary(scenario: Scenario, bundle: BundleWriter, console: Console) -
             cells.append(fmt_num(statistics.median(values)) if values else "-")
         table.add_row(name, phase, *cells)
     console.print(table)
+    for record in bundle.manifest.kernels:
+        if record.zeroing_summary():
+            console.print(f"zeroing on {escape(str(record.spec))} counted by {escape(record.zeroing_summary() or '')}")
     checks = Table(title="expectations")
     for col in ("expectation", "kernel", "result", "detail"):
         checks.add_column(col)

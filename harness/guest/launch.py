@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from harness.constants import READY_MARKER
@@ -41,6 +41,8 @@ def prepare_boot(spec: KernelSpec, progress=None) -> BootKit:
 
 def make_vm(kit: BootKit, config: MachineConfig, accel_name: str, logdir: Path) -> VM:
     """The VM for `kit` (not started: use it as a context manager)."""
+    if kit.kernel.cmdline:
+        config = replace(config, cmdline=" ".join(filter(None, [config.cmdline, kit.kernel.cmdline])))
     return VM(kernel_image=kit.kernel.boot_image or kit.kernel.bzimage, initrd=kit.initrd, config=config,
               accel=accel_name, logdir=logdir)
 

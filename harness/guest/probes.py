@@ -1,15 +1,10 @@
-"""What the harness measures inside the guest: memtouch/memdirty/faultscale, /proc snapshots, zeroing counts.
-
-Zeroing counts come from the zeroing-stats series' /proc/vmstat counters where the kernel has them;
-otherwise from tracefs kprobe events on the zeroing functions where the kernel allows probing them;
-otherwise they are reported as unavailable (never as zero).
-"""
+"""What the harness measures inside the guest: memtouch/memdirty/faultscale, /proc snapshots (zeroing counts:
+`zeroing`)."""
 
 from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
 
 from harness.errors import HarnessError
 from harness.guest.ssh import Guest
@@ -27,10 +22,6 @@ VMSTAT_TRACKED = (
     "pgalloc_normal",
     "pgalloc_dma32",
 )
-# Functions that zero pages, probed when /proc/vmstat has no pgzero_* counters.
-KPROBE_CANDIDATES = ("folio_zero_user", "clear_page_erms", "clear_page_rep", "clear_page_orig")
-TRACING = "/sys/kernel/tracing"
-KPROBE_GROUP = "btb"
 
 
 def parse_kv(text: str) -> dict[str, int]:
@@ -52,48 +43,6 @@ def tracked_deltas(before: dict[str, int], after: dict[str, int]) -> dict[str, i
         for name in after
         if any(name == t or (t.endswith("_") and name.startswith(t)) for t in VMSTAT_TRACKED)
     }
-
-
-@dataclass
-class ZeroingSource:
-    """Where a kernel's zeroing counts come from."""
-
-    kind: str  # "vmstat", "kprobe" or "unavailable"
-    probes: list[str] = field(default_factory=list)
-    detail: str = ""
-
-    def describe(self) -> str:
-        if self.kind == "kprobe":
-            return f"kprobe:{','.join(self.probes)}"
-        return self.kind
-
-
-def setup_zeroing_source(guest: Guest, vmstat_now: dict[str, int]) -> ZeroingSource:
-    if "pgzero_alloc" in vmstat_now:
-        return ZeroingSource("vmstat")
-    if guest.run(f"test -w {TRACING}/kprobe_events", check=False).rc != 0:
-        return ZeroingSource("unavailable", detail="no tracefs kprobe_events in this kernel")
-    guest.run(f"echo 0 > {TRACING}/tracing_on")  # count hits without filling the ring buffer
-    registered: list[str] = []
-    refused: list[str] = []
-    for func in KPROBE_CANDIDATES:
-        ok = guest.run(f"echo 'p:{KPROBE_GROUP}/{func} {func}' >> {TRACING}/kprobe_events", check=False).rc == 0
-        (registered if ok else refused).append(func)
-    if not registered:
-        return ZeroingSource("unavailable", detail=f"kprobes refused on {', '.join(refused)}")
-    guest.run(f"echo 1 > {TRACING}/events/{KPROBE_GROUP}/enable")
-    detail = f"refused: {', '.join(refused)}" if refused else ""
-    return ZeroingSource("kprobe", registered, detail)
-
-
-def kprobe_hits(guest: Guest) -> dict[str, int]:
-    """Hit counts of our kprobe events, from kprobe_profile."""
-    hits = {}
-    for line in guest.run(f"cat {TRACING}/kprobe_profile").stdout.splitlines():
-        parts = line.split()
-        if len(parts) >= 3 and parts[0] in KPROBE_CANDIDATES:
-            hits[parts[0]] = int(parts[1])
-    return hits
 
 
 def guest_clock_and_reported(guest: Guest, sleep_s: float) -> tuple[float, int | None]:

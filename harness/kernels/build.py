@@ -13,7 +13,7 @@ import os
 import re
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -27,6 +27,7 @@ from harness.kernels.cache import (
     publish,
 )
 from harness.kernels.config import check_config
+from harness.kernels.flavours import Flavour, load_flavours
 from harness.kernels.inputs import (
     BUILD_ENV,
     FORMAT_VERSION,
@@ -218,18 +219,19 @@ def build_kernel(spec: KernelSpec | str, *, fragments: list[Path | str] | None =
     t_start = time.monotonic()
     base = load_base()
     series = load_stack(spec.series, patches_root)
-    frags = load_fragments(fragments)
+    flavours = load_flavours(spec.flavours)
+    frags = load_fragments([*(fragments or []), *(f.fragment for f in flavours)])
     gcc = gcc_version()
     mod_sha = module_source_sha256()
     key = compute_key(base, series, frags, gcc, mod_sha)
     info = load_build(key)
     if info is not None:
-        return guest_kernel(spec, info)
+        return flavoured(guest_kernel(spec, info), flavours)
 
     with flock(key):
         info = load_build(key)
         if info is not None:
-            return guest_kernel(spec, info)
+            return flavoured(guest_kernel(spec, info), flavours)
         with Reporter(progress) as rep:
             _ensure_ccache()
             timings: dict = {}
@@ -257,7 +259,17 @@ def build_kernel(spec: KernelSpec | str, *, fragments: list[Path | str] | None =
                                extra={"tree": str(wtree)})
             publish(key, tmp, info)
             rep.log(f"built {spec.text} ({built.release}) in {timings['total_s']:.0f} s: {bdir / 'bzImage'}")
-    return guest_kernel(spec, load_build(key))
+    return flavoured(guest_kernel(spec, load_build(key)), flavours)
+
+
+def flavoured(kernel: GuestKernel, flavours: list[Flavour]) -> GuestKernel:
+    """The kernel with its flavours' boot parameters and their provenance in its record."""
+    if not flavours:
+        return kernel
+    record = dict(kernel.record, flavours=[
+        {"name": f.name, "fragment_sha256": hashlib.sha256(f.fragment.read_bytes()).hexdigest(),
+         "boot": f.boot_params or None} for f in flavours])
+    return replace(kernel, record=record, cmdline=" ".join(f.boot_params for f in flavours if f.boot_params))
 
 
 @dataclass(frozen=True)

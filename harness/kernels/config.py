@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, InputError
 from harness.kernels.inputs import Fragment
 
 
@@ -51,9 +51,22 @@ def dropped_options(wants: dict[str, str | None], config_text: str) -> list[str]
 
 
 def check_config(frags: list[Fragment], config_text: str):
-    """Raise HarnessError listing every option the fragments ask for that the final .config does not have."""
+    """Raise when the final .config lacks an option a fragment asks for.
+
+    The default fragment (guest.config, the first) failing is the harness's own fault: HarnessError with
+    every option.  An extra fragment (a flavour, --config-fragment) failing is bad input: one-line InputError
+    naming the fragment and its options.
+    """
     bad = dropped_options(parse_fragment_wants(frags), config_text)
-    if bad:
-        raise HarnessError(
-            f"kernel config: {len(bad)} option(s) the fragment(s) ask for did not survive olddefconfig "
-            f"(missing dependencies?):\n  " + "\n  ".join(bad))
+    if not bad:
+        return
+    extra = {opt for f in frags[1:] for opt in parse_fragment_wants([f])}
+    from_extra = [b for b in bad if b.split(":")[0] in extra]
+    if from_extra:
+        failing = {b.split(":")[0] for b in from_extra}
+        names = ", ".join(f.path.name for f in frags[1:] if set(parse_fragment_wants([f])) & failing)
+        raise InputError(f"kernel config: {names}: {'; '.join(from_extra)} (the option did not survive "
+                         "olddefconfig: unknown, or a dependency is missing)")
+    raise HarnessError(
+        f"kernel config: {len(bad)} option(s) the fragment(s) ask for did not survive olddefconfig "
+        f"(missing dependencies?):\n  " + "\n  ".join(bad))

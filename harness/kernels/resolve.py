@@ -6,6 +6,7 @@ import hashlib
 
 from harness.errors import InputError
 from harness.kernels.build import build_kernel
+from harness.kernels.flavours import load_flavours
 from harness.kernels.inputs import load_series
 from harness.kernels.spec import GuestKernel, KernelSpec
 from harness.kernels.stock import fetch_stock_kernel
@@ -38,6 +39,10 @@ def resolve_kernel(spec: KernelSpec, progress=None) -> GuestKernel:
 def check_available(spec: KernelSpec) -> None:
     """InputError when the spec names something that does not exist (a patch series), before anything starts."""
     if spec.kind == "build":
+        try:
+            load_flavours(spec.flavours)
+        except InputError as exc:
+            raise InputError(f"kernel spec {spec.text!r}: {exc}") from None
         for name in spec.series:
             try:
                 load_series(name)

@@ -7,6 +7,9 @@ A kernel spec string names a guest kernel:
   named patch series applied in order, built and cached (see build.py); ``SERIES@N`` applies only the
   first N patches of a series (``base+zeroing-stats+pg-zeroed@3``; ``@0`` none of them);
 * a path to a bzImage or an ELF vmlinux (it must exist; contains a ``/``).
+
+A built spec may end in flavours, ``base+pg-zeroed%debug-vm%page-poison``: each names a config fragment
+(and maybe boot parameters) in kernel_patches/config/flavours/ (see flavours.py), part of the build key.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pathlib import Path
 
 from harness.errors import InputError
 
+FLAVOUR_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 SERIES_REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:@(?P<count>\d+))?$")
 
 
@@ -35,6 +39,7 @@ class KernelSpec:
     kind: str  # "stock", "build", "file" or "tree" (a developer's checkout, see kernels.build)
     series: tuple[str, ...] = ()
     path: Path | None = None
+    flavours: tuple[str, ...] = ()
 
     @property
     def slug(self) -> str:
@@ -43,7 +48,8 @@ class KernelSpec:
             # Images are often all called bzImage: the hash of the full path tells them apart.
             digest = hashlib.sha256(str(self.path).encode()).hexdigest()[:8]
             return re.sub(r"[^A-Za-z0-9._+-]", "_", f"{self.path.name}-{digest}")
-        return re.sub(r"[^A-Za-z0-9._+@-]", "_", self.text)
+        # "%" would need escaping in URLs of the report: flavours become "~" (unreserved everywhere)
+        return re.sub(r"[^A-Za-z0-9._+@~-]", "_", self.text.replace("%", "~"))
 
 
 @dataclass
@@ -56,6 +62,7 @@ class GuestKernel:
     modules: list[Path] = field(default_factory=list)  # .ko files to load at boot, in order
     extra_files: dict[str, Path] = field(default_factory=dict)  # initramfs path -> host file
     record: dict = field(default_factory=dict)  # manifest `kernels[]` entry
+    cmdline: str = ""  # boot parameters the kernel's flavours need, appended to the machine's
     boot_image: Path | None = None  # what QEMU boots instead of the bzImage (the stock kernel's PVH vmlinux)
 
 
@@ -87,16 +94,26 @@ def parse_kernel_spec(text: str) -> KernelSpec:
             raise InputError(f"kernel spec {text!r}: no such kernel image file")
         check_kernel_image(path)
         return KernelSpec(text, "file", path=path.resolve())
+    text, *flavours = text.split("%")
+    if flavours and not text.startswith("base"):
+        raise InputError(f"kernel spec {'%'.join([text, *flavours])!r}: flavours (%NAME) apply only to "
+                         "kernels the harness builds (base[+SERIES...])")
+    for name in flavours:
+        if not FLAVOUR_NAME.match(name):
+            raise InputError(f"kernel spec {'%'.join([text, *flavours])!r}: bad flavour name {name!r}")
+    if len(set(flavours)) != len(flavours):
+        raise InputError(f"kernel spec {'%'.join([text, *flavours])!r}: a flavour is named twice")
+    full = "%".join([text, *flavours])
     parts = text.split("+")
     if parts[0] != "base":
         raise InputError(
-            f"kernel spec {text!r}: expected 'stock', 'base', 'base+SERIES[+SERIES...]' or a path to a bzImage"
+            f"kernel spec {full!r}: expected 'stock', 'base', 'base+SERIES[+SERIES...]' or a path to a bzImage"
         )
     series = tuple(parts[1:])
     try:
         names = [series_ref(ref)[0] for ref in series]
     except InputError as exc:
-        raise InputError(f"kernel spec {text!r}: {exc}") from None
+        raise InputError(f"kernel spec {full!r}: {exc}") from None
     if len(set(names)) != len(names):
-        raise InputError(f"kernel spec {text!r}: a series is named twice")
-    return KernelSpec(text, "build", series=series)
+        raise InputError(f"kernel spec {full!r}: a series is named twice")
+    return KernelSpec(full, "build", series=series, flavours=tuple(flavours))

@@ -10,6 +10,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import json
+import logging
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,16 @@ from harness.errors import HarnessError
 
 class QMPError(HarnessError):
     pass
+
+
+@contextlib.contextmanager
+def _quiet(logger: logging.Logger):
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 class QMP:
@@ -42,6 +53,12 @@ class QMP:
         """
         self._thread.start()
         deadline = time.monotonic() + timeout
+        # qemu.qmp logs every refused attempt as an error; refusals are expected until QEMU listens.
+        with _quiet(logging.getLogger(f"qemu.qmp.protocol.{self._client.name}")):
+            self._connect_until(deadline, timeout, alive)
+        asyncio.run_coroutine_threadsafe(self._read_events(), self._loop)
+
+    def _connect_until(self, deadline: float, timeout: float, alive) -> None:
         while True:
             alive()
             if not self._socket_path.exists():  # QEMU has not created it yet
@@ -58,7 +75,6 @@ class QMP:
                 time.sleep(0.02)
             except concurrent.futures.TimeoutError:
                 raise QMPError(f"QEMU did not greet on its QMP socket within {timeout:.0f} s") from None
-        asyncio.run_coroutine_threadsafe(self._read_events(), self._loop)
 
     async def _read_events(self) -> None:
         async for message in self._client.events:

@@ -16,7 +16,9 @@ as far as its metrics go, with a warning.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import yaml
 from pydantic import ValidationError
@@ -87,9 +89,12 @@ class Row:
     judgement: stats.Judgement
     a_values: list[float]
     b_values: list[float]
+    threshold_pct: float = stats.DEFAULT_THRESHOLD_PCT
+    threshold_source: str = ""  # "fixed 5 %" or the A/A run it was calibrated on (harness.results.calibration)
 
     def to_json(self) -> dict:
-        return {**self.judgement.to_json(), "phase": self.phase, "a_values": self.a_values, "b_values": self.b_values}
+        return {**self.judgement.to_json(), "phase": self.phase, "a_values": self.a_values, "b_values": self.b_values,
+                "threshold_pct": self.threshold_pct, "threshold_source": self.threshold_source or None}
 
 
 @dataclass
@@ -121,7 +126,19 @@ class KernelComparison:
         }
 
 
-def compare_kernels(a: Bundle, ka: str, b: Bundle, kb: str, threshold_pct: float) -> KernelComparison:
+class ThresholdLike(Protocol):
+    """A per-metric threshold (harness.results.calibration.Threshold): percent, and where it came from."""
+
+    @property
+    def pct(self) -> float: ...
+
+    @property
+    def source(self) -> str: ...
+
+
+def compare_kernels(a: Bundle, ka: str, b: Bundle, kb: str, threshold_pct: float,
+                    threshold_for: Callable[[str, str], ThresholdLike] | None = None) -> KernelComparison:
+    """threshold_for(name, phase): a per-metric threshold (A/A calibration) instead of threshold_pct."""
     comparable, reason = timing_comparability(a, b)
     sa, sb = a.samples(ka), b.samples(kb)
     cmp = KernelComparison(ka, kb, a, b, comparable, reason)
@@ -131,9 +148,13 @@ def compare_kernels(a: Bundle, ka: str, b: Bundle, kb: str, threshold_pct: float
             continue
         name, phase = key
         judge_it = comparable or definition(name).kind != TIME
-        j = stats.judge(name, av, sb[key], threshold_pct=threshold_pct, comparable=judge_it, reason=reason,
+        pct, source = threshold_pct, f"fixed {threshold_pct:g} %"
+        if threshold_for is not None:
+            t = threshold_for(name, phase)
+            pct, source = t.pct, t.source
+        j = stats.judge(name, av, sb[key], threshold_pct=pct, comparable=judge_it, reason=reason,
                         deterministic=comparable and a.timing == "icount")
-        cmp.rows.append(Row(phase, j, av, sb[key]))
+        cmp.rows.append(Row(phase, j, av, sb[key], pct, source))
     cmp.only_other = [k for k in sb if k not in sa]
     return cmp
 
@@ -167,8 +188,9 @@ def bundle_warnings(bundles: list[Bundle]) -> list[str]:
     return out
 
 
-def run_compare(a: Bundle, b: Bundle | None, threshold_pct: float) -> list[KernelComparison]:
-    return [compare_kernels(*pair, threshold_pct) for pair in plan_pairs(a, b)]
+def run_compare(a: Bundle, b: Bundle | None, threshold_pct: float,
+                threshold_for: Callable[[str, str], ThresholdLike] | None = None) -> list[KernelComparison]:
+    return [compare_kernels(*pair, threshold_pct, threshold_for) for pair in plan_pairs(a, b)]
 
 
 # --------------------------------------------------------------------------------------------- output
@@ -238,6 +260,16 @@ def leak_findings(bundles: list[Bundle]) -> list[str]:
                 out.append(f"LEAK on {kernel} ({b.path.name}): non-zero pages handed out in "
                            + ", ".join(f"{phase} ({fmt_num(v)})" for phase, v in leaked.items()))
     return out
+
+
+def threshold_notes(comparisons: list[KernelComparison]) -> list[str]:
+    """One line per metric judged with a threshold from A/A calibration: which, and where it came from."""
+    seen: dict[tuple[str, str], str] = {}
+    for c in comparisons:
+        for r in c.rows:
+            if r.threshold_source.startswith("A/A"):
+                seen.setdefault((r.judgement.name, r.phase), f"{r.threshold_pct:.3g} % ({r.threshold_source})")
+    return [f"threshold {name}@{phase or '-'}: {text}" for (name, phase), text in seen.items()]
 
 
 def md_escape(s: str) -> str:

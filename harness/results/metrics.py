@@ -21,6 +21,7 @@ class MetricDef:
     kind: str
     better: str | None  # "lower", "higher" or None (informational, never flagged)
     doc: str
+    headline: bool = False  # what a scenario's card in the report shows first, and what its trends plot
 
 
 _DEFS = [
@@ -31,10 +32,10 @@ _DEFS = [
     MetricDef("reporting_settle_s", "s", TIME, None,
               "guest time until free page reporting stopped (host RSS steady, page_reporting_pages flat)"),
     MetricDef("fault_in_ms", "ms", TIME, "lower",
-              "memtouch time to fault every page in (MADV_POPULATE_WRITE, or the store loop)"),
+              "memtouch time to fault every page in (MADV_POPULATE_WRITE, or the store loop)", headline=True),
     MetricDef("cpu_ms", "ms", TIME, "lower", "memtouch user+system CPU time"),
-    MetricDef("sys_ms", "ms", TIME, "lower", "memtouch system CPU time (page faults, zeroing)"),
-    MetricDef("nonzero_pages", "pages", COUNTER, "lower", "pages that were not all-zero on first read (must be 0)"),
+    MetricDef("sys_ms", "ms", TIME, "lower", "memtouch system CPU time (page faults, zeroing)", headline=True),
+    MetricDef("nonzero_pages", "pages", COUNTER, "lower", "pages that were not all-zero on first read (must be 0)", headline=True),
     MetricDef("stale_pattern_pages", "pages", COUNTER, "lower", "non-zero pages still holding memdirty's pattern"),
     MetricDef("dirty_ms", "ms", TIME, None, "memdirty wall time"),
     MetricDef("probe_faults", "faults", COUNTER, None,
@@ -42,13 +43,26 @@ _DEFS = [
     MetricDef("fault_ops_per_s", "ops/s", TIME, "higher",
               "faultscale: 4 KiB pages mapped, written and unmapped per second of guest time, summed over workers"),
     MetricDef("rss_mib", "MiB", MEMORY, None, "host RSS of the QEMU process at the end of a step"),
-    MetricDef("rss_drop_mib", "MiB", MEMORY, "higher", "host RSS returned by free page reporting: the peak of the step before the wait to its end"),
-    MetricDef("contig_bench_us", "us", TIME, "lower", "in-guest alloc order-9 + split_page + free_contig_range loop"),
-    MetricDef("vmstat.pgzero_skip_*", "pages", COUNTER, "higher", "zeroings skipped because the page was known zero"),
+    MetricDef("rss_drop_mib", "MiB", MEMORY, "higher", "host RSS returned by free page reporting: the peak of the step before the wait to its end", headline=True),
+    MetricDef("contig_bench_us", "us", TIME, "lower", "in-guest alloc order-9 + split_page + free_contig_range loop", headline=True),
+    MetricDef("vmstat.pgzero_skip_*", "pages", COUNTER, "higher", "zeroings skipped because the page was known zero", headline=True),
     MetricDef("vmstat.pgzero_*", "pages", COUNTER, "lower", "base pages zeroed by the kernel"),
-    MetricDef("kprobe.*", "calls", COUNTER, "lower", "calls of a zeroing function counted by a kprobe event"),
+    MetricDef("zeroing.alloc_pages", "pages", COUNTER, "lower",
+              "base pages zeroed on allocation (__GFP_ZERO or init_on_alloc); manifest kernels[].zeroing says how "
+              "they were counted"),
+    MetricDef("zeroing.free_pages", "pages", COUNTER, "lower", "base pages zeroed on free (init_on_free)"),
+    MetricDef("zeroing.thp_pages", "pages", COUNTER, "lower",
+              "base pages zeroed by folio_zero_user() for THP, mTHP and hugetlb faults"),
+    MetricDef("kprobe.*", "calls", COUNTER, "lower", "calls of a zeroing function counted by a kprobe event "
+              "(bundles before the zeroing.* metrics)"),
     MetricDef("vmstat.*", "pages", COUNTER, None, "delta of a /proc/vmstat counter over a step"),
+    MetricDef("zeroing_paths.*", "pages", COUNTER, None,
+              "zeroed (or skipped) pages of a zeroing_paths step by the path they came from (zeroing-sources)"),
 ]
+
+
+def is_headline(name: str) -> bool:
+    return definition(name).headline
 
 
 def definition(name: str) -> MetricDef:

@@ -46,18 +46,36 @@ class KernelRecord(Record):
     config: str | None = None  # path of the .config it was built with
     config_fragment_sha256: str | None = None
     series: list[SeriesRecord] = []
-    zeroing_counters: str | None = None  # "vmstat", "kprobe" or "unavailable"; null until a boot found out
+    # "vmstat", "trace", "vmstat+trace" or "unavailable" ("kprobe" in older bundles); null until a boot found out
+    zeroing_counters: str | None = None
+    # how each zeroing.* metric was counted, and why the unavailable ones could not be (harness.guest.zeroing)
+    zeroing: dict[str, Any] | None = None
     guest_release: str | None = None  # `uname -r` in the guest
     clocksource: str | None = None  # the guest's current clocksource (kvm-clock on KVM)
-    # Only some kernels have these; written only when set.
+    # Only some kernels (and bundles) have these; written only when set.
     package: str | None = None  # stock: the Debian package
     boot: str | None = None  # stock: how QEMU boots it (the PVH vmlinux or the bzImage)
     base: dict[str, Any] | None = None  # built: the source it was built from (Debian package, or a tree)
+    flavours: list[dict[str, Any]] | None = None  # built with %FLAVOURs: name, fragment sha256, boot parameters
+
+    def zeroing_summary(self) -> str | None:
+        """One line: which method counted the zeroing.* metrics, the mem auto-init state, what could not be."""
+        if self.zeroing_counters is None:
+            return None
+        z = self.zeroing or {}
+        text = self.zeroing_counters
+        state = [f"{k} {'on' if z[k] else 'off'}" for k in ("init_on_alloc", "init_on_free") if z.get(k) is not None]
+        if state:
+            text += f" ({', '.join(state)})"
+        unavailable = z.get("unavailable") or {}
+        if unavailable:
+            text += "; unavailable: " + "; ".join(f"{k.removeprefix('zeroing.')}: {v}" for k, v in unavailable.items())
+        return text
 
     @model_serializer(mode="wrap")
     def _omit_unset_optionals(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
-        for key in ("package", "boot", "base"):
+        for key in ("package", "boot", "base", "flavours", "zeroing"):
             if data.get(key) is None:
                 data.pop(key, None)
         return data

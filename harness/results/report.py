@@ -1,32 +1,58 @@
-"""`harness report RESULTS_DIR --out DIR`: a static HTML report (index.html) and the same as report.md.
+"""`harness report RESULTS_DIR --out DIR [--history DIR]`: a static HTML report (index.html) and report.md.
 
-* An index of every run directory in RESULTS_DIR (hidden ``.tmp-*`` ones skipped): status, scenario,
-  kernels, accelerator, start time; failed runs with their error and links to their serial.log and
-  transcript.log; directories that are not readable bundles with the reason.
-* Per scenario (its latest bundle with metrics, whatever its status): the median of each
-  metric per kernel side by side, with the changes flagged against the first kernel (same rules as
-  `harness compare`), and PNG plots: host RSS over time, fault-in time distribution, zeroing counters.
+It answers first: the first screen lists leaks, failed runs and expectations, then the regressions and
+improvements against each scenario's baseline kernel and against last night, each linking to its evidence.
+Then one card per scenario (its latest bundle): the headline metrics per kernel, the plots (host RSS over
+time with the phases as bands, fault-in distributions, zeroing per phase, headline trends over the history),
+and the full per-metric table folded.  The thresholds come from A/A calibration where an A/A run measured
+the metric (:mod:`harness.results.calibration`), else the fixed default, and the report says which.
+Then every run directory, folded.  Images are PNG files beside the HTML: it works offline.
 """
 
 from __future__ import annotations
 
-import csv
-import fnmatch
-import html
 import os
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from harness.errors import HarnessError, InputError
-from harness.results import stats
-from harness.results.bundle import Bundle, load_bundle
-from harness.results.compare import KernelComparison, fmt_num, leak_findings, run_compare
-from harness.results.metrics import definition
+from harness.results import plots, stats
+from harness.results.bundle import Bundle
+from harness.results.calibration import Calibration, ThresholdFor, describe_kind
+from harness.results.compare import KernelComparison, Row, compare_kernels, fmt_num, leak_findings, run_compare
+from harness.results.history import Night, load_history, load_night, trend
+from harness.results.metrics import definition, is_headline
+from harness.scenario.expectations import EXPECTED_LEAK, LEAK
 
 MARKER = ".harness-report"  # marks an output directory so a later scan of RESULTS_DIR skips it
 LOG_NAMES = ("serial.log", "transcript.log")
-ZEROING_METRICS = ("vmstat.pgzero_*", "kprobe.*")  # see manifest kernels[].zeroing_counters
+MAX_HEADLINES = 8
+CALIBRATION_NIGHTS = 14  # A/A runs of the last two weeks set the thresholds: a runner that changed is not stuck with old noise
+TEMPLATES = Path(__file__).with_name("templates")
+
+
+@dataclass
+class Link:
+    text: str
+    href: str
+
+
+Cell = str | Link | list  # a list holds several str/Link pieces
+
+
+def rel(target: Path, out_dir: Path) -> str:
+    return Path(os.path.relpath(target.resolve(), out_dir.resolve())).as_posix()
+
+
+def human(v: float | None) -> str:
+    """fmt_num with thousands grouped: 204,800 pages, 1,234.5 ms."""
+    text = fmt_num(v)
+    if v is None or not re.fullmatch(r"-?\d{4,}(\.\d+)?", text):
+        return text
+    whole, _, frac = text.partition(".")
+    return f"{int(whole):,}" + (f".{frac}" if frac else "")
 
 
 # -------------------------------------------------------------------------------------- the run index
@@ -47,53 +73,13 @@ class Entry:
         return "no bundle" if self.path is None else "unparsable"
 
 
-def scan(results_dir: Path) -> list[Entry]:
-    """Every run directory in results_dir, readable or not, oldest first (names start with a timestamp)."""
-    entries = []
-    for d in sorted(results_dir.iterdir()):
-        if d.name.startswith(".") or not d.is_dir() or (d / MARKER).exists():
-            continue
-        e = Entry(d.name, d)
-        try:
-            e.bundle = load_bundle(d)
-        except (InputError, OSError) as exc:
-            e.problem = str(exc).removeprefix(f"{d}/").removeprefix(f"{d}: ")
-        e.logs = sorted(p for name in LOG_NAMES for p in d.glob(f"**/{name}"))
-        entries.append(e)
-    return entries
-
-
-def pick_per_scenario(entries: list[Entry]) -> dict[str, Bundle]:
-    """Scenario name -> its latest bundle that has metrics, failed or not (its status is shown).
-
-    A failed run usually still has its metrics (e.g. an expectation broke); showing an older complete
-    run instead would hide tonight's result.
-    """
-    chosen: dict[str, Bundle] = {}
+def entries_of(night: Night) -> list[Entry]:
+    """Every run directory of a night, readable or not, oldest first."""
+    entries = [Entry(b.path.name, b.path, bundle=b) for b in night.bundles]
+    entries += [Entry(d.name, d, problem=why) for d, why in night.unreadable]
     for e in entries:
-        b = e.bundle
-        if b is None or not b.metrics:
-            continue
-        cur = chosen.get(b.scenario)
-        if cur is None or (b.started, b.path.name) >= (cur.started, cur.path.name):
-            chosen[b.scenario] = b
-    return dict(sorted(chosen.items()))
-
-
-# --------------------------------------------------------------------- document blocks (HTML and MD)
-
-
-@dataclass
-class Link:
-    text: str
-    href: str
-
-
-Cell = str | Link | list  # a list holds several str/Link pieces
-
-
-def rel(target: Path, out_dir: Path) -> str:
-    return Path(os.path.relpath(target.resolve(), out_dir.resolve())).as_posix()
+        e.logs = sorted(p for name in LOG_NAMES for p in e.path.glob(f"**/{name}")) if e.path else []
+    return sorted(entries, key=lambda e: e.name)
 
 
 def index_table(entries: list[Entry], out_dir: Path) -> tuple[list[str], list[list[Cell]]]:
@@ -102,7 +88,7 @@ def index_table(entries: list[Entry], out_dir: Path) -> tuple[list[str], list[li
     for e in entries:
         b = e.bundle
         logs: list = []
-        if e.status != "complete":
+        if e.status != "complete" and e.path:
             logs = [Link(f"{p.parent.relative_to(e.path).as_posix()}/{p.name}", rel(p, out_dir)) for p in e.logs]
         rows.append([
             Link(e.name, rel(e.path, out_dir)) if e.path else e.name,
@@ -117,186 +103,276 @@ def index_table(entries: list[Entry], out_dir: Path) -> tuple[list[str], list[li
     return head, rows
 
 
-def scenario_table(b: Bundle, comparisons: list[KernelComparison]) -> tuple[list[str], list[list[Cell]]]:
+# --------------------------------------------------------------------------------------------- findings
+
+
+@dataclass
+class Finding:
+    kind: str  # leak, failed, regression, improvement
+    text: str
+    links: list[Link]
+    against: str = ""  # "baseline" or "last night": what a regression or improvement is against
+
+
+def _judged_text(c: KernelComparison, row, against: str) -> str:
+    j = row.judgement
+    p = "" if j.p is None else f", p={j.p:.2g}"
+    who = f"{c.other} vs {c.base}" if against == "baseline" else f"{c.other} vs last night"
+    return (f"{who}: {j.name} @ {row.phase or '-'} {human(j.a.median)} -> {human(j.b.median)} "
+            f"{definition(j.name).unit} ({stats.format_change(j.change_pct)}{p}; threshold {row.threshold_pct:.3g} % "
+            f"{'from A/A' if row.threshold_source.startswith('A/A') else 'fixed'})")
+
+
+def flagged_findings(comparisons: list[KernelComparison], against: str, evidence: list[Link]) -> list[Finding]:
+    return [Finding(r.judgement.verdict, _judged_text(c, r, against), evidence, against)
+            for c in comparisons for r in c.rows if r.judgement.flagged]
+
+
+def failure_findings(b: Bundle, evidence: list[Link]) -> list[Finding]:
+    out = []
+    if b.status != "complete":
+        out.append(Finding("failed", f"run {b.path.name} ({b.scenario}) {b.status}: {b.error or 'no error recorded'}",
+                           evidence))
+    out += [Finding("failed", f"expectation {r.name} failed on {r.kernel or 'the run'} ({b.scenario}): {r.detail}",
+                    evidence)
+            for r in b.expectations if not r.ok and r.name not in (LEAK, EXPECTED_LEAK)]
+    return out
+
+
+# ------------------------------------------------------------------------------------------- the cards
+
+
+@dataclass
+class Card:
+    scenario: str
+    anchor: str
+    bundle: Link
+    status: str
+    provenance: str
+    headline: tuple[list[str], list[list[Cell]]]
+    full: tuple[list[str], list[list[Cell]]]
+    images: list[tuple[str, str]] = field(default_factory=list)  # (file, alt)
+    notes: list[str] = field(default_factory=list)
+
+
+def provenance(b: Bundle) -> str:
+    return (f"{b.started[:16].replace('T', ' ') or '?'} UTC, accelerator {b.accel or '?'}, timing {b.timing}, "
+            f"{b.manifest.reps or '?'} repetition(s) per kernel")
+
+
+def headline_keys(b: Bundle) -> list[tuple[str, str]]:
+    keys: list[tuple[str, str]] = []
+    for k in b.kernels:
+        for (name, phase), vals in b.samples(k).items():
+            if is_headline(name) and (name == "nonzero_pages" or any(vals)) and (name, phase) not in keys:
+                keys.append((name, phase))
+    return keys[:MAX_HEADLINES]
+
+
+def _verdict_mark(j: stats.Judgement) -> str:
+    return f" {j.verdict.upper()}" if j.flagged else ""
+
+
+def _change_note(r: Row, against: str) -> str:
+    """'+3.1% vs baseline', with why a visible change was not flagged: too few samples, or within the noise."""
+    j = r.judgement
+    text = f"{stats.format_change(j.change_pct)} vs {against}{_verdict_mark(j)}"
+    if j.verdict == stats.TOO_FEW:
+        return text + " (too few samples to test)"
+    if j.verdict == stats.UNCHANGED and abs(j.change_pct) > min(r.threshold_pct, stats.DEFAULT_THRESHOLD_PCT):
+        return text + f" (within threshold {r.threshold_pct:.3g} %)"
+    return text
+
+
+def headline_table(b: Bundle, base: list[KernelComparison], night: list[KernelComparison],
+                   keys: list[tuple[str, str]]) -> tuple[list[str], list[list[Cell]]]:
+    vs_base = {(c.other, r.judgement.name, r.phase): r for c in base for r in c.rows}
+    vs_night = {(c.other, r.judgement.name, r.phase): r for c in night for r in c.rows}
+    head = ["metric @ phase"] + [k + (" (baseline)" if i == 0 and len(b.kernels) > 1 else "")
+                                 for i, k in enumerate(b.kernels)]
+    rows: list[list[Cell]] = []
+    for name, phase in keys:
+        row: list[Cell] = [f"{name} @ {phase or '-'} ({definition(name).unit or 'count'})"]
+        for i, k in enumerate(b.kernels):
+            vals = b.samples(k).get((name, phase))
+            if not vals:
+                row.append("-")
+                continue
+            parts: list = [f"{human(stats.summarize(vals).median)} (n={len(vals)})"]
+            r = vs_base.get((k, name, phase))
+            if i > 0 and r is not None:
+                parts.append(_change_note(r, "baseline"))
+            r = vs_night.get((k, name, phase))
+            if r is not None:
+                parts.append(_change_note(r, "last night"))
+            row.append(parts)
+        rows.append(row)
+    return head, rows
+
+
+def full_table(b: Bundle, comparisons: list[KernelComparison]) -> tuple[list[str], list[list[Cell]]]:
     kernels = b.kernels
     samples = {k: b.samples(k) for k in kernels}
     keys: list[tuple[str, str]] = []
     for k in kernels:
         keys += [key for key in samples[k] if key not in keys]
-    judged = {(c.other, r.judgement.name, r.phase): r.judgement for c in comparisons for r in c.rows}
-    head = ["metric", "phase", "unit"] + [k + (" (baseline)" if i == 0 else "") for i, k in enumerate(kernels)]
+    judged = {(c.other, r.judgement.name, r.phase): r for c in comparisons for r in c.rows}
+    head = (["metric", "phase", "unit"] + [k + (" (baseline)" if i == 0 else "") for i, k in enumerate(kernels)]
+            + (["threshold"] if len(kernels) > 1 else []))
     rows = []
     for name, phase in keys:
         row: list[Cell] = [name, phase or "-", definition(name).unit]
+        threshold = ""
         for i, k in enumerate(kernels):
             vals = samples[k].get((name, phase))
             if not vals:
                 row.append("-")
                 continue
-            cell = f"{fmt_num(stats.summarize(vals).median)} (n={len(vals)})"
-            j = judged.get((k, name, phase))
-            if i > 0 and j is not None:
-                cell += f" {stats.format_change(j.change_pct)}"
-                if j.flagged:
-                    cell += f" {j.verdict.upper()}"
+            cell = f"{human(stats.summarize(vals).median)} (n={len(vals)})"
+            r = judged.get((k, name, phase))
+            if i > 0 and r is not None:
+                cell += f" {stats.format_change(r.judgement.change_pct)}{_verdict_mark(r.judgement)}"
+                threshold = f"{r.threshold_pct:.3g} % ({r.threshold_source})"
             row.append(cell)
-        rows.append(row)
+        rows.append(row + ([threshold or "-"] if len(kernels) > 1 else []))
     return head, rows
 
 
-def flagged_lines(comparisons: list[KernelComparison]) -> list[str]:
-    out = []
-    for c in comparisons:
-        for r in c.rows:
-            j = r.judgement
-            if j.flagged:
-                p = "" if j.p is None else f", p={j.p:.3g}"
-                out.append(f"{j.verdict}: {c.other} vs {c.base}: {j.name} @ {r.phase or '-'} "
-                           f"{fmt_num(j.a.median)} -> {fmt_num(j.b.median)} {definition(j.name).unit} "
-                           f"({stats.format_change(j.change_pct)}{p})")
-    return out
+def trend_series(nights: list[Night], b: Bundle, keys: list[tuple[str, str]]) -> dict:
+    return {key: {k: trend(nights, b.scenario, k, *key) for k in b.kernels} for key in keys}
 
 
-# ---------------------------------------------------------------------------------------------- plots
+# ------------------------------------------------------------------------------------------ the report
 
 
-def _figure(width=8.0, height=4.0):
-    from matplotlib.figure import (
-        Figure,  # no pyplot: no global state, Agg canvas on savefig
+@dataclass
+class Report:
+    title: str
+    generated: str
+    context: str
+    findings: list[Finding]
+    calibration: list[list[str]]
+    calibration_note: str
+    cards: list[Card]
+    index: tuple[list[str], list[list[Cell]]]
+    history_note: str
+
+
+def night_label(night: Night) -> str:
+    days = sorted(b.started[:10] for b in night.bundles if b.started)
+    return days[-1] if days else night.name
+
+
+def build_model(results_dir: Path, out_dir: Path, extra: list[Entry], threshold_pct: float,
+                history: list[Night]) -> Report:
+    tonight = load_night(results_dir)
+    tonight.name = f"tonight ({night_label(tonight)})"
+    last = history[-1] if history else None
+    calibration = Calibration.from_nights([*history[-CALIBRATION_NIGHTS:], tonight])
+    latest = tonight.latest_per_scenario()
+    findings: list[Finding] = []
+    for b in latest.values():
+        evidence = [Link(f"{b.path.name}/steps.json", rel(b.path, out_dir))]
+        findings += [Finding("leak", text, evidence) for text in leak_findings([b])]
+    for b in tonight.bundles:
+        if b.status != "complete" or any(not r.ok for r in b.expectations):
+            findings += failure_findings(b, [Link(b.path.name, rel(b.path, out_dir))])
+    findings += [Finding("failed", f"{d.name}: not a readable bundle: {why}", [Link(d.name, rel(d, out_dir))])
+                 for d, why in tonight.unreadable]
+    findings += [Finding("failed", f"{e.name}: {e.problem}", []) for e in extra]
+    cards: list[Card] = []
+    judged: list[Finding] = []
+    used: set[str] = set()
+    for scenario, b in latest.items():
+        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", scenario)
+        while slug in used:
+            slug += "_"
+        used.add(slug)
+        thr: ThresholdFor | None = calibration.threshold_for(b, threshold_pct) if calibration else None
+        base = run_compare(b, None, threshold_pct, thr) if len(b.kernels) > 1 else []
+        prev = last.latest_per_scenario().get(scenario) if last else None
+        night = [compare_kernels(prev, k, b, k, threshold_pct, thr) for k in b.kernels
+                 if prev is not None and k in prev.kernels]
+        card_link = Link(f"card {scenario}", f"#{slug}")
+        judged += flagged_findings(base, "baseline", [card_link, Link(b.path.name, rel(b.path, out_dir))])
+        if prev is not None:
+            judged += flagged_findings(night, "last night", [card_link, Link(f"last night: {prev.path.name}",
+                                                                               rel(prev.path, out_dir))])
+        keys = headline_keys(b)
+        status = b.status if b.status == "complete" else f"{b.status.upper()}: {b.error or 'no error recorded'}"
+        card = Card(scenario, slug, Link(b.path.name, rel(b.path, out_dir)), status, provenance(b),
+                    headline_table(b, base, night, keys), full_table(b, base))
+        card.notes += [f"Zeroing on {k.spec} counted by {k.zeroing_summary()}." for k in b.manifest.kernels
+                       if k.zeroing_summary()]
+        if last is None:
+            card.notes.append("No history given (--history): no trends, nothing judged against last night.")
+        elif prev is None:
+            card.notes.append(f"Last night ({last.name}) has no {scenario} run: nothing judged against it.")
+        _plots(card, b, out_dir, slug, [*history, tonight] if history else [], keys)
+        cards.append(card)
+    order = {"regression": 0, "improvement": 1}
+    findings += sorted(judged, key=lambda f: (order.get(f.kind, 2), f.against != "baseline"))
+    kinds = sorted({describe_kind(k) for k in calibration.observations})
+    return Report(
+        title=f"balloon testbed report: {results_dir}",
+        generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        context=_context(tonight),
+        findings=findings,
+        calibration=[[describe_kind(kind), scenario, name, phase or "-", f"{t.pct:.3g} %", t.source]
+                     for kind in calibration.observations
+                     for (scenario, name, phase), t in sorted(calibration.thresholds(kind).items())],
+        calibration_note=(f"Metrics without an A/A measurement on their runner kind use the fixed {threshold_pct:g} % "
+                          f"threshold. Rule: max(1 %, 2 x A/A CV, largest A/A change of medians) over tonight's and the last "
+                          f"{CALIBRATION_NIGHTS} nights' A/A runs of the same "
+                          f"scenario (aa-X calibrates X), else, for timings and memory, of another; "
+                          f"runner kinds with A/A runs: {'; '.join(kinds)}." if kinds else
+                          f"No A/A run (one kernel against itself) found tonight or in the history: every metric "
+                          f"uses the fixed {threshold_pct:g} % threshold."),
+        cards=cards,
+        index=index_table(entries_of(tonight) + extra, out_dir),
+        history_note=(f"History: {len(history)} earlier night(s), {history[0].name} to {history[-1].name}; "
+                      f"last night = {history[-1].name}." if history else "No history given."),
     )
 
-    fig = Figure(figsize=(width, height), layout="constrained")
-    return fig, fig.add_subplot()
+
+def _context(night: Night) -> str:
+    accels = sorted({b.accel or "?" for b in night.bundles})
+    timings = sorted({b.timing for b in night.bundles})
+    n_bad = sum(b.status != "complete" for b in night.bundles) + len(night.unreadable)
+    return (f"{len(night.bundles) + len(night.unreadable)} run(s), {n_bad} not complete; accelerator "
+            f"{', '.join(accels) or '-'}; timing {', '.join(timings) or '-'}; changes are of medians, flagged "
+            f"when p < {stats.ALPHA} (Mann-Whitney; counters and quiet icount timings: no overlap) and |change| "
+            f"> the metric's threshold.")
 
 
-def read_rss(path: Path) -> tuple[list[float], list[float]]:
-    t, rss = [], []
-    with path.open(newline="") as f:
-        for row in csv.DictReader(f):
-            try:
-                t.append(float(row["t_s"]))
-                rss.append(float(row["rss_kib"]) / 1024.0)
-            except (KeyError, TypeError, ValueError):
-                continue
-    return t, rss
-
-
-def plot_rss(b: Bundle, out: Path) -> str | None:
-    fig, ax = _figure()
-    colors: dict = {}
-    for i, k in enumerate(b.kernels):
-        for csv_path in sorted((b.path / b.kernel_slug(k)).glob("rep*/rss.csv")):
-            t, rss = read_rss(csv_path)
-            if t:
-                label = k if k not in colors else None
-                line, = ax.plot(t, rss, color=colors.get(k, f"C{i}"), linewidth=1, label=label)
-                colors[k] = line.get_color()
-    if not colors:
-        return None
-    ax.set(xlabel="time (s)", ylabel="QEMU RSS (MiB)", title=f"{b.scenario}: host RSS")
-    ax.legend()
-    fig.savefig(out, dpi=100)
-    return out.name
-
-
-def plot_fault_in(b: Bundle, out: Path) -> str | None:
-    groups = []
-    for k in b.kernels:
-        per_phase = {p: v for (n, p), v in b.samples(k).items() if n == "fault_in_ms"}
-        for phase, vals in per_phase.items():
-            groups.append((k if len(per_phase) == 1 else f"{k}\n{phase}", vals))
-    if not groups:
-        return None
-    import numpy as np
-
-    fig, ax = _figure(max(5.0, 1.5 * len(groups)), 4.0)
-    ax.boxplot([v for _, v in groups], showfliers=False)
-    ax.set_xticks(range(1, len(groups) + 1), [g for g, _ in groups])
-    rng = np.random.default_rng(0)
-    for i, (_, vals) in enumerate(groups, start=1):
-        ax.plot(i + rng.uniform(-0.12, 0.12, len(vals)), vals, "o", alpha=0.6, markersize=4)
-    ax.set(ylabel="fault_in_ms (ms)", title=f"{b.scenario}: fault-in time per kernel")
-    fig.savefig(out, dpi=100)
-    return out.name
-
-
-def plot_zeroing(b: Bundle, out: Path) -> str | None:
-    kernels = b.kernels
-    cats: list[tuple[str, str]] = []
-    med: dict[tuple[str, str, str], float] = {}
-    for k in kernels:
-        for (name, phase), vals in b.samples(k).items():
-            if any(fnmatch.fnmatchcase(name, pat) for pat in ZEROING_METRICS):
-                if (name, phase) not in cats:
-                    cats.append((name, phase))
-                med[(k, name, phase)] = stats.summarize(vals).median
-    if not cats:
-        return None
-    # Counters that stayed 0 on every kernel would only crowd out the ones that moved.
-    cats = [c for c in cats if any(med.get((k, *c)) for k in kernels)] or cats
-    fig, ax = _figure(min(16.0, max(6.0, 0.9 * len(cats) * max(1, len(kernels)) ** 0.5 + 2)), 4.5)
-    width = 0.8 / len(kernels)
-    for i, k in enumerate(kernels):
-        xs = [c + (i - (len(kernels) - 1) / 2) * width for c in range(len(cats))]
-        ax.bar(xs, [med.get((k, n, p), 0.0) for n, p in cats], width, label=k)
-    ax.set_xticks(range(len(cats)), [f"{n.removeprefix('vmstat.')}\n{p or '-'}" for n, p in cats],
-                  rotation=30, ha="right", fontsize=8)
-    ax.set_ylim(0, max([1.0, *med.values()]) * 1.1)
-    ax.set(ylabel="pages or calls (median over reps)",
-           title=f"{b.scenario}: zeroing counters per phase (those that moved)")
-    ax.legend()
-    fig.savefig(out, dpi=100)
-    return out.name
-
-
-PLOTS = (("rss", plot_rss, "host RSS over time"), ("fault-in", plot_fault_in, "fault-in time"),
-         ("zeroing", plot_zeroing, "zeroing counters"))
+def _plots(card: Card, b: Bundle, out_dir: Path, slug: str, nights: list[Night], keys) -> None:
+    todo = [("rss", lambda p: plots.plot_rss(b, p), "host RSS over time, phases as bands"),
+            ("fault-in", lambda p: plots.plot_fault_in(b, p), "fault-in time distribution"),
+            ("zeroing", lambda p: plots.plot_zeroing(b, p), "zeroing per phase")]
+    if len(nights) > 1:
+        todo.append(("trends", lambda p: plots.plot_trends(b.scenario, trend_series(nights, b, keys), p),
+                     f"headline trends over {len(nights)} nights"))
+    for kind, plot, alt in todo:
+        try:
+            name = plot(out_dir / f"{slug}-{kind}.png")
+        except (OSError, ValueError) as exc:
+            card.notes.append(f"Plot {alt} failed: {exc}")
+            continue
+        if name:
+            card.images.append((name, f"{b.scenario}: {alt}"))
+        else:
+            card.notes.append(f"No data for {alt}.")
 
 
 # --------------------------------------------------------------------------------------------- render
 
 
-def build_blocks(results_dir: Path, out_dir: Path, extra: list[Entry], threshold_pct: float) -> list[tuple]:
-    entries = scan(results_dir) + extra
-    blocks: list[tuple] = [("h1", f"balloon testbed report: {results_dir}")]
-    n_failed = sum(e.status != "complete" for e in entries)
-    blocks.append(("p", f"{len(entries)} run(s), {n_failed} not complete."))
-    latest = pick_per_scenario(entries)
-    leaks = leak_findings(list(latest.values()))
-    if leaks:  # a page handed out non-zero is the most important finding: before anything else
-        blocks += [("h2", f"LEAKS: {len(leaks)} kernel(s) handed userspace pages that were not zero"),
-                   ("list", leaks)]
-    blocks += [("h2", "Runs"), ("table", *index_table(entries, out_dir))]
-    used: set[str] = set()
-    for scenario, b in latest.items():
-        blocks.append(("h2", f"Scenario {scenario}"))
-        status = b.status if b.status == "complete" else f"{b.status.upper()}: {b.error or 'no error recorded'}"
-        blocks.append(("p", ["From bundle ", Link(b.path.name, rel(b.path, out_dir)),
-                             f" (status {status}; accel {b.accel or '-'}, started {b.started or '-'}). "
-                             f"Medians per kernel; changes are of medians against the first kernel, "
-                             f"flagged when p < {stats.ALPHA} and |change| > {threshold_pct:g}%."]))
-        comparisons = run_compare(b, None, threshold_pct) if len(b.kernels) > 1 else []
-        blocks.append(("table", *scenario_table(b, comparisons)))
-        flags = flagged_lines(comparisons)
-        blocks.append(("list", flags) if flags else ("p", "No flagged changes."))
-        slug = re.sub(r"[^A-Za-z0-9._-]+", "_", scenario)
-        while slug in used:
-            slug += "_"
-        used.add(slug)
-        for kind, plot, alt in PLOTS:
-            try:
-                name = plot(b, out_dir / f"{slug}-{kind}.png")
-            except (OSError, ValueError) as exc:
-                blocks.append(("p", f"Plot {alt} failed: {exc}"))
-                continue
-            blocks.append(("img", name, f"{scenario}: {alt}") if name else ("p", f"No data for {alt}."))
-    return blocks
-
-
 def _html_cell(c: Cell) -> str:
+    import html
+
     if isinstance(c, list):
-        return "<br>".join(_html_cell(x) for x in c) if all(isinstance(x, Link) for x in c) else \
-            "".join(_html_cell(x) for x in c)
+        sep = "<br>"
+        return sep.join(_html_cell(x) for x in c)
     if isinstance(c, Link):
         return f'<a href="{html.escape(c.href)}">{html.escape(c.text)}</a>'
     return html.escape(c)
@@ -304,77 +380,44 @@ def _html_cell(c: Cell) -> str:
 
 def _md_cell(c: Cell) -> str:
     if isinstance(c, list):
-        sep = "<br>" if all(isinstance(x, Link) for x in c) else ""
-        return sep.join(_md_cell(x) for x in c)
+        return "<br>".join(_md_cell(x) for x in c)
     if isinstance(c, Link):
         return f"[{c.text.replace('|', '/')}]({c.href.replace(' ', '%20')})"
     return c.replace("|", "\\|").replace("\n", " ")
 
 
-def to_html(blocks: list[tuple]) -> str:
-    parts = ["<!doctype html>", '<html><head><meta charset="utf-8"><title>balloon testbed report</title>',
-             "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
-             "td,th{border:1px solid #ccc;padding:2px 6px;font-size:90%;text-align:left}"
-             "th{background:#eee}</style></head><body>"]
-    for kind, *rest in blocks:
-        if kind in ("h1", "h2"):
-            parts.append(f"<{kind}>{html.escape(rest[0])}</{kind}>")
-        elif kind == "p":
-            parts.append(f"<p>{_html_cell(rest[0])}</p>")
-        elif kind == "list":
-            parts.append("<ul>" + "".join(f"<li>{_html_cell(x)}</li>" for x in rest[0]) + "</ul>")
-        elif kind == "img":
-            parts.append(f'<p><img src="{html.escape(rest[0])}" alt="{html.escape(rest[1])}"></p>')
-        elif kind == "table":
-            head, rows = rest
-            parts.append("<table><tr>" + "".join(f"<th>{html.escape(h)}</th>" for h in head) + "</tr>")
-            parts += ["<tr>" + "".join(f"<td>{_html_cell(c)}</td>" for c in r) + "</tr>" for r in rows]
-            parts.append("</table>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+def render(report: Report, template: str) -> str:
+    import jinja2
+    from markupsafe import Markup
 
-
-def to_markdown(blocks: list[tuple]) -> str:
-    lines: list[str] = []
-    for kind, *rest in blocks:
-        if kind == "h1":
-            lines += [f"# {rest[0]}", ""]
-        elif kind == "h2":
-            lines += [f"## {rest[0]}", ""]
-        elif kind == "p":
-            lines += [_md_cell(rest[0]), ""]
-        elif kind == "list":
-            lines += [f"- {_md_cell(x)}" for x in rest[0]] + [""]
-        elif kind == "img":
-            lines += [f"![{rest[1]}]({rest[0]})", ""]
-        elif kind == "table":
-            head, rows = rest
-            lines.append("| " + " | ".join(_md_cell(h) for h in head) + " |")
-            lines.append("|" + "---|" * len(head))
-            lines += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
-            lines.append("")
-    return "\n".join(lines)
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=template.endswith(".html.j2"),
+                             trim_blocks=True, lstrip_blocks=True, undefined=jinja2.StrictUndefined)
+    env.filters["cell"] = lambda c: Markup(_html_cell(c))
+    env.filters["md"] = _md_cell
+    return env.get_template(template).render(r=report)
 
 
 def build_report(results_dir: Path, out_dir: Path, extra: list[Entry] | None = None,
-                 threshold_pct: float = stats.DEFAULT_THRESHOLD_PCT) -> Path:
+                 threshold_pct: float = stats.DEFAULT_THRESHOLD_PCT, history_dir: Path | None = None) -> Path:
     """Write out_dir/index.html, out_dir/report.md and the PNGs; returns the HTML path.
 
-    `extra` lists runs that produced no bundle (e.g. a nightly entry whose scenario file is missing).
+    `extra` lists runs that produced no bundle (e.g. a nightly entry whose scenario file is missing);
+    `history_dir` holds one directory of results per earlier night (tonight's own, if there, is skipped).
     """
     results_dir, out_dir = Path(results_dir), Path(out_dir)
     if not results_dir.is_dir():
         raise InputError(f"{results_dir}: no such results directory")
+    history = load_history(history_dir, exclude=results_dir) if history_dir is not None else []
     out_dir.mkdir(parents=True, exist_ok=True)
     if (out_dir / MARKER).exists():
         for old in out_dir.glob("*.png"):
             old.unlink()
     (out_dir / MARKER).write_text("generated by harness report; skipped when scanning results\n")
     try:
-        blocks = build_blocks(results_dir, out_dir, extra or [], threshold_pct)
+        model = build_model(results_dir, out_dir, extra or [], threshold_pct, history)
     except OSError as exc:
         raise HarnessError(f"report: {exc}") from exc
-    (out_dir / "report.md").write_text(to_markdown(blocks))
+    (out_dir / "report.md").write_text(render(model, "report.md.j2"))
     index = out_dir / "index.html"
-    index.write_text(to_html(blocks))
+    index.write_text(render(model, "report.html.j2"))
     return index

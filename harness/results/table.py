@@ -42,7 +42,11 @@ def render(bundles: list[Bundle], metrics: list[tuple[str, str | None]], kernels
             seen += [(n, p) for (n, p), vals in b.samples(k).items() if any(vals) and (n, p) not in seen]
         metrics = seen
     tag = {id(b): f" [{i}]" if len(bundles) > 1 else "" for i, b in enumerate(bundles, 1)}
-    lines = [f"From{tag[id(b)]} {provenance(b)}." for b in bundles] + [""]
+    lines = [f"From{tag[id(b)]} {provenance(b)}." for b in bundles]
+    if any(name.startswith("zeroing.") for name, _ in metrics):
+        lines += [f"Zeroing counted on `{k.spec}`{tag[id(b)]} by {k.zeroing_summary()}." for b in bundles
+                  for k in b.manifest.kernels if k.zeroing_summary() and (not kernels or k.spec in kernels)]
+    lines.append("")
     lines.append("| metric | phase | " + " | ".join(f"`{md_escape(k)}`{tag[id(b)]}" for b, k in columns) + " |")
     lines.append("|---|---|" + "---:|" * len(columns))
     for name, phase in metrics:

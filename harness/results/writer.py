@@ -107,10 +107,12 @@ class BundleWriter:
         self.manifest.kernels.append(KernelRecord.model_validate(record))
 
     def update_kernel(self, index: int, *, zeroing_counters: str | None, guest_release: str | None,
-                      qemu_argv: list[str], clocksource: str | None = None) -> None:
+                      qemu_argv: list[str], clocksource: str | None = None, zeroing: dict | None = None) -> None:
         """What a boot of kernel `index` found out; the first boot's QEMU command line is the bundle's."""
         kernel = self.manifest.kernels[index]
         kernel.zeroing_counters = zeroing_counters
+        if zeroing is not None:
+            kernel.zeroing = zeroing
         kernel.guest_release = guest_release
         kernel.clocksource = clocksource
         qemu = self.manifest.qemu

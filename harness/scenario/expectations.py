@@ -80,8 +80,23 @@ def evaluate(scenario: Scenario, bundle: MetricValues, results: list[RepResult],
             rows.append(_row("kernel_log_clean", k, bool(reps) and not bad,
                              "; ".join(bad[:5]) + (f" (+{len(bad) - 5} more)" if len(bad) > 5 else "") if bad else
                              f"no kernel warning, BUG or bad page in dmesg of {len(reps)} boot(s)"))
+    rows += _kernel_log_checks(scenario, results, kernels)
     rows += _metric_checks(scenario, bundle, kernels)
     rows += _ratio_checks(scenario, bundle, kernels)
+    return rows
+
+
+def _kernel_log_checks(scenario: Scenario, results: list[RepResult], kernels: list[str]) -> list[dict]:
+    rows = []
+    for c in scenario.expect.kernel_log:
+        if c.kernel not in kernels:
+            continue
+        reps = [r for r in results if r.kernel == c.kernel]
+        wrong = [f"rep{r.rep}" for r in reps if (c.contains in r.kernel_log) != c.present]
+        verb = "prints" if c.present else "does not print"
+        rows.append(_row("kernel_log", c.kernel, bool(reps) and not wrong,
+                         f"{', '.join(wrong)}: dmesg {'lacks' if c.present else 'has'} {c.contains!r}" if wrong else
+                         f"every boot ({len(reps)}) {verb} {c.contains!r}"))
     return rows
 
 
@@ -158,7 +173,7 @@ def check_kernel_names(scenario: Scenario, run_kernels: list[str]) -> None:
     run (--kernel): a typo would silently drop the check.  Checks on scenario kernels that a --kernel
     override leaves out are skipped by evaluate(), as before."""
     known = [k.text for k in scenario.kernels] + [k for k in run_kernels if k not in {s.text for s in scenario.kernels}]
-    for group in ("metrics", "ratios", "expected_leaks"):
+    for group in ("metrics", "ratios", "expected_leaks", "kernel_log"):
         for i, check in enumerate(getattr(scenario.expect, group)):
             for key in ("kernel", "baseline"):
                 name = getattr(check, key, None)

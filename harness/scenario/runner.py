@@ -66,6 +66,7 @@ def execute(scenario: Scenario, specs: list[KernelSpec], reps: int, sink: RunSin
                 finally:
                     sink.update_kernel(i, zeroing_counters=runner.result.zeroing,
                                        guest_release=runner.result.guest_release, qemu_argv=runner.result.qemu_argv,
-                                       clocksource=runner.result.clocksource)
+                                       clocksource=runner.result.clocksource,
+                                       zeroing=runner.result.zeroing_record)
     sink.set_expectations(expectations.evaluate(scenario, sink, results, [k.kernel.spec.text for k in kits]))
     return results

@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from harness.errors import InputError
+from harness.guest.zeroing import METHODS as ZEROING_METHODS
 from harness.kernels.spec import KernelSpec, parse_kernel_spec
 from harness.machine.config import BACKENDS, TIMING_MODES, MachineConfig
 from harness.validation import Strict, problem, validate
@@ -84,6 +85,7 @@ SizeMiB = Annotated[int, BeforeValidator(_size_mib),
 Number = int | float
 Backend = Annotated[str, AfterValidator(_one_of(BACKENDS)), WithJsonSchema({"enum": list(BACKENDS)})]
 Timing = Annotated[str, AfterValidator(_one_of(TIMING_MODES)), WithJsonSchema({"enum": list(TIMING_MODES)})]
+ZeroingMethod = Annotated[str, AfterValidator(_one_of(ZEROING_METHODS)), WithJsonSchema({"enum": list(ZEROING_METHODS)})]
 FaultMode = Annotated[str, AfterValidator(_one_of(FAULT_MODES)), WithJsonSchema({"enum": list(FAULT_MODES)})]
 FaultScaleMapping = Annotated[str, AfterValidator(_one_of(FAULT_SCALE_MAPPINGS)),
                               WithJsonSchema({"enum": list(FAULT_SCALE_MAPPINGS)})]
@@ -121,6 +123,7 @@ class GuestOptions(Strict):
     memory_mib: SizeMiB = Field(2048, alias="memory")
     cpus: int = 2
     cmdline: str = ""
+    zeroing: ZeroingMethod = "auto"  # how zeroing is counted (harness.guest.zeroing)
 
     @model_validator(mode="after")
     def _bounds(self) -> GuestOptions:
@@ -206,12 +209,34 @@ class ShellParams(Strict):
     timeout_s: Number = 60
 
 
+class ZeroingPathsParams(Strict):
+    """`zeroing_paths: {memtouch: {size: 256M}}`: run that one step (its metrics as usual) and break the zeroing
+    it caused down by path (needs the zeroing-sources series; harness.guest.zeroing_paths)."""
+
+    step: StepEntry
+
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        if isinstance(data, str | dict) and data != {} and not (isinstance(data, dict) and "step" in data):
+            return {"step": data}
+        return data
+
+    @model_validator(mode="after")
+    def _one_plain_step(self) -> ZeroingPathsParams:
+        if self.step.kind in ("boot", "zeroing_paths"):
+            raise problem(f"breaks down the zeroing of another kind of step, not {self.step.kind}", "step")
+        if self.step.phase is not None:
+            raise problem("the phase goes on the zeroing_paths step, not inside it", "step", "phase")
+        return self
+
+
 StepParams = (BootParams | BalloonParams | MemdirtyParams | MemtouchParams | FaultScaleParams | WaitReportingParams
-              | SleepParams | SnapshotParams | ContigBenchParams | ShellParams)
+              | SleepParams | SnapshotParams | ContigBenchParams | ShellParams | ZeroingPathsParams)
 STEP_PARAMS: dict[str, type[Strict]] = {
     "boot": BootParams, "balloon": BalloonParams, "memdirty": MemdirtyParams, "memtouch": MemtouchParams,
     "fault_scale": FaultScaleParams, "wait_reporting": WaitReportingParams, "sleep": SleepParams,
     "snapshot": SnapshotParams, "contig_bench": ContigBenchParams, "shell": ShellParams,
+    "zeroing_paths": ZeroingPathsParams,
 }
 STEP_TYPES = tuple(STEP_PARAMS)
 
@@ -230,6 +255,7 @@ class StepEntry(Strict):
     snapshot: SnapshotParams | None = None
     contig_bench: ContigBenchParams | None = None
     shell: ShellParams | None = None
+    zeroing_paths: ZeroingPathsParams | None = None
 
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
@@ -251,6 +277,15 @@ class StepEntry(Strict):
     @property
     def params(self) -> Strict:
         return getattr(self, self.kind)
+
+    @property
+    def measured(self) -> StepEntry:
+        """The step that runs: this one, or the one a zeroing_paths step wraps."""
+        p = self.params
+        return p.step if isinstance(p, ZeroingPathsParams) else self
+
+
+ZeroingPathsParams.model_rebuild()
 
 
 # -- expectations ---------------------------------------------------------------------------------------
@@ -288,6 +323,14 @@ class RatioCheck(Strict):
         return self
 
 
+class KernelLogCheck(Strict):
+    """Text every boot of a kernel must print (a refusal, a feature announced); `present: false` forbids it."""
+
+    kernel: str
+    contains: Annotated[str, Field(min_length=1)]
+    present: bool = True
+
+
 class ExpectedLeak(Strict):
     """A kernel that is meant to hand out non-zero pages in this configuration: a negative control, or a
     survey of unsafe configurations.  Its leaks are then reported, not failed on; no leak fails instead."""
@@ -303,6 +346,7 @@ class Expectations(Strict):
     rss_fell_after_reporting: RssFellCheck | None = None
     nonzero_pages: int | None = None
     kernel_log_clean: bool = True
+    kernel_log: list[KernelLogCheck] = []
     metrics: list[MetricCheck] = []
     ratios: list[RatioCheck] = []
 
@@ -330,7 +374,8 @@ class ScenarioFile(Strict):
         memory = self.guest.memory_mib
         phases: set[str] = set()
         for i, entry in enumerate(self.steps):
-            kind, p = entry.kind, entry.params
+            kind, p = entry.measured.kind, entry.measured.params
+            at = ("steps", i, kind) if entry.measured is entry else ("steps", i, "zeroing_paths", "step", kind)
             if kind == "boot" and i != 0:
                 raise problem("boot can only be the first step (every repetition starts with a fresh boot)",
                               "steps", i)
@@ -340,13 +385,13 @@ class ScenarioFile(Strict):
             phases.add(phase)
             if isinstance(p, BalloonParams) and p.target_mib > memory:
                 raise problem(f"{p.target_mib} MiB is above the guest memory ({memory} MiB)",
-                              "steps", i, kind, "target")
+                              *at, "target")
             if isinstance(p, MemdirtyParams) and p.size_mib >= memory:
-                raise problem(f"{p.size_mib} MiB does not fit in the guest's {memory} MiB", "steps", i, kind, "size")
+                raise problem(f"{p.size_mib} MiB does not fit in the guest's {memory} MiB", *at, "size")
             if isinstance(p, FaultScaleParams) and p.resident_mib >= memory:
                 raise problem(f"{p.workers} worker(s) x {p.region_mib} MiB"
                               + (" (and a tmpfs file each)" if p.mapping == "file" else "")
-                              + f" do not fit in the guest's {memory} MiB", "steps", i, kind, "region")
+                              + f" do not fit in the guest's {memory} MiB", *at, "region")
         return self
 
 
@@ -396,7 +441,7 @@ def load_scenario(path: str | Path) -> Scenario:
 
 def parse_scenario(data: Any, path: Path, content: str = "") -> Scenario:
     f = validate(ScenarioFile, data, path)
-    steps = [Step(e.kind, e.phase or f"{e.kind}{i}", e.params) for i, e in enumerate(f.steps)]
+    steps = [Step(e.kind, e.phase or f"{e.measured.kind}{i}", e.params) for i, e in enumerate(f.steps)]
     return Scenario(name=f.name, path=path, content=content, description=f.description, guest=f.guest, qemu=f.qemu,
                     kernels=[parse_kernel_spec(k) for k in f.kernels], repetitions=f.repetitions, steps=steps,
                     expect=f.expect)
@@ -415,6 +460,8 @@ def scenario_json_schema() -> dict:
             forms.append({"type": "null"})
         defs[model.__name__] = {"anyOf": forms} if len(forms) > 1 else own
     defs["BootParams"] = {"type": "null"}
+    # zeroing_paths: {memtouch: ...} is the shorthand of zeroing_paths: {step: {memtouch: ...}}
+    defs["ZeroingPathsParams"] = {"anyOf": [defs["ZeroingPathsParams"], {"$ref": "#/$defs/StepEntry"}]}
     entry = schema["properties"]["steps"]["items"]
     schema["properties"]["steps"]["items"] = {"anyOf": [{"enum": list(STEP_TYPES)}, entry]}
     return schema

@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from rich.markup import escape
 
 from harness.errors import HarnessError
-from harness.guest import probes
+from harness.guest import probes, zeroing, zeroing_paths
 from harness.guest.launch import BootKit, make_vm, wait_ready
 from harness.guest.probe_check import check_fault_scale, check_faults
 from harness.guest.ssh import Guest
@@ -32,6 +32,7 @@ from harness.scenario.schema import (
     SleepParams,
     Step,
     WaitReportingParams,
+    ZeroingPathsParams,
 )
 from harness.scenario.sink import RunSink
 
@@ -63,11 +64,13 @@ class RepResult:
     kernel: str
     rep: int
     steps: list[StepRecord] = field(default_factory=list)
-    zeroing: str = "unknown"
+    zeroing: str = "unknown"  # "vmstat", "trace", "vmstat+trace" or "unavailable" (Plan.summary)
+    zeroing_record: dict | None = None  # which method counted each zeroing metric, or why none could
     guest_release: str | None = None
     clocksource: str | None = None  # the guest's current clocksource: kvm-clock on KVM, tsc/hpet/... under TCG
     qemu_argv: list[str] = field(default_factory=list)
     kernel_problems: list[str] = field(default_factory=list)  # WARNING/BUG/bad page lines from dmesg
+    kernel_log: str = ""  # the guest's dmesg at the end of the repetition
 
     @property
     def invalid_steps(self) -> list[str]:
@@ -92,7 +95,7 @@ class RepRunner:
         self._ssh: Guest | None = None
         self._rss: RssSampler | None = None
         self.previous_step_peak_kib = 0  # highest host RSS during the step before the current one
-        self.zeroing: probes.ZeroingSource | None = None
+        self.zeroing: zeroing.Plan | None = None
 
     def metric(self, name: str, value: float, phase: str, unit: str | None = None) -> None:
         self.sink.add_metric(name, value, phase=phase, rep=self.rep, kernel=self.kernel.spec.text, unit=unit)
@@ -160,43 +163,87 @@ class RepRunner:
         self.result.clocksource = probes.clocksource(guest)
         if self.machine.stats_interval_s:
             balloon.enable_stats(self.qmp, self.machine.stats_interval_s)
-        self.zeroing = probes.setup_zeroing_source(guest, probes.vmstat(guest))
-        self.result.zeroing = self.zeroing.describe()
+        self.zeroing = zeroing.setup(guest, self.scenario.guest.zeroing)
+        self.result.zeroing = self.zeroing.summary()
+        self.result.zeroing_record = self.zeroing.record()
         self._snapshot("boot")
         self.console.print(f"  booted {self.kernel.spec.text} ({self.result.guest_release}) in {seconds:.1f} s; "
-                           f"zeroing counts: {self.zeroing.describe()}"
-                           + (f" ({self.zeroing.detail})" if self.zeroing.detail else ""))
+                           f"zeroing counted by {escape(self.zeroing.describe())}")
 
     # -- steps -------------------------------------------------------------------------------
     def _counters(self) -> tuple[dict, dict]:
-        guest = self.ssh
-        hits = probes.kprobe_hits(guest) if self.zeroing is not None and self.zeroing.kind == "kprobe" else {}
-        return probes.vmstat(guest), hits
+        assert self.zeroing is not None
+        return zeroing.read_counters(self.ssh, self.zeroing)
 
     def _run_step(self, step: Step) -> None:
         self.vm.check_alive()
         self.previous_step_peak_kib = self.rss.peak_kib()
         self.rss.mark()
-        before, hits_before = self._counters()
+        wrapped = isinstance(step.params, ZeroingPathsParams)
+        if isinstance(step.params, ZeroingPathsParams):  # the wrapped step runs as itself, with this phase
+            inner = step.params.step
+            step = Step(inner.kind, step.phase, inner.params)
+        before, traced_before = self._counters()
+        paths_before = zeroing_paths.read(self.ssh) if wrapped else None
+        if paths_before is not None:
+            before = paths_before.vmstat  # read with the zeroing sources, so both cover the same window
         record = StepRecord(step.kind, step.phase)
+        record.data["t_start_s"] = self._rss_clock()
         handler = getattr(self, f"_step_{step.kind}")
         task = self.progress.add_task(f"{step.phase}: {step.kind} {_describe(step.params)}", total=None)
         try:
             handler(step, record)
         finally:
             self.progress.remove_task(task)
-        after, hits_after = self._counters()
+        record.data["t_end_s"] = self._rss_clock()
+        paths_after = zeroing_paths.read(self.ssh) if wrapped else None
+        after, traced_after = self._counters()
+        if paths_before is not None and paths_after is not None:
+            after = paths_after.vmstat
+            self._record_zeroing_paths(step.phase, record, paths_before, paths_after)
         record.data["vmstat_delta"] = probes.tracked_deltas(before, after)
         for name, delta in record.data["vmstat_delta"].items():
             self.metric(f"vmstat.{name}", delta, step.phase)
         if step.kind in PROBE_METRICS:
             self._judge_probe(step, record)
-        for func, hits in hits_after.items():
-            self.metric(f"kprobe.{func}", hits - hits_before.get(func, 0), step.phase)
+        self._record_zeroing(step, record, traced_before, traced_after, before, after)
         rss = self.rss.current_kib()
         if rss is not None:
             self.metric("rss_mib", round(rss / 1024, 1), step.phase)
         self.result.steps.append(record)
+
+    def _record_zeroing(self, step: Step, record: StepRecord, traced_before: dict, traced_after: dict,
+                        before: dict, after: dict) -> None:
+        assert self.zeroing is not None
+        values, problems = zeroing.step_values(self.zeroing, traced_before, traced_after,
+                                               {k: after[k] - before.get(k, 0) for k in after})
+        for name, pages in values.items():
+            self.metric(name, pages, step.phase)
+        if problems:
+            record.data["zeroing_problems"] = problems
+            self.console.print(f"  [yellow]{step.phase}: zeroing counts left out:[/] {escape('; '.join(problems))}")
+
+    def _rss_clock(self) -> float:
+        """Now, on rss.csv's clock (seconds since QEMU started): the report draws each phase as a band."""
+        return round(time.monotonic() - self.vm.started_at, 3)
+
+    def _record_zeroing_paths(self, phase: str, record: StepRecord, before: zeroing_paths.Snapshot,
+                              after: zeroing_paths.Snapshot) -> None:
+        counts = zeroing_paths.delta(before, after)
+        parts = zeroing_paths.breakdown(counts, after.reporting_order)
+        # What the free memory looked like when the step began: where the unskippable pages could come from.
+        parts[f"{zeroing_paths.PREFIX}.start.pcp_pages"] = before.pcp_pages
+        parts[f"{zeroing_paths.PREFIX}.start.free_below_reporting_order"] = zeroing_paths.free_pages_below(
+            before, before.reporting_order)
+        for name, pages in parts.items():
+            self.metric(name, pages, phase, unit="pages")
+        record.data["zeroing_paths"] = {"reporting_order": after.reporting_order,
+                                        "counters": zeroing_paths.rows(counts)}
+        prefix = zeroing_paths.PREFIX
+        top = ", ".join(f"{name.removeprefix(f'{prefix}.zeroed.')} {pages}" for name, pages in parts.items()
+                        if name.startswith(f"{prefix}.zeroed.") and "via_" not in name and pages)
+        self.console.print(f"  {phase}: zeroed {parts[f'{prefix}.zeroed']} pages ({top or 'none'}), "
+                           f"skipped {parts[f'{prefix}.skipped']}")
 
     def _step_balloon(self, step: Step, record: StepRecord) -> None:
         p: BalloonParams = step.params
@@ -311,6 +358,7 @@ class RepRunner:
     def _save_kernel_log(self) -> None:
         dmesg = self.ssh.run("dmesg").stdout
         (self.dir / "dmesg.txt").write_text(dmesg)
+        self.result.kernel_log = dmesg
         self.result.kernel_problems = kernel_problems(dmesg)
 
     def _snapshot(self, phase: str) -> None:

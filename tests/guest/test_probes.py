@@ -21,8 +21,3 @@ def test_contig_bench_result_line():
     m = probes.CONTIG_BENCH_LINE.search("[ 3.1] contig_bench: iterations=2000 order=9 elapsed_us=81234\n")
     assert m and m.groups() == ("2000", "9", "81234")
 
-
-def test_zeroing_source_describes_itself():
-    assert probes.ZeroingSource("vmstat").describe() == "vmstat"
-    assert probes.ZeroingSource("kprobe", ["folio_zero_user", "clear_page_erms"]).describe() == \
-        "kprobe:folio_zero_user,clear_page_erms"

@@ -68,7 +68,8 @@ def test_what_a_run_records_reads_back(tmp_path):
     w.add_kernel({"spec": "stock", "slug": "stock", "version": "6.12", "package": "linux-image", "sha256": "ab",
                   "cache_key": None, "config": "/c", "config_fragment_sha256": None, "series": [], "boot": "bzImage"})
     w.add_kernel({"spec": "base", "slug": "base", "series": [], "base": {"package": "linux-source-6.12"}})
-    w.update_kernel(0, zeroing_counters="kprobe", guest_release="6.12", qemu_argv=["qemu-system-x86_64", "-m"])
+    w.update_kernel(0, zeroing_counters="trace", guest_release="6.12", qemu_argv=["qemu-system-x86_64", "-m"],
+                    zeroing={"methods": ["trace"], "unavailable": {"zeroing.thp_pages": "kprobe refused"}})
     w.add_metric("fault_in_ms", 1.5, phase="touch", rep=0, kernel="stock")
     w.add_metric("nonzero_pages", 0, phase="touch", rep=0, kernel="stock")
     w.set_expectations([{"name": "nonzero_pages", "kernel": "stock", "ok": True, "detail": "none"}])
@@ -77,6 +78,8 @@ def test_what_a_run_records_reads_back(tmp_path):
     raw = json.loads((path / "manifest.json").read_text())
     assert raw["schema"] == 1 and raw["timing"] == "icount" and raw["qemu"]["argv"] == ["qemu-system-x86_64", "-m"]
     assert raw["kernels"][0]["boot"] == "bzImage" and "boot" not in raw["kernels"][1]
+    assert raw["kernels"][0]["zeroing"]["unavailable"] == {"zeroing.thp_pages": "kprobe refused"}
+    assert "zeroing" not in raw["kernels"][1]
     assert json.loads((path / "metrics.json").read_text())[1] == {
         "name": "nonzero_pages", "value": 0, "unit": "pages", "phase": "touch", "rep": 0, "kernel": "stock"}
     b = load_bundle(path)

@@ -44,6 +44,10 @@ class Page(HTMLParser):
             self._cell += data
 
 
+def runs_table(page):
+    return next(t for t in page.tables if t[0][0] == "run")
+
+
 def kernel_samples(fault, seed, n=8):
     rng = np.random.default_rng(seed)
     return {
@@ -78,8 +82,8 @@ def test_report_renders(results, tmp_path):
     index = report.build_report(results, out)
     assert index == out / "index.html"
     page = Page(index.read_text())
-    runs = {row[0]: row for row in page.tables[0][1:]}
-    assert page.tables[0][0] == ["run", "status", "scenario", "kernels", "accel", "started", "error", "logs"]
+    runs = {row[0]: row for row in runs_table(page)[1:]}
+    assert runs_table(page)[0] == ["run", "status", "scenario", "kernels", "accel", "started", "error", "logs"]
     assert set(runs) == {"20261122T010000Z-smoke-stock", "20261122T020000Z-reporting-base-base+reporting",
                          "20261122T030000Z-deflate-base", "20261122T040000Z-junk"}
     failed = runs["20261122T030000Z-deflate-base"]
@@ -92,13 +96,21 @@ def test_report_renders(results, tmp_path):
     log_links = [h for h in page.links if h.endswith("serial.log")]
     assert log_links and all(not h.startswith("/") and (out / h).resolve().is_file() for h in log_links)
 
-    # per scenario: kernels side by side, change flagged against the first kernel
-    side = next(t for t in page.tables if t[0][3:] == ["base (baseline)", "base+reporting"])
+    # per scenario: kernels side by side, change flagged against the first kernel, the threshold it used
+    side = next(t for t in page.tables if t[0][3:] == ["base (baseline)", "base+reporting", "threshold"])
     fault = next(row for row in side if row[0] == "fault_in_ms")
     assert "REGRESSION" in fault[4] and "+" in fault[4]
     skip = next(row for row in side if row[0] == "vmstat.pgzero_skip_reported")
-    assert "IMPROVEMENT" in skip[4]
-    assert "regression: base+reporting vs base: fault_in_ms" in index.read_text()
+    assert "IMPROVEMENT" in skip[4] and fault[5] == "5 % (fixed 5 %)"
+    text = index.read_text()
+    summary = text.split('id="summary"')[1].split("</section>")[0]  # the first screen answers
+    assert "base+reporting vs base: fault_in_ms @ touch" in summary and "REGRESSION" in summary
+    assert "run 20261122T030000Z-deflate-base (deflate) failed: guest panicked" in summary
+    assert "20261122T040000Z-junk: not a readable bundle" in summary
+    assert summary.index("FAILED") < summary.index("REGRESSION") < summary.index("IMPROVEMENT")
+    assert '<a href="#reporting">' in summary  # each finding links to its evidence
+    assert text.index('id="summary"') < text.index("Scenario reporting") < text.index("<details")
+    assert "No A/A run" in text and "fixed 5 % threshold" in text
 
     # plots exist next to the HTML
     assert len(page.imgs) == 6  # rss, fault-in, zeroing for smoke and reporting
@@ -123,7 +135,7 @@ def test_report_out_inside_results_is_skipped(results):
     report.build_report(results, results / "report")
     report.build_report(results, results / "report")  # second scan must not list the report dir
     page = Page((results / "report" / "index.html").read_text())
-    assert all(row[0] != "report" for row in page.tables[0])
+    assert all(row[0] != "report" for row in runs_table(page))
 
 
 def test_report_extra_failures_and_cli(results, tmp_path, capsys):
@@ -155,7 +167,7 @@ def test_report_real_bundles(smoke_bundles, tmp_path):
         (results / Path(b).name).symlink_to(Path(b).resolve())
     index = report.build_report(results, tmp_path / "out")
     page = Page(index.read_text())
-    assert len(page.tables[0]) == len(smoke_bundles) + 1
+    assert len(runs_table(page)) == len(smoke_bundles) + 1
     assert len(page.tables) >= 2  # at least one scenario table
     assert page.imgs and all((index.parent / src).is_file() for src in page.imgs)
 

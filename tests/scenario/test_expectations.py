@@ -104,6 +104,18 @@ def test_kernel_log_clean_is_on_by_default():
     assert ("kernel_log_clean", "stock") not in rows({"kernel_log_clean": False}, [rep(problems=["BUG: x"])])
 
 
+def test_kernel_log_checks_every_boot_for_the_text():
+    expect = {"kernel_log": [{"kernel": "stock", "contains": "not trusting host"},
+                             {"kernel": "stock", "contains": "Oops", "present": False}]}
+    both = [RepResult("stock", 1, kernel_log="virtio: not trusting host to zero"),
+            RepResult("stock", 2, kernel_log="nothing here")]
+    out = evaluate(scenario(expect), Metrics({}), both, ["stock"])
+    want, forbid = [r for r in out if r["name"] == "kernel_log"]
+    assert not want["ok"] and want["detail"].startswith("rep2: dmesg lacks 'not trusting host'")
+    assert forbid["ok"] and "every boot (2) does not print 'Oops'" in forbid["detail"]
+    assert not [r for r in evaluate(scenario(expect), Metrics({}), [], ["stock"]) if r["name"] == "kernel_log"][0]["ok"]
+
+
 def test_metric_checks():
     metrics = {("sys_ms", "touch", "stock"): [10.0, 12.0, 11.0]}
     check = lambda **b: rows({"metrics": [{"name": "sys_ms", "phase": "touch", **b}]}, [rep()], metrics)  # noqa: E731

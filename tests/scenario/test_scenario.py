@@ -157,6 +157,8 @@ def test_step_parameters_are_typed(tmp_path):
         ("name: t\nsteps: [{sleep: -1}]\n", "steps[0].sleep.seconds: must be at least 0"),
         ("name: t\nsteps: [snapshot]\nqemu: {mem_path: /x}\n", "qemu.mem_path: only meaningful"),
         ("name: t\nsteps: []\n", "steps: must not be empty"),
+        ("name: t\nsteps: [snapshot]\nguest: {zeroing: kprobe}\n",
+         "guest.zeroing: 'kprobe' is not one of auto, vmstat, trace, both"),
         ("", "(top): the scenario is empty"),
         ("- 1\n", "(top): expected a mapping, got list"),
         ("name: t\nsteps: [snapshot]\nexpect: {ratios: [{name: x, kernel: a, baseline: b}]}\n",
