@@ -87,6 +87,8 @@ figures: deps
 	$(HARNESS) run scenarios/zeroing-paths.yaml --results $(FIGURES)                # host-/pg-zeroed-reporting: zeroing paths
 	-$(HARNESS) run scenarios/stale-data.yaml --results $(FIGURES)                  # kernel_patches/README.md: safe
 	-$(HARNESS) run scenarios/stale-data-mlock.yaml --results $(FIGURES)            # kernel_patches/README.md: leaks
+	for c in off-1cpu off-2cpu on-1cpu on-2cpu; do \
+	    $(HARNESS) run scenarios/fault-scale-$$c.yaml --results $(FIGURES) || exit 1; done  # series READMEs: Hot-path cost
 
 # SHARDS=N: as the CI workflow does (plan, build the kernels once, each shard into its own directory, merge,
 # report), the shards one after the other, under results/nightly/<UTC time>/.

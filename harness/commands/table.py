@@ -8,7 +8,7 @@ from harness.errors import InputError
 from harness.results.bundle import load_bundle
 from harness.results.selftests import has_selftests
 from harness.results.selftests import table_markdown as selftest_table
-from harness.results.table import parse_metric, render
+from harness.results.table import parse_metric, render, render_by_bundle
 
 
 def cmd_table(args) -> int:
@@ -24,7 +24,14 @@ def cmd_table(args) -> int:
     missing = [k for k in args.kernel or [] if not any(k in b.kernels for b in bundles)]
     if missing:
         raise InputError(f"no bundle has results for {', '.join(missing)}")
-    sys.stdout.write(render(bundles, [parse_metric(m) for m in args.metric or []], args.kernel))
+    metrics = [parse_metric(m) for m in args.metric or []]
+    if args.by_bundle:
+        absent = [f"{b.path.name} has no {k}" for b in bundles for k in args.kernel or [] if k not in b.kernels]
+        if absent:
+            raise InputError(f"--by-bundle needs every kernel in every bundle: {'; '.join(absent)}")
+        sys.stdout.write(render_by_bundle(bundles, metrics, args.kernel))
+    else:
+        sys.stdout.write(render(bundles, metrics, args.kernel))
     return 0
 
 
@@ -36,4 +43,7 @@ def register(subparsers) -> None:
     p.add_argument("--kernel", action="append", metavar="SPEC", help="only this kernel's column (repeatable)")
     p.add_argument("--selftests", action="store_true",
                    help="the kselftest results instead: per test, pass/fail/skip per kernel and why skipped")
+    p.add_argument("--by-bundle", action="store_true",
+                   help="the same kernels in several bundles (configurations): a row per bundle and metric, and "
+                        "each kernel's change against the first")
     p.set_defaults(func=cmd_table)

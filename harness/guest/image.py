@@ -20,7 +20,7 @@ from harness.paths import REPO_ROOT, cache_root
 from harness.process import run_command
 
 GUEST_DIR = REPO_ROOT / "guest_images"
-PROBES = ["memtouch", "memdirty"]
+PROBES = ["memtouch", "memdirty", "faultscale"]
 IMAGE_FORMAT = "1"  # bump when the layout below changes
 
 

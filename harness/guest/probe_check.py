@@ -1,5 +1,7 @@
 """Did a probe exercise the kernel path it claims?  Judged from its own fault count and the vmstat deltas.
 
+faultscale must take exactly one fault per operation (a 4 KiB page written), in every worker, and no THP.
+
 memtouch and memdirty must fault every 4 KiB page in with exactly one write fault, and in THP mode every
 2 MiB range with one THP allocation (a fallback to 4 KiB pages is tolerated and reported).  A probe that
 took a read fault first (the shared zero page, then copy-on-write), found its pages already mapped, or
@@ -61,3 +63,30 @@ def check_faults(out: dict, vmstat_delta: dict[str, int]) -> FaultCheck:
     if fallback:
         note += f"; {fallback} of {huge} fell back to 4 KiB pages (thp_fault_fallback)"
     return FaultCheck(None, note, fallback)
+
+
+def check_fault_scale(out: dict, vmstat_delta: dict[str, int]) -> FaultCheck:
+    """Judge one faultscale result: each worker took one page fault per page it wrote (its operations), the
+    system counted at least that many faults, and no fault made a transparent huge page."""
+    worker_ops, worker_faults = out.get("worker_ops"), out.get("worker_faults")
+    if not worker_ops or worker_faults is None or len(worker_ops) != len(worker_faults):
+        return FaultCheck("the probe reported no per-worker operations and faults", "")
+    for i, (ops, faults) in enumerate(zip(worker_ops, worker_faults, strict=True)):
+        if ops <= 0:
+            return FaultCheck(f"worker {i} faulted no page", "")
+        if not ops <= faults <= ops + _slack(ops):
+            per_op = faults / ops
+            why = (" (pages were already mapped?)" if faults < ops
+                   else " (a read fault on the zero page, then copy-on-write?)" if per_op >= 1.5 else "")
+            return FaultCheck(f"worker {i}: {faults} page faults for {ops} pages written: {per_op:.3f} per page, "
+                              f"expected exactly one fault each{why}", "")
+    ops, faults = sum(worker_ops), sum(worker_faults)
+    pgfault = vmstat_delta.get("pgfault")
+    if pgfault is not None and pgfault < ops:
+        return FaultCheck(f"/proc/vmstat pgfault rose by {pgfault}, fewer than the {ops} pages the workers "
+                          "faulted", "")
+    thp = vmstat_delta.get("thp_fault_alloc", 0)
+    if thp:
+        return FaultCheck(f"{thp} transparent huge pages were allocated: the probe measures 4 KiB faults", "")
+    return FaultCheck(None, f"{faults} faults for {ops} pages in {len(worker_ops)} worker(s)"
+                            + (f", pgfault +{pgfault}" if pgfault is not None else ""))

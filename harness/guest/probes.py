@@ -1,4 +1,5 @@
-"""What the harness measures inside the guest: memtouch/memdirty, /proc snapshots (zeroing counts: `zeroing`)."""
+"""What the harness measures inside the guest: memtouch/memdirty/faultscale, /proc snapshots (zeroing counts:
+`zeroing`)."""
 
 from __future__ import annotations
 
@@ -72,6 +73,13 @@ def memtouch(guest: Guest, size_mib: int, thp: bool, fault: str, timeout: float)
 
 def memdirty(guest: Guest, size_mib: int, thp: bool, timeout: float) -> dict:
     cmd = f"memdirty {size_mib}" + (" --thp" if thp else "")
+    return json.loads(guest.run(cmd, timeout=timeout).stdout.strip().splitlines()[-1])
+
+
+def faultscale(guest: Guest, mode: str, workers: int, seconds: float, region_mib: int, threads: bool,
+               timeout: float) -> dict:
+    """mode: "anon" (will-it-scale page_fault1) or "file" (page_fault2: a private tmpfs file mapping)."""
+    cmd = f"faultscale {mode} {workers} {seconds:g} {region_mib}" + (" --threads" if threads else "")
     return json.loads(guest.run(cmd, timeout=timeout).stdout.strip().splitlines()[-1])
 
 

@@ -20,6 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
+import yaml
+from pydantic import ValidationError
+
 from harness.errors import InputError
 from harness.numbers import fmt_num
 from harness.results import stats
@@ -28,6 +31,7 @@ from harness.results.metrics import TIME, definition
 from harness.results.selftests import SelftestGate, has_selftests
 from harness.results.selftests import gate as selftest_gate
 from harness.scenario.expectations import EXPECTED_LEAK, LEAK
+from harness.scenario.schema import GuestOptions, QemuOptions
 
 # ---------------------------------------------------------------------------------------------- bundles
 
@@ -48,6 +52,34 @@ def timing_comparability(a: Bundle, b: Bundle) -> tuple[bool, str]:
     if not diffs:
         return True, ""
     return False, "timings not judged: " + "; ".join(diffs)
+
+
+def configuration(b: Bundle) -> dict | None:
+    """The guest and QEMU configuration the bundle's scenario asked for (its timing mode is judged apart), or None
+    when the bundle does not carry a readable scenario."""
+    sc = b.manifest.scenario
+    content = getattr(sc, "content", None)
+    if not content:
+        return None
+    try:
+        data = yaml.safe_load(content)
+        guest = GuestOptions.model_validate(data.get("guest") or {})
+        qemu = QemuOptions.model_validate(data.get("qemu") or {})
+    except (yaml.YAMLError, ValidationError, AttributeError):
+        return None
+    return {"guest": guest.model_dump(), "qemu": qemu.model_dump(exclude={"timing"})}
+
+
+def check_same_configuration(a: Bundle, b: Bundle) -> None:
+    """Kernels are only ever paired within one configuration (guest size, vCPUs, command line, QEMU device):
+    the same kernel in two configurations is two measurements, not a change."""
+    ca, cb = configuration(a), configuration(b)
+    if ca is None or cb is None or ca == cb:
+        return
+    diffs = [f"{part}.{key} {ca[part][key]!r} vs {cb[part][key]!r}" for part in ca for key in ca[part]
+             if ca[part][key] != cb[part].get(key)]
+    raise InputError(f"{a.path.name} and {b.path.name} ran different configurations ({'; '.join(diffs)}): "
+                     "compare pairs kernels only within one configuration")
 
 
 # ------------------------------------------------------------------------------------------ comparison
@@ -144,6 +176,7 @@ def plan_pairs(a: Bundle, b: Bundle | None) -> list[tuple[Bundle, str, Bundle, s
         if len(ka) < 2:
             raise InputError(f"{a.path}: has {len(ka)} kernel(s); give a second bundle to compare against")
         return [(a, ka[0], a, k) for k in ka[1:]]
+    check_same_configuration(a, b)
     kb = b.kernels
     if not ka or not kb:
         empty = a if not ka else b

@@ -56,3 +56,29 @@ def render(bundles: list[Bundle], metrics: list[tuple[str, str | None]], kernels
             cells.append(fmt_num(value) if value is None or n <= 1 else f"{fmt_num(value)} (n={n})")
         lines.append(f"| {md_escape(name)} | {phase or 'all'} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def render_by_bundle(bundles: list[Bundle], metrics: list[tuple[str, str | None]],
+                     kernels: list[str] | None = None) -> str:
+    """The same kernels in several configurations, one bundle each: a row per bundle (its scenario) and metric,
+    a column per kernel, and each kernel's change of median against the first kernel in the row."""
+    columns = kernels or [k for k in bundles[0].kernels if all(k in b.kernels for b in bundles)]
+    if not metrics:
+        metrics = list(dict.fromkeys((n, p) for b in bundles for k in columns
+                                     for (n, p), vals in b.samples(k).items() if any(vals)))
+    lines = [f"From [{i}] {provenance(b)}." for i, b in enumerate(bundles, 1)] + [""]
+    lines.append("| configuration | metric | phase | " + " | ".join(f"`{md_escape(k)}`" for k in columns) + " |")
+    lines.append("|---|---|---|" + "---:|" * len(columns))
+    for i, b in enumerate(bundles, 1):
+        for name, phase in metrics:
+            base, _ = medians(b, columns[0], name, phase)
+            cells = []
+            for k in columns:
+                value, n = medians(b, k, name, phase)
+                cell = fmt_num(value) if value is None or n <= 1 else f"{fmt_num(value)} (n={n})"
+                if k != columns[0] and value is not None and base:
+                    cell += f" {(value - base) / abs(base) * 100:+.2f} %"
+                cells.append(cell)
+            lines.append(f"| `{md_escape(b.scenario)}` [{i}] | {md_escape(name)} | {phase or 'all'} | "
+                         + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

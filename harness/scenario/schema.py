@@ -35,6 +35,9 @@ SIZE_JSON_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*[KMGTkmgt]([iI]?[bB])?\s*$"  # SIZ
 UNIT_MIB = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
 # memtouch's ways to fault pages in: MADV_POPULATE_WRITE (the default) or a user-space store per page.
 FAULT_MODES = ("populate", "store")
+# faultscale's mappings: private anonymous (will-it-scale page_fault1) or a private tmpfs file (page_fault2).
+FAULT_SCALE_MAPPINGS = ("anon", "file")
+FAULT_SCALE_TASKS = ("processes", "threads")
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 PHASE = re.compile(r"^[A-Za-z0-9_-]+$")
 MIN_GUEST_MIB = 256
@@ -86,6 +89,10 @@ Backend = Annotated[str, AfterValidator(_one_of(BACKENDS)), WithJsonSchema({"enu
 Timing = Annotated[str, AfterValidator(_one_of(TIMING_MODES)), WithJsonSchema({"enum": list(TIMING_MODES)})]
 ZeroingMethod = Annotated[str, AfterValidator(_one_of(ZEROING_METHODS)), WithJsonSchema({"enum": list(ZEROING_METHODS)})]
 FaultMode = Annotated[str, AfterValidator(_one_of(FAULT_MODES)), WithJsonSchema({"enum": list(FAULT_MODES)})]
+FaultScaleMapping = Annotated[str, AfterValidator(_one_of(FAULT_SCALE_MAPPINGS)),
+                              WithJsonSchema({"enum": list(FAULT_SCALE_MAPPINGS)})]
+FaultScaleTasks = Annotated[str, AfterValidator(_one_of(FAULT_SCALE_TASKS)),
+                            WithJsonSchema({"enum": list(FAULT_SCALE_TASKS)})]
 ScenarioName = Annotated[str, AfterValidator(_matches(NAME, "letters, digits, '.', '_' or '-'")),
                          WithJsonSchema({"type": "string", "pattern": NAME.pattern})]
 PhaseName = Annotated[str, AfterValidator(_matches(PHASE, "letters, digits, '_' or '-'")),
@@ -169,6 +176,22 @@ class MemdirtyParams(Strict):
 
 class MemtouchParams(MemdirtyParams):
     fault: FaultMode = FAULT_MODES[0]
+
+
+class FaultScaleParams(Strict):
+    """will-it-scale's page_fault1 (anon) / page_fault2 (file): workers map, write one byte per page, unmap."""
+
+    shorthand = "mapping"
+    mapping: FaultScaleMapping = FAULT_SCALE_MAPPINGS[0]
+    workers: Annotated[int, Field(ge=1, le=64)] = 1
+    tasks: FaultScaleTasks = FAULT_SCALE_TASKS[0]
+    seconds: Annotated[Number, Field(gt=0, le=600)] = 3  # guest time each worker loops for
+    region_mib: SizeMiB = Field(128, alias="region")  # mapped, faulted and unmapped per operation loop
+
+    @property
+    def resident_mib(self) -> int:
+        """Guest memory the step holds at once: each worker's region, and in file mode its tmpfs file too."""
+        return self.workers * self.region_mib * (2 if self.mapping == "file" else 1)
 
 
 class WaitReportingParams(Strict):
@@ -276,12 +299,13 @@ class KselftestParams(Strict):
 
 StepParams = (BootParams | BalloonParams | MemdirtyParams | MemtouchParams | WaitReportingParams | SleepParams
               | SnapshotParams | ContigBenchParams | ShellParams | ZeroingPathsParams | UploadParams
-              | KselftestParams | StressParams)
+              | KselftestParams | StressParams | FaultScaleParams)
 STEP_PARAMS: dict[str, type[Strict]] = {
     "boot": BootParams, "balloon": BalloonParams, "memdirty": MemdirtyParams, "memtouch": MemtouchParams,
     "wait_reporting": WaitReportingParams, "sleep": SleepParams, "snapshot": SnapshotParams,
     "contig_bench": ContigBenchParams, "shell": ShellParams, "zeroing_paths": ZeroingPathsParams,
     "upload": UploadParams, "kselftest": KselftestParams, "stress": StressParams,
+    "fault_scale": FaultScaleParams,
 }
 STEP_TYPES = tuple(STEP_PARAMS)
 
@@ -294,6 +318,7 @@ class StepEntry(Strict):
     balloon: BalloonParams | None = None
     memdirty: MemdirtyParams | None = None
     memtouch: MemtouchParams | None = None
+    fault_scale: FaultScaleParams | None = None
     wait_reporting: WaitReportingParams | None = None
     sleep: SleepParams | None = None
     snapshot: SnapshotParams | None = None
@@ -439,6 +464,10 @@ class ScenarioFile(Strict):
                               *at, "balloon_low")
             if isinstance(p, MemdirtyParams) and p.size_mib >= memory:
                 raise problem(f"{p.size_mib} MiB does not fit in the guest's {memory} MiB", *at, "size")
+            if isinstance(p, FaultScaleParams) and p.resident_mib >= memory:
+                raise problem(f"{p.workers} worker(s) x {p.region_mib} MiB"
+                              + (" (and a tmpfs file each)" if p.mapping == "file" else "")
+                              + f" do not fit in the guest's {memory} MiB", *at, "region")
         return self
 
 

@@ -41,3 +41,32 @@ def test_only_the_kernels_asked_for(tmp_path, capsys):
     b = synth.write_bundle(tmp_path / "b", {k: {("fault_in_ms", "touch"): [1.0]} for k in ("base", "base+a", "base+b")})
     _, out = run([b, "--kernel", "base", "--kernel", "base+b"], capsys)
     assert "| metric | phase | `base` | `base+b` |" in out
+
+
+def test_by_bundle_a_row_per_configuration_with_the_change_against_the_first_kernel(tmp_path, capsys):
+    # The fault-scale scenarios: the same kernels with the opt-ins off and on, one bundle each.
+    kw = {"timing": "icount", "accel": "tcg"}
+    off = synth.write_bundle(tmp_path / "off", {"base": {("fault_ops_per_s", "page_fault1"): [1000.0, 1000.0, 1000.0]},
+                                                "base+s": {("fault_ops_per_s", "page_fault1"): [990.0, 990.0, 990.0]}},
+                             scenario="fault-scale-off-1cpu", **kw)
+    on = synth.write_bundle(tmp_path / "on", {"base": {("fault_ops_per_s", "page_fault1"): [800.0, 800.0]},
+                                              "base+s": {("fault_ops_per_s", "page_fault1"): [1000.0, 1000.0]}},
+                            scenario="fault-scale-on-1cpu", reps=2, **kw)
+    code, out = run([off, on, "--by-bundle", "--metric", "fault_ops_per_s@page_fault1"], capsys)
+    assert code == 0
+    first, second, _, header, _, row_off, row_on = out.splitlines()
+    assert first.startswith("From [1] `fault-scale-off-1cpu`") and second.startswith("From [2] `fault-scale-on-1cpu`")
+    assert header == "| configuration | metric | phase | `base` | `base+s` |"
+    assert row_off == "| `fault-scale-off-1cpu` [1] | fault_ops_per_s | page_fault1 | 1000 (n=3) | 990 (n=3) -1.00 % |"
+    assert row_on == "| `fault-scale-on-1cpu` [2] | fault_ops_per_s | page_fault1 | 800 (n=2) | 1000 (n=2) +25.00 % |"
+
+
+def test_by_bundle_refuses_a_kernel_missing_from_a_bundle(tmp_path, capsys):
+    import pytest
+
+    from harness.errors import InputError
+
+    a = synth.write_bundle(tmp_path / "a", {"base": {("x", "p"): [1.0]}, "base+s": {("x", "p"): [1.0]}})
+    b = synth.write_bundle(tmp_path / "b", {"base": {("x", "p"): [1.0]}})
+    with pytest.raises(InputError, match="needs every kernel in every bundle: b has no base\\+s"):
+        run([a, b, "--by-bundle", "--kernel", "base", "--kernel", "base+s"], capsys)

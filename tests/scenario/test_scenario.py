@@ -62,6 +62,12 @@ def test_every_shipped_scenario_is_valid():
         ("name: t\nsteps: [{memdirty: {size: 1M, fault: store}}]\n", "unknown key"),
         ("name: t\nsteps: [snapshot]\nexpect: {metrics: [{name: x}]}\n", "expect.metrics[0]"),
         ("name: t\nsteps: [{memtouch: 1M, phase: a}, {memtouch: 1M, phase: a}]\n", "used twice"),
+        ("name: t\nsteps: [{fault_scale: {mapping: shared}}]\n", "steps[0].fault_scale.mapping: 'shared' is not one of"),
+        ("name: t\nsteps: [{fault_scale: {workers: 0}}]\n", "steps[0].fault_scale.workers"),
+        ("name: t\nsteps: [{fault_scale: {seconds: 0}}]\n", "steps[0].fault_scale.seconds"),
+        ("name: t\nsteps: [{fault_scale: {tasks: fibers}}]\n", "steps[0].fault_scale.tasks"),
+        ("name: t\nguest: {memory: 1G}\nsteps: [{fault_scale: {mapping: file, workers: 4, region: 128M}}]\n",
+         "steps[0].fault_scale.region: 4 worker(s) x 128 MiB (and a tmpfs file each) do not fit"),
         ("name: [unclosed\n", "malformed YAML"),
     ],
 )
