@@ -9,6 +9,8 @@ import pytest
 
 from harness.paths import REPO_ROOT
 
+TEST_SERIES = Path(__file__).resolve().parent / "data" / "series"  # test-only patch series
+
 SMOKE = REPO_ROOT / "scenarios" / "smoke.yaml"
 
 
@@ -34,3 +36,14 @@ def smoke_bundles(smoke_results) -> list[Path]:
         assert outcome.ok, f"smoke run failed: {outcome.error} (bundle {outcome.bundle})"
         bundles.append(outcome.bundle)
     return bundles
+
+
+@pytest.fixture
+def patches_root(tmp_path, monkeypatch):
+    """kernel_patches/ plus the test-only series, as one patches root."""
+    root = tmp_path / "patches"
+    root.mkdir()
+    for d in [*(REPO_ROOT / "kernel_patches").iterdir(), *TEST_SERIES.iterdir()]:
+        (root / d.name).symlink_to(d)
+    monkeypatch.setenv("BALLOON_TESTBED_PATCHES", str(root))
+    return root

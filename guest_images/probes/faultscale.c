@@ -33,6 +33,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "probe.h"
+
 #define MAX_WORKERS 64
 
 struct options {
@@ -51,19 +53,6 @@ struct worker {
 static struct options opt;
 static struct worker *workers; /* shared with child processes */
 static int barrier[2];
-
-static double now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static double tv_ms(struct timeval tv)
-{
-	return tv.tv_sec * 1e3 + tv.tv_usec / 1e3;
-}
 
 static void usage(const char *prog)
 {

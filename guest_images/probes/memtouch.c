@@ -37,19 +37,6 @@
 #define MADV_POPULATE_WRITE 23
 #endif
 
-static double now_ms(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
-}
-
-static double tv_ms(struct timeval tv)
-{
-	return tv.tv_sec * 1e3 + tv.tv_usec / 1e3;
-}
-
 static int page_is_zero(const uint64_t *p, size_t words)
 {
 	for (size_t i = 0; i < words; i++)

@@ -3,6 +3,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <sys/time.h>
+#include <time.h>
 
 #define MEMDIRTY_PATTERN 0xa5a5b00b1e5a5a5aULL
 
@@ -36,4 +38,17 @@ static inline long process_faults(void)
 
 	getrusage(RUSAGE_SELF, &r);
 	return r.ru_minflt + r.ru_majflt;
+}
+
+static inline double now_ms(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e3 + ts.tv_nsec / 1e6;
+}
+
+static inline double tv_ms(struct timeval tv)
+{
+	return tv.tv_sec * 1e3 + tv.tv_usec / 1e3;
 }

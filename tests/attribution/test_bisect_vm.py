@@ -20,18 +20,6 @@ from harness.paths import REPO_ROOT
 
 pytestmark = [pytest.mark.vm, pytest.mark.kernelbuild, pytest.mark.kernels]
 
-TEST_SERIES = Path(__file__).parent.parent / "data" / "series"
-
-
-@pytest.fixture
-def patches_root(tmp_path, monkeypatch):
-    """kernel_patches/ plus the test-only series, as one patches root."""
-    root = tmp_path / "patches"
-    root.mkdir()
-    for d in [*(REPO_ROOT / "kernel_patches").iterdir(), *TEST_SERIES.iterdir()]:
-        (root / d.name).symlink_to(d)
-    monkeypatch.setenv("BALLOON_TESTBED_PATCHES", str(root))
-    return root
 
 
 def scenario(tmp_path, steps, expect=None) -> Path:
@@ -59,7 +47,7 @@ def test_bisect_with_an_expectation_names_the_negative_control(patches_root, tmp
     """A series with broken-trust-host's patch among harmless ones: --expect nonzero_pages names it."""
     trust = patches_root / "trust-bisect"
     trust.mkdir()
-    harmless = sorted((TEST_SERIES / "fault-path-bisect").glob("000[123]-*.patch"))
+    harmless = sorted((patches_root / "fault-path-bisect").glob("000[123]-*.patch"))
     (broken,) = (REPO_ROOT / "kernel_patches" / "broken-trust-host").glob("*.patch")
     order = [harmless[0], harmless[1], broken, harmless[2]]
     for i, p in enumerate(order, 1):

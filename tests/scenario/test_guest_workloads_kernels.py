@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
@@ -22,19 +21,8 @@ from harness.scenario.schema import load_scenario
 
 pytestmark = pytest.mark.kernels
 
-TEST_SERIES = Path(__file__).resolve().parent.parent / "data" / "series"
 BREAK = "base+map-fixed-noreplace-break"
 
-
-@pytest.fixture
-def patches_root(tmp_path, monkeypatch):
-    """kernel_patches/ plus the test-only series, as one patches root."""
-    root = tmp_path / "patches"
-    root.mkdir()
-    for d in [*(REPO_ROOT / "kernel_patches").iterdir(), *TEST_SERIES.iterdir()]:
-        (root / d.name).symlink_to(d)
-    monkeypatch.setenv("BALLOON_TESTBED_PATCHES", str(root))
-    return root
 
 
 def test_mm_selftests_run_on_base_and_every_seed_stack(tmp_path):
