@@ -14,6 +14,7 @@ from harness.kernels import config as kconf
 from harness.kernels import inputs as ki
 from harness.kernels.flavours import known_flavours, load_flavour
 from harness.kernels.spec import parse_kernel_spec
+from harness.kernels.tree import ensure_base_repo
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -99,3 +100,16 @@ def test_a_real_config_run_refuses_an_option_without_its_dependency(tmp_path):
     assert proc.returncode == 2, proc.stderr
     last = proc.stderr.strip().splitlines()[-1]
     assert "pgflags-alone.config" in last and "CONFIG_DEBUG_VM_PGFLAGS" in last, proc.stderr
+
+
+@pytest.mark.kernels
+@pytest.mark.parametrize("name", known_flavours())
+def test_every_shipped_flavour_survives_olddefconfig(name, tmp_path):
+    """Configure (no build) the pinned base with guest.config and the flavour, as a build does."""
+    src = ensure_base_repo()
+    frags = ki.load_fragments([load_flavour(name).fragment])
+    subprocess.run(["make", "-s", f"O={tmp_path}", "tinyconfig"], cwd=src, check=True, capture_output=True)
+    subprocess.run([str(src / "scripts/kconfig/merge_config.sh"), "-m", "-O", str(tmp_path), ".config",
+                    *(str(f.path) for f in frags)], cwd=tmp_path, check=True, capture_output=True)
+    subprocess.run(["make", "-s", f"O={tmp_path}", "olddefconfig"], cwd=src, check=True, capture_output=True)
+    kconf.check_config(frags, (tmp_path / ".config").read_text())
