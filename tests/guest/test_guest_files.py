@@ -26,7 +26,7 @@ def compile_hello(out: Path, static: bool = True) -> Path:
 
 
 def scenario(tmp_path: Path, files=None, steps=None) -> Path:
-    guest = {"memory": "512M", "cpus": 1, "cmdline": "no_timer_check", **({"files": files} if files else {})}
+    guest = {"memory": "512M", "cpus": 1, **({"files": files} if files else {})}
     doc = {"name": "own-files", "guest": guest,
            "qemu": {"balloon": {"free_page_reporting": False}}, "steps": steps or ["snapshot"]}
     path = tmp_path / "own-files.yaml"

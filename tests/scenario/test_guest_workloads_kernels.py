@@ -48,7 +48,7 @@ def test_mm_selftests_run_on_base_and_every_seed_stack(tmp_path):
 def test_a_series_that_breaks_a_selftest_is_flagged_by_compare(tmp_path, patches_root):
     scenario = tmp_path / "gate.yaml"
     scenario.write_text(yaml.safe_dump({
-        "name": "selftest-gate", "guest": {"memory": "1G", "cpus": 2, "cmdline": "no_timer_check"},
+        "name": "selftest-gate", "guest": {"memory": "1G", "cpus": 2},
         "kernels": ["base", BREAK], "repetitions": 2,
         "steps": [{"kselftest": ["map_fixed_noreplace", "mseal_test", "madv_populate"], "phase": "selftests"}],
     }))
