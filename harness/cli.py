@@ -68,6 +68,9 @@ def _interrupt_on_sigterm(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+    # Started in the background by a non-interactive shell, a process inherits SIGINT ignored, and Python then
+    # installs no KeyboardInterrupt handler: `kill -INT` would be lost and QEMU left running to the end.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # Diagnostics (commands run, retries) go to the log; HARNESS_LOG=debug shows them.
     logging.basicConfig(level=os.environ.get("HARNESS_LOG", "warning").upper(), format="%(name)s: %(message)s")
     parser = build_parser()
