@@ -187,7 +187,7 @@ class RepRunner:
         self.previous_step_peak_kib = self.rss.peak_kib()
         self.rss.mark()
         wrapped = isinstance(step.params, ZeroingPathsParams)
-        if isinstance(step.params, ZeroingPathsParams):  # the wrapped step runs as itself, with this phase
+        if wrapped:  # the wrapped step runs as itself, with this phase
             inner = step.params.step
             step = Step(inner.kind, step.phase, inner.params)
         before, traced_before = self._counters()
