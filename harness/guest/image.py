@@ -21,7 +21,7 @@ from harness.process import run_command
 
 GUEST_DIR = REPO_ROOT / "guest_images"
 PROBES = ["memtouch", "memdirty", "faultscale"]
-IMAGE_FORMAT = "1"  # bump when the layout below changes
+IMAGE_FORMAT = "2"  # bump when the layout below changes
 
 
 def _shared_libs(binary: str) -> list[Path]:
@@ -74,6 +74,9 @@ def _etc_files(keys: SshKeys, kernel: GuestKernel) -> dict[str, str]:
 
 def _digest(files: dict[str, Path], texts: dict[str, str], sources: list[Path]) -> str:
     h = hashlib.sha256(IMAGE_FORMAT.encode())
+    # Which probes are compiled matters as much as their sources: an image keyed on the sources alone was
+    # once reused without faultscale in it.
+    h.update(" ".join(PROBES).encode() + b"\0")
     for dest in sorted(files):
         h.update(dest.encode() + b"\0" + hashlib.sha256(files[dest].read_bytes()).digest())
     for dest in sorted(texts):
