@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 from harness.errors import HarnessError, InputError
 from harness.kernels.cache import (
@@ -200,12 +201,34 @@ def _build_contig_bench(b: _Build, objdir: Path, work: Path | None, timings: dic
 # public API
 
 
+@dataclass(frozen=True)
+class _Inputs:
+    """What decides a ``base[+SERIES...][%FLAVOUR...]`` build, and its cache key."""
+
+    base: Any
+    series: list
+    flavours: list[Flavour]
+    frags: list
+    gcc: str
+    mod_sha: str | None
+    key: str
+
+
+def _inputs(spec: KernelSpec, fragments: list[Path | str] | None, patches_root: Path | str | None) -> _Inputs:
+    base = load_base()
+    series = load_stack(spec.series, patches_root)
+    flavours = load_flavours(spec.flavours)
+    frags = load_fragments([*(fragments or []), *(f.fragment for f in flavours)])
+    gcc = gcc_version()
+    mod_sha = module_source_sha256()
+    return _Inputs(base, series, flavours, frags, gcc, mod_sha, compute_key(base, series, frags, gcc, mod_sha))
+
+
 def build_key(spec: KernelSpec, patches_root: Path | str | None = None) -> str:
-    """The build cache key of a ``base[+SERIES...]`` spec, without building it."""
+    """The build cache key of a ``base[+SERIES...][%FLAVOUR...]`` spec, without building it."""
     if spec.kind != "build":
         raise InputError(f"kernel spec {spec.text!r}: only base or base+SERIES... specs have a build key")
-    return compute_key(load_base(), load_stack(spec.series, patches_root), load_fragments(None), gcc_version(),
-                       module_source_sha256())
+    return _inputs(spec, None, patches_root).key
 
 
 def is_built(spec: KernelSpec) -> bool:
@@ -230,13 +253,9 @@ def build_kernel(spec: KernelSpec | str, *, fragments: list[Path | str] | None =
     if spec.kind != "build":
         raise InputError(f"kernel spec {spec.text!r}: only base or base+SERIES... specs are built")
     t_start = time.monotonic()
-    base = load_base()
-    series = load_stack(spec.series, patches_root)
-    flavours = load_flavours(spec.flavours)
-    frags = load_fragments([*(fragments or []), *(f.fragment for f in flavours)])
-    gcc = gcc_version()
-    mod_sha = module_source_sha256()
-    key = compute_key(base, series, frags, gcc, mod_sha)
+    inputs = _inputs(spec, fragments, patches_root)
+    base, series, flavours, frags, gcc, mod_sha, key = (inputs.base, inputs.series, inputs.flavours, inputs.frags,
+                                                         inputs.gcc, inputs.mod_sha, inputs.key)
     info = load_build(key)
     if info is not None:
         return flavoured(guest_kernel(spec, info), flavours)

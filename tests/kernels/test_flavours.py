@@ -12,6 +12,7 @@ import pytest
 from harness.errors import HarnessError, InputError
 from harness.kernels import config as kconf
 from harness.kernels import inputs as ki
+from harness.kernels.build import build_key
 from harness.kernels.flavours import known_flavours, load_flavour
 from harness.kernels.spec import parse_kernel_spec
 from harness.kernels.tree import ensure_base_repo
@@ -113,3 +114,8 @@ def test_every_shipped_flavour_survives_olddefconfig(name, tmp_path):
                     *(str(f.path) for f in frags)], cwd=tmp_path, check=True, capture_output=True)
     subprocess.run(["make", "-s", f"O={tmp_path}", "olddefconfig"], cwd=src, check=True, capture_output=True)
     kconf.check_config(frags, (tmp_path / ".config").read_text())
+
+
+def test_the_plan_s_build_key_is_the_flavoured_build_s_key():
+    """harness plan names the key a shard needs: a flavour must change it as it changes the build."""
+    assert build_key(parse_kernel_spec("base%page-poison")) != build_key(parse_kernel_spec("base"))
