@@ -22,7 +22,7 @@ from harness.machine.config import MachineConfig
 from harness.machine.vm import VM, GuestDied
 from harness.process import poll_until
 
-KVM_PROBE_TIMEOUT_S = 8.0
+KVM_PROBE_TIMEOUT_S = 30.0  # a hang, not a slow boot: a nested KVM guest under a loaded TCG runner takes 8 s+
 SELFTESTS_GUEST_DIR = "/opt/selftests/mm"
 
 
