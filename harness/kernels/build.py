@@ -16,16 +16,20 @@ import time
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from harness.errors import HarnessError, InputError
+from harness.kernels import reuse, used
 from harness.kernels.cache import (
+    INCOMPLETE_MARKER,
+    check_build,
     flock,
     guest_kernel,
     kernel_cache,
     list_cached,
     load_build,
     publish,
+    published_digests,
 )
 from harness.kernels.config import check_config
 from harness.kernels.flavours import Flavour, load_flavours
@@ -50,7 +54,6 @@ from harness.kernels.tree import (
     check_package,
     ensure_base_repo,
     prepare_tree,
-    tree_state,
 )
 from harness.paths import cache_root
 from harness.process import run_command
@@ -70,10 +73,15 @@ DEFAULT_COMPILE_UNITS = 1960
 # running make
 
 
-def _build_env(basedir: Path | None) -> dict:
+def _build_env(basedir: Path | None, stats_log: Path | None = None) -> dict:
     env = dict(os.environ)
     env.update(BUILD_ENV)
     env["CCACHE_DIR"] = str(cache_root() / "ccache")
+    # Builds run in a directory per key (or per developer tree): the few objects compiled with -g (the
+    # real-mode trampoline, stripped to a flat binary) would otherwise hash the directory and never hit.
+    env["CCACHE_NOHASHDIR"] = "1"
+    if stats_log is not None:
+        env["CCACHE_STATSLOG"] = str(stats_log)
     if basedir is not None:
         env["CCACHE_BASEDIR"] = str(basedir)
     else:
@@ -92,8 +100,9 @@ def _ensure_ccache():
 class _Build:
     """One build's log and make runner."""
 
-    def __init__(self, log_path: Path, env: dict, rep: Reporter, expected_units: int):
+    def __init__(self, log_path: Path, env: dict, rep: Reporter, expected_units: int, pass_fds: tuple[int, ...] = ()):
         self.log_path = log_path
+        self.pass_fds = pass_fds
         self.log = open(log_path, "w")
         self.env = env
         self.rep = rep
@@ -117,7 +126,8 @@ class _Build:
                     self.rep.update(self.task, total=self.expected)
                 self.rep.update(self.task, completed=self.units)
 
-        res = run_command(cmd, cwd=cwd, env=self.env, on_line=on_line, what=what, check=False)
+        res = run_command(cmd, cwd=cwd, env=self.env, on_line=on_line, what=what, check=False,
+                          pass_fds=self.pass_fds)
         self.log.flush()
         if res.returncode != 0:
             raise _MakeFailed(what, res.returncode, res.stdout)
@@ -192,7 +202,6 @@ def _build_contig_bench(b: _Build, objdir: Path, work: Path | None, timings: dic
     if not ko.is_file():
         raise HarnessError(f"building contig_bench: make succeeded but {ko} was not produced")
     shutil.copy2(ko, mdir / "contig_bench.ko")
-    shutil.rmtree(work)
     timings["contig_bench_s"] = round(time.monotonic() - t, 2)
     return {CONTIG_BENCH_GUEST_PATH: "modules/contig_bench.ko"}
 
@@ -247,7 +256,9 @@ def build_kernel(spec: KernelSpec | str, *, fragments: list[Path | str] | None =
     patches_root: where series directories live (default $BALLOON_TESTBED_PATCHES or kernel_patches/).
     """
     if tree is not None:
-        return _build_tree(spec, Path(tree), fragments, progress)
+        from harness.kernels.tree_build import build_tree  # it builds with this module's make machinery
+
+        return build_tree(spec, Path(tree), fragments, progress)
     if isinstance(spec, str):
         spec = parse_kernel_spec(spec)
     if spec.kind != "build":
@@ -256,15 +267,26 @@ def build_kernel(spec: KernelSpec | str, *, fragments: list[Path | str] | None =
     inputs = _inputs(spec, fragments, patches_root)
     base, series, flavours, frags, gcc, mod_sha, key = (inputs.base, inputs.series, inputs.flavours, inputs.frags,
                                                          inputs.gcc, inputs.mod_sha, inputs.key)
-    info = load_build(key)
+    info, damaged = check_build(key)
     if info is not None:
         return flavoured(guest_kernel(spec, info), flavours)
+    with Reporter(progress) as rep:
+        if damaged:
+            rep.log(f"kernel build: the cached build of {spec.text} (key {key[:12]}) is damaged: {damaged}; "
+                    f"building it again")
+        def waiting() -> None:
+            rep.log(f"kernel build: another process is building {spec.text} (key {key[:12]}): waiting for it")
 
-    with flock(key):
-        info = load_build(key)
-        if info is not None:
-            return flavoured(guest_kernel(spec, info), flavours)
-        with Reporter(progress) as rep:
+        with flock(key, waiting=waiting) as lock:
+            info = load_build(key)
+            if info is not None:
+                rep.log(f"kernel build: {spec.text} was built meanwhile by another process: using its build")
+                return flavoured(guest_kernel(spec, info), flavours)
+            below = reuse.find_below(base, series, frags, gcc, mod_sha)
+            if below is not None:
+                reuse.publish_reuse(key, spec.text, spec.slug, below, series, frags, _staging_dir(key), t_start)
+                rep.log(f"kernel build: {spec.text}: not built, {reuse.describe(below)}")
+                return flavoured(guest_kernel(spec, load_build(key)), flavours)
             _ensure_ccache()
             timings: dict = {}
             t = time.monotonic()
@@ -280,7 +302,7 @@ def build_kernel(spec: KernelSpec | str, *, fragments: list[Path | str] | None =
                 timings["tree_s"] = round(time.monotonic() - t, 2)
             checkout = _Checkout(srcdir=wtree, make_args=[], objdir=wtree, ccache_basedir=wtree, label=spec.text,
                                  log_header=f"# harness kernel build {spec.text} key {key}\n# tree {wtree}\n")
-            built = _run_build(key, tmp, rep, checkout, frags, frag_paths, mod_copy, timings, t_start)
+            built = _run_build(key, tmp, rep, checkout, frags, frag_paths, mod_copy, timings, t_start, (lock,))
             bdir = kernel_cache() / "builds" / key
             series_rec = [{"name": s.name, "patches": [{"file": p.file, "sha256": p.sha256} for p in s.patches],
                            "of": s.total} for s in series]
@@ -290,7 +312,8 @@ def build_kernel(spec: KernelSpec | str, *, fragments: list[Path | str] | None =
                                           "kernel_version": base.kernel_version},
                                extra={"tree": str(wtree)})
             publish(key, tmp, info)
-            rep.log(f"built {spec.text} ({built.release}) in {timings['total_s']:.0f} s: {bdir / 'bzImage'}")
+            rep.log(f"built {spec.text} ({built.release}) in {timings['total_s']:.0f} s "
+                    f"(ccache: {built.ccache['hits']} hits, {built.ccache['misses']} misses): {bdir / 'bzImage'}")
     return flavoured(guest_kernel(spec, load_build(key)), flavours)
 
 
@@ -325,6 +348,8 @@ class _Built:
     compile_units: int
     fragment_sha256: str
     bzimage_sha256: str
+    files: dict[str, str]  # sha256 of every published file, checked on each cache hit
+    ccache: dict  # {"hits": N, "misses": M} of this build's compilations
 
 
 def _build_info(key: str, spec_text: str, slug: str, built: _Built, series: list[dict], frags: list[Fragment],
@@ -360,6 +385,8 @@ def _build_info(key: str, spec_text: str, slug: str, built: _Built, series: list
         "contig_bench_sha256": mod_sha,
         "compile_units": built.compile_units,
         "bzimage_sha256": built.bzimage_sha256,
+        "file_sha256": built.files,
+        "ccache": built.ccache,
         **extra,
         "record": record,
     }
@@ -387,34 +414,77 @@ def _removed_on_error(tmp: Path):
 
 
 def _run_build(key: str, tmp: Path, rep: Reporter, co: _Checkout, frags: list[Fragment], frag_paths: list[Path],
-               mod_copy: Path | None, timings: dict, t_start: float) -> _Built:
+               mod_copy: Path | None, timings: dict, t_start: float, locks: tuple[IO, ...] = ()) -> _Built:
     """Configure and compile the checkout, build contig_bench, copy bzImage, config and System.map into tmp.
 
     A make failure moves tmp to failed/<key> and raises HarnessError with the log's error lines; any other
-    error removes tmp.  Records the step times and the total since t_start in timings.
+    error removes tmp.  Records the step times and the total since t_start in timings.  make inherits the
+    locks held: if the harness is killed, the next build of the key waits until every compiler has exited.
     """
     b = None
+    marker = co.objdir / INCOMPLETE_MARKER
+    stats_log = tmp / "ccache-stats.log"
     try:
-        b = _Build(tmp / "build.log", _build_env(co.ccache_basedir), rep, _expected_units())
+        b = _Build(tmp / "build.log", _build_env(co.ccache_basedir, stats_log), rep, _expected_units(),
+                   tuple(lock.fileno() for lock in locks))
         b.log.write(co.log_header)
+        _clean_if_interrupted(b, co, marker)
+        marker.write_text(f"a build of {key} began here at {datetime.now(UTC).isoformat(timespec='seconds')} "
+                          f"(pid {os.getpid()}); it has not finished\n")
         release = _configure_and_compile(b, co.srcdir, co.make_args, co.objdir, frags, frag_paths, timings,
                                          co.label)
         mods = _build_contig_bench(b, co.objdir, mod_copy, timings)
+        t = time.monotonic()
+        used_files = used.collect(co.objdir, co.srcdir, [mod_copy] if mod_copy is not None else [])
+        timings["used_files_s"] = round(time.monotonic() - t, 2)
         rep.update(b.task, total=b.units, completed=b.units)
         b.close()
     except _MakeFailed as exc:
         b.close()
+        if exc.rc > 0:  # make itself failed (not killed): kbuild deleted what it had half written
+            marker.unlink(missing_ok=True)
         _fail(key, tmp, exc, co.objdir / ".config")
     except BaseException:
         if b is not None:
             b.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    if mod_copy is not None:
+        shutil.rmtree(mod_copy)
     for name, dst in (("arch/x86/boot/bzImage", "bzImage"), (".config", "config"), ("System.map", "System.map")):
         shutil.copy2(co.objdir / name, tmp / dst)
+    marker.unlink()
+    used.save(tmp, used_files)
     timings["total_s"] = round(time.monotonic() - t_start, 2)
-    return _Built(release, mods, b.units, fragment_sha256(frags),
-                  hashlib.sha256((tmp / "bzImage").read_bytes()).hexdigest())
+    files = published_digests(tmp, ["bzImage", "config", "System.map", *mods.values()])
+    return _Built(release, mods, b.units, fragment_sha256(frags), files["bzImage"], files, _ccache_stats(stats_log))
+
+
+def _clean_if_interrupted(b: _Build, co: _Checkout, marker: Path) -> None:
+    """An object tree whose last build never finished (killed, interrupted) may hold half-written objects
+    that make would take as up to date: remove every generated file (ccache makes the rebuild cheap)."""
+    if not marker.exists():
+        return
+    b.rep.log(f"kernel build: the last build in {co.objdir} did not finish ({marker.read_text().strip()}): "
+              f"make mrproper there before building (ccache keeps the rebuild short)")
+    with b.rep.status("cleaning an interrupted build (make mrproper)"):
+        b.run(["make", *co.make_args, "mrproper"], co.srcdir, "make mrproper")
+
+
+def _ccache_stats(stats_log: Path) -> dict:
+    """Hits and misses of the compilations one build asked ccache for (its CCACHE_STATSLOG)."""
+    hits = misses = 0
+    try:
+        text = stats_log.read_text(errors="replace")
+    except FileNotFoundError:
+        return {"hits": 0, "misses": 0}
+    stats_log.unlink()
+    for entry in text.split("\n# ")[0:]:
+        if "direct_cache_hit" in entry or "preprocessed_cache_hit" in entry:
+            hits += 1
+        elif "cache_miss" in entry:
+            misses += 1
+    return {"hits": hits, "misses": misses}
 
 
 def _fail(key: str, tmp: Path, exc: _MakeFailed, config: Path | None):
@@ -432,55 +502,3 @@ def _fail(key: str, tmp: Path, exc: _MakeFailed, config: Path | None):
                 "out-of-tree (O=) builds need a clean tree: run `make mrproper` in it first")
     raise HarnessError(f"{exc.what} failed (exit {exc.rc}); last error lines:\n"
                        f"{error_excerpt(log.read_text(errors='replace'))}{hint}\nfull log: {log}")
-
-
-# ---- --tree: a developer's own checkout, built out of tree
-
-
-def _build_tree(spec, path: Path, fragments, progress) -> GuestKernel:
-    if spec is not None:
-        text = spec.text if isinstance(spec, KernelSpec) else str(spec)
-        if text.strip() != "base":
-            raise InputError(f"--tree builds the checkout as it is: the spec must be omitted or 'base', "
-                             f"got {text!r} (apply series in your tree instead)")
-    path = path.expanduser().resolve()
-    if not (path / "Makefile").is_file() or not (path / "scripts/kconfig/merge_config.sh").is_file():
-        raise InputError(f"--tree {path}: not a kernel source tree (no Makefile / scripts/kconfig/merge_config.sh)")
-    if (path / ".config").exists() or (path / "include/config").exists():
-        raise InputError(f"--tree {path}: the tree has in-tree build artifacts (.config / include/config); "
-                         f"out-of-tree builds need a clean source tree: run `make mrproper` there first")
-    t_start = time.monotonic()
-    state = tree_state(path)
-    frags = load_fragments(fragments)
-    gcc = gcc_version()
-    mod_sha = module_source_sha256()
-    key = compute_key({"tree": state}, [], frags, gcc, mod_sha)
-    kspec = KernelSpec(f"tree:{path}@{state['head']}", "tree", path=path)
-    info = load_build(key)
-    if info is not None:
-        return guest_kernel(kspec, info)
-    with flock(key), Reporter(progress) as rep:
-        info = load_build(key)
-        if info is not None:
-            return guest_kernel(kspec, info)
-        _ensure_ccache()
-        timings: dict = {}
-        out = kernel_cache() / "trees" / f"ext-{key}"
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = _staging_dir(key)
-        with _removed_on_error(tmp):
-            frag_paths, mod_copy = snapshot_inputs(tmp, [], frags, mod_sha)
-        basedir = Path(os.path.commonpath([path, out]))
-        checkout = _Checkout(srcdir=path, make_args=["-C", str(path), f"O={out}"], objdir=out,
-                             ccache_basedir=None if basedir == Path("/") else basedir, label=f"tree {path.name}",
-                             log_header=f"# harness kernel build --tree {path} key {key}\n# O={out}\n")
-        built = _run_build(key, tmp, rep, checkout, frags, frag_paths, mod_copy, timings, t_start)
-        bdir = kernel_cache() / "builds" / key
-        slug = "tree-" + re.sub(r"[^A-Za-z0-9._-]", "_", path.name) + "-" + state["head"][:12]
-        info = _build_info(key, kspec.text, slug, built, [], frags, gcc, mod_sha, timings,
-                           record_base={"package": None, "version": None, "tree": str(path), "head": state["head"],
-                                        "dirty": state["dirty"]},
-                           info_base=None, extra={"tree": state, "objdir": str(out)})
-        publish(key, tmp, info)
-        rep.log(f"built tree {path} ({built.release}) in {timings['total_s']:.0f} s: {bdir / 'bzImage'}")
-    return guest_kernel(kspec, load_build(key))
