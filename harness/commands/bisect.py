@@ -37,6 +37,7 @@ from harness.errors import HarnessError, InputError
 from harness.kernels.build import build_kernel
 from harness.kernels.cache import kernel_cache
 from harness.kernels.inputs import load_series
+from harness.kernels.resolve import image_digest, resolve_kernel
 from harness.kernels.spec import parse_kernel_spec, series_ref
 from harness.results import stats
 from harness.results.bundle import load_bundle
@@ -141,8 +142,11 @@ class Bisect:
         """direction: the sign of the change that makes a candidate bad; None for the bad end itself."""
         try:
             good, candidate = self.spec(0), self.spec(k)
+            same = self.same_image(k, good, candidate)
         except HarnessError as exc:
             return Verdict(SKIP, f"does not build: {str(exc).splitlines()[0]}")
+        if same is not None:
+            return same
         good_vals: list[float] = []
         step_vals: list[float] = []
         total, reps = 0, self.plan["reps"]
@@ -169,6 +173,20 @@ class Bisect:
                 return Verdict(UNKNOWN, f"{v.evidence}: not significant after {total} repetitions a side")
             reps = min(total, self.plan["max_reps"] - total)
             print(f"bisect: [{k}] not significant yet ({v.evidence}); {reps} more repetitions", file=sys.stderr)
+
+    def same_image(self, k: int, good: str, candidate: str) -> Verdict | None:
+        """The verdict of a candidate already judged (the good end included) whose kernel is byte for byte
+        this one's, as syzkaller's bisection does for commits that do not change the binary; else None."""
+        images = self.plan.setdefault("images", {})
+        for j, spec in (("0", good), (str(k), candidate)):
+            if j not in images:
+                images[j] = image_digest(resolve_kernel(parse_kernel_spec(spec)))
+        for j, digest in images.items():
+            verdict = GOOD if j == "0" else self.state.verdict(int(j))
+            if j != str(k) and digest == images[str(k)] and verdict in (GOOD, BAD):
+                return Verdict(verdict, f"the same kernel image as [{j}] (sha256 {digest[:12]}), judged {verdict}: "
+                                        f"not run again")
+        return None
 
     def run(self) -> int:
         t0 = time.monotonic()

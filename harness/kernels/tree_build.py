@@ -12,16 +12,9 @@ import time
 from pathlib import Path
 
 from harness.errors import InputError
-from harness.kernels.build import (
-    _build_info,
-    _Checkout,
-    _ensure_ccache,
-    _removed_on_error,
-    _run_build,
-    _staging_dir,
-)
 from harness.kernels.cache import check_build, flock, guest_kernel, kernel_cache, load_build, publish
 from harness.kernels.inputs import compute_key, gcc_version, load_fragments, module_source_sha256, snapshot_inputs
+from harness.kernels.make import Checkout, build_info, ensure_ccache, removed_on_error, run_build, staging_dir
 from harness.kernels.progress import Reporter
 from harness.kernels.spec import GuestKernel, KernelSpec
 from harness.kernels.tree import sync_user_tree, tree_state, user_checkout
@@ -58,24 +51,24 @@ def build_tree(spec, path: Path, fragments, progress) -> GuestKernel:
             info = load_build(key)
             if info is not None:
                 return guest_kernel(kspec, info)
-            _ensure_ccache()
+            ensure_ccache()
             timings: dict = {}
-            tmp = _staging_dir(key)
-            with _removed_on_error(tmp):
+            tmp = staging_dir(key)
+            with removed_on_error(tmp):
                 frag_paths, mod_copy = snapshot_inputs(tmp, [], frags, mod_sha)
             co, co_lock = user_checkout(path)
             with flock(co_lock, waiting=lambda: rep.log(f"kernel build: waiting for another build in {co}")) as lock2:
                 t = time.monotonic()
-                with _removed_on_error(tmp):
+                with removed_on_error(tmp):
                     sync_user_tree(path, state, rep)
                 timings["tree_s"] = round(time.monotonic() - t, 2)
-                checkout = _Checkout(srcdir=co, make_args=[], objdir=co, ccache_basedir=co, label=f"tree {path.name}",
+                checkout = Checkout(srcdir=co, make_args=[], objdir=co, ccache_basedir=co, label=f"tree {path.name}",
                                      log_header=f"# harness kernel build --tree {path} key {key}\n# built in {co}\n")
-                built = _run_build(key, tmp, rep, checkout, frags, frag_paths, mod_copy, timings, t_start,
+                built = run_build(key, tmp, rep, checkout, frags, frag_paths, mod_copy, timings, t_start,
                                    (lock, lock2))
             bdir = kernel_cache() / "builds" / key
             slug = "tree-" + re.sub(r"[^A-Za-z0-9._-]", "_", path.name) + "-" + state["head"][:12]
-            info = _build_info(key, kspec.text, slug, built, [], frags, gcc, mod_sha, timings,
+            info = build_info(key, kspec.text, slug, built, [], frags, gcc, mod_sha, timings,
                                record_base={"package": None, "version": None, "tree": str(path),
                                             "head": state["head"], "dirty": state["dirty"]},
                                info_base=None, extra={"tree": state, "objdir": str(co)})
