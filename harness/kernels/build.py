@@ -120,8 +120,9 @@ def build_kernel(spec: KernelSpec | str, *, fragments: list[Path | str] | None =
                 return flavoured(guest_kernel(spec, info), flavours)
             below = reuse.find_below(base, series, frags, gcc, mod_sha)
             if below is not None:
-                reuse.publish_reuse(key, spec.text, spec.slug, below, series, frags, staging_dir(key), t_start)
-                rep.log(f"kernel build: {spec.text}: not built, {reuse.describe(below)}")
+                reuse.publish_reuse(key, spec.text, spec.slug, below, staging_dir(key), t_start, series=series,
+                                    frags=frags)
+                rep.log(f"kernel build: {spec.text}: not built, {below.describe()}")
                 return flavoured(guest_kernel(spec, load_build(key)), flavours)
             ensure_ccache()
             timings: dict = {}

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from harness.errors import InputError
+from harness.kernels import reuse
 from harness.kernels.cache import check_build, flock, guest_kernel, kernel_cache, load_build, publish
 from harness.kernels.inputs import compute_key, gcc_version, load_fragments, module_source_sha256, snapshot_inputs
 from harness.kernels.make import Checkout, build_info, ensure_ccache, removed_on_error, run_build, staging_dir
@@ -51,6 +52,15 @@ def build_tree(spec, path: Path, fragments, progress) -> GuestKernel:
             info = load_build(key)
             if info is not None:
                 return guest_kernel(kspec, info)
+            slug = "tree-" + re.sub(r"[^A-Za-z0-9._-]", "_", path.name) + "-" + state["head"][:12]
+            record_base = {"package": None, "version": None, "tree": str(path), "head": state["head"],
+                           "dirty": state["dirty"]}
+            below = reuse.find_below_commit(path, state, frags, gcc, mod_sha)
+            if below is not None:
+                info = reuse.publish_reuse(key, kspec.text, slug, below, staging_dir(key), t_start,
+                                           info_updates={"tree": state}, record_updates={"base": record_base})
+                rep.log(f"kernel build: {path} at {state['head'][:12]}: not built, {below.describe()}")
+                return guest_kernel(kspec, info)
             ensure_ccache()
             timings: dict = {}
             tmp = staging_dir(key)
@@ -67,11 +77,8 @@ def build_tree(spec, path: Path, fragments, progress) -> GuestKernel:
                 built = run_build(key, tmp, rep, checkout, frags, frag_paths, mod_copy, timings, t_start,
                                    (lock, lock2))
             bdir = kernel_cache() / "builds" / key
-            slug = "tree-" + re.sub(r"[^A-Za-z0-9._-]", "_", path.name) + "-" + state["head"][:12]
-            info = build_info(key, kspec.text, slug, built, [], frags, gcc, mod_sha, timings,
-                               record_base={"package": None, "version": None, "tree": str(path),
-                                            "head": state["head"], "dirty": state["dirty"]},
-                               info_base=None, extra={"tree": state, "objdir": str(co)})
+            info = build_info(key, kspec.text, slug, built, [], frags, gcc, mod_sha, timings, record_base=record_base,
+                              info_base=None, extra={"tree": state, "objdir": str(co)})
             publish(key, tmp, info)
             rep.log(f"built tree {path} ({built.release}) in {timings['total_s']:.0f} s "
                     f"(ccache: {built.ccache['hits']} hits, {built.ccache['misses']} misses): {bdir / 'bzImage'}")

@@ -222,3 +222,39 @@ def test_killed_half_way_then_built_twice_at_once_then_damaged(tmp_path, monkeyp
             if p.is_file():
                 print(f"== {p.name}\n{p.read_text()[-3000:]}")
         _forget(key)
+
+
+@pytest.mark.kernelbuild
+@pytest.mark.kernels
+def test_a_tree_build_hits_the_series_ccache_and_skips_commits_that_build_nothing(tmp_path, capsys):
+    """--tree of a checkout holding the base's sources compiles nothing ccache does not already hold from the
+    base build, and a commit on top that changes only Documentation/ and MAINTAINERS is not built at all."""
+    kb.build_kernel(parse_kernel_spec("base"))
+    src = kt.ensure_base_repo()
+    linux = tmp_path / "linux"
+    subprocess.run(["git", "clone", "--quiet", "--shared", str(src), str(linux)], check=True)
+    subprocess.run(["git", *kt.GIT_IDENTITY, "-C", str(linux), "am", "--quiet",
+                    *sorted(str(p) for p in (FIXTURE_PATCHES / "docs-only").glob("*.patch"))], check=True)
+    heads = subprocess.run(["git", "-C", str(linux), "rev-list", "--first-parent", "HEAD~2..HEAD"],
+                           capture_output=True, text=True, check=True).stdout.split()
+    keys = []
+    try:
+        subprocess.run(["git", "-C", str(linux), "checkout", "--quiet", "--detach", "HEAD~2"], check=True)
+        first = kb.build_kernel(None, tree=linux)
+        keys.append(first.record["cache_key"])
+        info = json.loads((first.bzimage.parent / "build.json").read_text())
+        print(f"first tree build: {info['timings']['total_s']} s, ccache {info['ccache']}")
+        assert info["ccache"]["hits"] > 1500 and info["ccache"]["misses"] <= 0.01 * info["ccache"]["hits"], info["ccache"]
+        for head in reversed(heads):  # the documentation commit, then the MAINTAINERS one
+            subprocess.run(["git", "-C", str(linux), "checkout", "--quiet", "--detach", head], check=True)
+            capsys.readouterr()
+            kernel = kb.build_kernel(None, tree=linux)
+            keys.append(kernel.record["cache_key"])
+            assert "not built" in capsys.readouterr().err
+            assert kernel.record["reused_from"] in keys[:-1] and kernel.record["sha256"] == first.record["sha256"]
+            assert kernel.record["base"]["head"] == head
+    finally:
+        co, _ = kt.user_checkout(linux)
+        shutil.rmtree(co, ignore_errors=True)
+        for key in keys:
+            shutil.rmtree(kcache.kernel_cache() / "builds" / key, ignore_errors=True)
