@@ -6,8 +6,9 @@
     harness bisect --resume results/bisect-...
 
 Over a series, the candidates are its prefixes (--good is the stack below it, or SERIES@G; --bad the
-stack with it, or SERIES@B); over a tree, the first-parent commits from --good to --bad, each built out of
-tree with the guest config (cached by commit, ccache).  Each step runs the scenario on the candidate and
+stack with it, or SERIES@B); over a tree, the first-parent commits from --good to --bad, each built with
+the guest config (cached by commit, ccache; a commit that changes no file the build uses is not rebuilt).
+A candidate whose kernel image is byte for byte one already judged takes that verdict without a run.  Each step runs the scenario on the candidate and
 on the good end in the same bundle, interleaved in alternating order, and judges with `compare`'s rules:
 the bad end must move the metric (or fail the expectation); a candidate is bad when it moves it the same
 way.  A comparison that is not yet significant gets more repetitions, up to --max-reps; then the step is
@@ -97,7 +98,7 @@ def tree_candidates(tree: Path, good: str, bad: str) -> tuple[list[str], list[st
 
 
 def build_commit(tree: Path, commit: str, progress=None) -> str:
-    """The bzImage of one commit of a developer's tree, built out of tree in a reused worktree (ccache hits)."""
+    """The bzImage of one commit of a developer's tree, checked out in a reused worktree and built (ccache hits)."""
     work = kernel_cache() / "bisect-worktrees" / tree.resolve().name
     if not (work / ".git").exists():
         work.parent.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     b.add_argument("spec", nargs="?", help="base or base+SERIES[+SERIES...] (optional with --tree)")
     b.add_argument("--config-fragment", action="append", default=[], metavar="F",
                    help="extra config fragment merged after kernel_patches/config/guest.config (repeatable)")
-    b.add_argument("--tree", metavar="PATH", help="build this kernel checkout out-of-tree instead of the base")
+    b.add_argument("--tree", metavar="PATH", help="build this kernel checkout (never written to) instead of the base")
     b.set_defaults(func=_cmd_build)
     ls = ksub.add_parser("list", help="show cached kernel builds")
     ls.set_defaults(func=_cmd_list)
