@@ -7,7 +7,7 @@ import sys
 
 from harness.errors import InputError
 from harness.kernels.build import build_kernel
-from harness.kernels.cache import list_cached
+from harness.kernels.cache import damaged_builds, list_cached
 from harness.kernels.spec import parse_kernel_spec
 
 
@@ -55,4 +55,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if not console.is_terminal:  # piped: no terminal width to respect, so print whole specs on one line
         console.width = max([console.width] + [len(info.get("spec", "")) + 64 for info in cached])
     console.print(table)
+    for key, problem in damaged_builds():
+        console.print(f"damaged: {key[:12]}: {problem} (not served; the next build of its spec rebuilds it)",
+                      markup=False, highlight=False)
     return 0

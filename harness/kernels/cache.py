@@ -158,6 +158,18 @@ def list_cached() -> list[dict]:
     return out
 
 
+def damaged_builds() -> list[tuple[str, str]]:
+    """(key, what is wrong) of every published build that is no longer what was built."""
+    bdir = kernel_cache() / "builds"
+    out = []
+    for d in sorted(bdir.iterdir()) if bdir.is_dir() else []:
+        if not d.name.startswith("."):
+            problem = check_build(d.name)[1]
+            if problem:
+                out.append((d.name, problem))
+    return out
+
+
 def publish(key: str, tmp: Path, info: dict):
     """Write build.json into the finished builds/.tmp-<key> and rename it to builds/<key>.
 

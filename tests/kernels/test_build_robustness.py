@@ -68,6 +68,7 @@ def test_a_damaged_cache_entry_is_never_served(tmp_path, monkeypatch, capsys, da
     assert ("missing" if damage == "delete-module" else "is not the file that was built") in problem
     assert kcache.load_build(key) is None and not kb.is_built(parse_kernel_spec("base"))
     assert [i["key"] for i in kcache.list_cached()] == []
+    assert [k for k, _ in kcache.damaged_builds()] == [key]
 
     class Stop(Exception):
         pass
