@@ -155,3 +155,45 @@ def test_patches_that_change_no_used_file_reuse_the_build_below(capsys):
     base_inputs = kb._inputs(parse_kernel_spec("base+trivial-comment"), None, FIXTURE_PATCHES)
     assert reuse.find_below(base_inputs.base, base_inputs.series, base_inputs.frags, base_inputs.gcc,
                             base_inputs.mod_sha) is None
+
+
+def test_a_tree_commit_that_changes_no_used_file_finds_the_build_below(tmp_path, monkeypatch):
+    """--tree: the nearest cached build at a first-parent ancestor, and the files changed since."""
+    import subprocess
+
+    from harness.kernels import tree as kt
+
+    monkeypatch.setenv("BALLOON_TESTBED_CACHE", str(tmp_path / "cache"))
+    repo = tmp_path / "linux"
+    repo.mkdir()
+
+    def git(*a):
+        return subprocess.run(["git", *kt.GIT_IDENTITY, "-C", str(repo), *a], check=True, capture_output=True,
+                              text=True).stdout.strip()
+
+    write(repo, "mm/a.c", "int a;\n")
+    write(repo, "Documentation/a.rst", "a\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "c0")
+    frags, gcc = ki.load_fragments(), "gcc"
+    state0 = kt.tree_state(repo)
+    key0 = ki.compute_key({"tree": state0}, [], frags, gcc, None)
+    tmp = kcache.kernel_cache() / "builds" / f".tmp-{key0}"
+    tmp.mkdir(parents=True)
+    (tmp / "bzImage").write_bytes(b"image")
+    used.save(tmp, {"files": ["mm/a.c"], "dirs": ["mm"], "all_headers": False})
+    kcache.publish(key0, tmp, {"key": key0, "spec": "tree", "bzimage_sha256": kcache.file_sha256(tmp / "bzImage")})
+    write(repo, "Documentation/a.rst", "b\n")
+    git("commit", "-qam", "c1: docs")
+    write(repo, "MAINTAINERS", "x\n")
+    git("add", "-A")
+    git("commit", "-qm", "c2: maintainers")
+    below = reuse.find_below_commit(repo, kt.tree_state(repo), frags, gcc, None)
+    assert below is not None and below.key == key0 and below.changed == ["Documentation/a.rst", "MAINTAINERS"]
+    assert len(below.changes) == 2 and below.changes[0].startswith("commit ") and "MAINTAINERS" in below.describe()
+    write(repo, "mm/a.c", "int b;\n")
+    git("commit", "-qam", "c3: code")
+    assert reuse.find_below_commit(repo, kt.tree_state(repo), frags, gcc, None) is None
+    write(repo, "Documentation/a.rst", "dirty\n")  # an uncommitted change: never reused
+    assert reuse.find_below_commit(repo, kt.tree_state(repo), frags, gcc, None) is None
