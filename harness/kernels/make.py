@@ -319,19 +319,28 @@ def _clean_if_interrupted(b: _Build, co: Checkout, marker: Path) -> None:
 
 
 def _ccache_stats(stats_log: Path) -> dict:
-    """Hits and misses of the compilations one build asked ccache for (its CCACHE_STATSLOG)."""
-    hits = misses = 0
+    """Hits and misses of the compilations one build asked ccache for (its CCACHE_STATSLOG), leaving out the
+    compiler probes (cc-option tests on /dev/null or stdin), and the first sources that missed."""
     try:
         text = stats_log.read_text(errors="replace")
     except FileNotFoundError:
-        return {"hits": 0, "misses": 0}
+        return {"hits": 0, "misses": 0, "missed": []}
     stats_log.unlink()
-    for entry in text.split("\n# ")[0:]:
-        if "direct_cache_hit" in entry or "preprocessed_cache_hit" in entry:
+    entries: list[tuple[str, set[str]]] = []
+    for line in text.splitlines():
+        if line.startswith("# "):
+            entries.append((line[2:].strip(), set()))
+        elif entries:
+            entries[-1][1].add(line.strip())
+    hits, missed = 0, []
+    for name, counters in entries:
+        if name in ("/dev/null", "-") or name.startswith("/tmp/"):
+            continue
+        if counters & {"direct_cache_hit", "preprocessed_cache_hit"}:
             hits += 1
-        elif "cache_miss" in entry:
-            misses += 1
-    return {"hits": hits, "misses": misses}
+        elif "cache_miss" in counters:
+            missed.append(name)
+    return {"hits": hits, "misses": len(missed), "missed": missed[:40]}
 
 
 def _fail(key: str, tmp: Path, exc: _MakeFailed, config: Path | None):
