@@ -334,7 +334,7 @@ def _ccache_stats(stats_log: Path) -> dict:
             entries[-1][1].add(line.strip())
     hits, missed = 0, []
     for name, counters in entries:
-        if name in ("/dev/null", "-") or name.startswith("/tmp/"):
+        if name in ("/dev/null", "-", ""):
             continue
         if counters & {"direct_cache_hit", "preprocessed_cache_hit"}:
             hits += 1
