@@ -25,8 +25,10 @@ from harness.machine.config import TIMING_MODES
 from harness.numbers import fmt_num
 from harness.paths import REPO_ROOT
 from harness.results.bundle import load_bundle
+from harness.results.metrics import check_expectation_metrics
 from harness.results.shards import Plan, PlanBuild, PlanCell, PlanShard, write_model
 from harness.results.writer import utc_now
+from harness.scenario.expectations import check_kernel_names
 from harness.scenario.schema import Scenario, load_scenario
 
 from .matrix import MatrixEntry, load_matrix
@@ -81,6 +83,8 @@ def make_cell(entry: MatrixEntry, matrix: Path, timing: str | None,
     kernels = entry.kernels or [k.text for k in scenario.kernels]
     for k in kernels:
         parse_kernel_spec(k)
+    check_kernel_names(scenario, kernels)  # what `harness run` checks too: bad input before any shard boots
+    check_expectation_metrics(scenario)
     reps = entry.reps or scenario.repetitions
     timing = entry.timing or timing
     effective = timing or scenario.qemu.timing

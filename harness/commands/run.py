@@ -20,6 +20,7 @@ from harness.kernels.spec import parse_kernel_spec, series_ref
 from harness.machine.config import TIMING_MODES
 from harness.numbers import fmt_num
 from harness.paths import REPO_ROOT
+from harness.results.metrics import check_expectation_metrics
 from harness.results.model import ScenarioRecord
 from harness.results.writer import BundleWriter
 from harness.scenario.expectations import EXPECTED_LEAK, LEAK, check_kernel_names
@@ -82,6 +83,7 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
             check_selftest_source(spec)
     _check_zeroing_paths_kernels(scenario, specs)
     check_kernel_names(scenario, [s.text for s in specs])
+    check_expectation_metrics(scenario)
     check_required_accel(require_accel)
     results_dir = results_dir or DEFAULT_RESULTS
     try:
