@@ -20,6 +20,7 @@ from pathlib import Path
 
 from harness.errors import InputError
 from harness.kernels.build import build_key
+from harness.kernels.resolve import check_available
 from harness.kernels.spec import parse_kernel_spec
 from harness.machine.config import TIMING_MODES
 from harness.numbers import fmt_num
@@ -82,7 +83,10 @@ def make_cell(entry: MatrixEntry, matrix: Path, timing: str | None,
     scenario = load_scenario(entry.path)
     kernels = entry.kernels or [k.text for k in scenario.kernels]
     for k in kernels:
-        parse_kernel_spec(k)
+        try:
+            check_available(parse_kernel_spec(k))
+        except InputError as exc:
+            raise InputError(f"{matrix}: entry {entry.index}: {exc}") from None
     check_kernel_names(scenario, kernels)  # what `harness run` checks too: bad input before any shard boots
     check_expectation_metrics(scenario)
     reps = entry.reps or scenario.repetitions

@@ -1,4 +1,4 @@
-"""`harness nightly MATRIX --shards N`: the CI workflow's sharded nightly on one machine.
+"""`harness nightly MATRIX [--shards N]`: the CI workflow's sharded nightly on one machine (one shard by default).
 
 The same steps as .github/workflows/nightly.yml, one after the other: plan, build every kernel of the plan
 once, run each shard into its own directory, merge, report.  Layout under the night's directory::
