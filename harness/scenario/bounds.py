@@ -45,6 +45,8 @@ def _schema(low: float, high: float, *, above: bool = False, whole: bool = False
 
 # A timeout, or a time something runs for: more than 0 s, at most a day.
 Seconds = Annotated[Number, BeforeValidator(_range(0, MAX_SECONDS, above=True)), _schema(0, MAX_SECONDS, above=True)]
+# A loop of guest time a probe runs for (faultscale): more than 0 s, at most 10 minutes.
+ProbeSeconds = Annotated[Number, BeforeValidator(_range(0, 600, above=True)), _schema(0, 600, above=True)]
 # A wait that may be 0 s (sleep 0, no quiet spell).
 SecondsOrZero = Annotated[Number, BeforeValidator(_range(0, MAX_SECONDS)), _schema(0, MAX_SECONDS)]
 # Whole seconds, 0 meaning "off" (the balloon's statistics interval).

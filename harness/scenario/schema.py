@@ -27,7 +27,15 @@ from harness.guest.overlay import DEFAULT_DEST_DIR, overlay_files
 from harness.guest.zeroing import METHODS as ZEROING_METHODS
 from harness.kernels.spec import KernelSpec, parse_kernel_spec
 from harness.machine.config import BACKENDS, TIMING_MODES, MachineConfig
-from harness.scenario.bounds import MAX_MIB, IntervalS, Iterations, Number, Repetitions, Seconds, SecondsOrZero
+from harness.scenario.bounds import (
+    MAX_MIB,
+    IntervalS,
+    Iterations,
+    ProbeSeconds,
+    Repetitions,
+    Seconds,
+    SecondsOrZero,
+)
 from harness.scenario.expectation_models import Expectations, check_expectation_phases
 from harness.validation import Strict, problem, validate
 from harness.yamlfile import DuplicateKeyError, describe_error, parse_yaml
@@ -133,7 +141,7 @@ class GuestFile(Strict):
 
 class GuestOptions(Strict):
     memory_mib: SizeMiB = Field(2048, alias="memory")
-    cpus: int = 2
+    cpus: Annotated[int, Field(ge=1, le=64)] = 2
     cmdline: str = ""
     zeroing: ZeroingMethod = "auto"  # how zeroing is counted (harness.guest.zeroing)
     files: list[GuestFile] = []
@@ -146,8 +154,6 @@ class GuestOptions(Strict):
         if self.memory_mib > MAX_MIB:
             raise problem(f"{self.memory_mib} MiB is more than a guest can have here (at most {MAX_MIB // 1024}G)",
                           "memory")
-        if not 1 <= self.cpus <= 64:
-            raise problem(f"{self.cpus} is not between 1 and 64", "cpus")
         return self
 
 
@@ -190,7 +196,7 @@ class FaultScaleParams(Strict):
     mapping: FaultScaleMapping = FAULT_SCALE_MAPPINGS[0]
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     tasks: FaultScaleTasks = FAULT_SCALE_TASKS[0]
-    seconds: Annotated[Number, Field(gt=0, le=600)] = 3  # guest time each worker loops for
+    seconds: ProbeSeconds = 3  # guest time each worker loops for
     region_mib: SizeMiB = Field(128, alias="region")  # mapped, faulted and unmapped per operation loop
 
     @property

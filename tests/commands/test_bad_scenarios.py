@@ -49,7 +49,8 @@ CORPUS = {
     "contig-order-11": ("steps: [{contig_bench: {order: 11}}]", "steps[0].contig_bench.order: must be at most 10"),
     "fault-scale-workers-zero": ("steps: [{fault_scale: {workers: 0}}]",
                                  "steps[0].fault_scale.workers: must be at least 1"),
-    "cpus-zero": ("guest: {cpus: 0}\nsteps: [boot]", "guest.cpus: 0 is not between 1 and 64"),
+    "cpus-zero": ("guest: {cpus: 0}\nsteps: [boot]", "guest.cpus: must be at least 1, got 0"),
+    "cpus-65": ("guest: {cpus: 65}\nsteps: [boot]", "guest.cpus: must be at most 64, got 65"),
     "nonzero-pages-negative": ("steps: [boot]\nexpect: {nonzero_pages: -1}",
                                "expect.nonzero_pages: must be at least 0, got -1"),
     # sizes
