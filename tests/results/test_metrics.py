@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import ast
 
+import pytest
+
 from harness.guest import kselftest, probes, zeroing, zeroing_paths
 from harness.paths import REPO_ROOT
+from harness.results.bundle import load_bundle
 from harness.results.metrics import definition, is_recorded
 from harness.scenario.steps import PROBE_METRICS
 
@@ -54,3 +57,10 @@ def test_names_no_run_records():
     for name in ("fault_in_msec", "x", "vmstat.nr_free_pages", "kprobe.clear_page_erms", "zeroing.nothing"):
         assert not is_recorded(name), name
     assert is_recorded("vmstat.pgzero_skip_reported") and is_recorded("zeroing_paths.zeroed.user.via_pcp")
+
+
+@pytest.mark.vm
+def test_every_metric_a_real_run_recorded_is_one_an_expectation_may_name(smoke_bundles):
+    names = {m.name for b in smoke_bundles for m in load_bundle(b).metrics}
+    assert {"boot_to_ssh_s", "fault_in_ms", "rss_drop_mib"} <= names
+    assert not sorted(n for n in names if not is_recorded(n))
