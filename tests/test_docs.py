@@ -95,6 +95,8 @@ def check_command(words: list[str]) -> str | None:
         return None  # `harness kernel` on its own, say: the doc names the group
     options = parser._option_string_actions
     for w in words:
+        if w == "--":  # the end of its options: what follows is another command's
+            break
         if w.startswith("--") and w.split("=")[0] not in options:
             return f"{' '.join(used)} has no option {w.split('=')[0]} (see {' '.join(used)} --help)"
     return None
@@ -145,6 +147,7 @@ def test_the_checks_find_what_is_wrong():
     assert "no subcommand 'rnu'" in check_command(["rnu", "x.yaml"])
     assert "no option --kernels" in check_command(["run", "x.yaml", "--kernels", "stock"])
     assert "no subcommand 'biuld'" in check_command(["kernel", "biuld"])
+    assert check_command(["kvm-runner", "--", "harness", "doctor", "--anything"]) is None
     assert not PLACEHOLDER.search("base+zeroing-stats+balloon-opt-ins@1%page-poison")
     assert all(PLACEHOLDER.search(s) for s in ("base+SERIES", "base+A+B", "base+...", "flavours/NAME.config"))
     with pytest.raises(Exception, match="no-such"):
