@@ -5,6 +5,7 @@ harness writes."""
 
 from __future__ import annotations
 
+import ast
 import re
 import shlex
 
@@ -154,11 +155,30 @@ def test_the_checks_find_what_is_wrong():
         check_available(parse_kernel_spec("base+no-such"))
 
 
+def harness_strings() -> tuple[str, list[re.Pattern]]:
+    """Every string constant in harness/ (joined), and each f-string as a pattern (a {field} matches anything)."""
+    constants, patterns = [], []
+    for path in (REPO_ROOT / "harness").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):
+                constants.append(node.value)
+            elif isinstance(node, ast.JoinedStr) and isinstance(node.values[0], ast.Constant) \
+                    and len(node.values[0].value) >= 4:  # f"{x}.json" would match any name
+                parts = [re.escape(v.value) if isinstance(v, ast.Constant) else ".*" for v in node.values]
+                patterns.append(re.compile("".join(parts)))
+    return "\n".join(constants), patterns
+
+
 def test_every_file_results_readme_describes_is_one_the_harness_writes():
-    """results/README.md is the format: a file name it lists (bisect's search.json was one) is in the code."""
-    source = "\n".join(p.read_text() for p in (REPO_ROOT / "harness").rglob("*.py"))
+    """results/README.md is the format: a file name it lists (bisect's search.json was one) is in the code,
+    written out or made by an f-string (qemu-argv{suffix}.json)."""
+    constants, patterns = harness_strings()
     text = (REPO_ROOT / "results" / "README.md").read_text()
     names = set(re.findall(r"(?<![\w/<-])([\w.-]+\.(?:json|log|md|csv|png|txt|xml|html))\b", text))
     assert {"manifest.json", "metrics.json", "bisect.json"} <= names
-    unknown = sorted(n for n in names if n not in source)
+    def written(name: str) -> bool:
+        return name in constants or any(p.fullmatch(name) for p in patterns)
+
+    unknown = sorted(n for n in names if not written(n))
     assert not unknown, f"results/README.md names files no harness code writes: {unknown}"
+    assert not written("search.json") and written("shell-touch.txt")

@@ -2,13 +2,14 @@
 is loaded, so `timeout_s: -5` is bad input (exit 2) and never a run that quietly does nothing.
 
 Each type takes an int or a float (never a bool or a string), refuses NaN and infinity, and says in one
-line which range it wanted.
+line which range it wanted.  A field with a range of its own writes
+``Annotated[Number, in_range(0, 600), json_range(0, 600)]`` (tests/scenario/test_bounds.py requires both
+ends of every number's range in the exported JSON Schema).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, WithJsonSchema
@@ -23,7 +24,7 @@ MAX_MIB = 1024 * 1024  # 1 TiB
 Number = int | float
 
 
-def _range(low: float, high: float, *, above: bool = False, whole: bool = False) -> Callable[[Any], Any]:
+def in_range(low: float, high: float, *, above: bool = False, whole: bool = False) -> BeforeValidator:
     """A check of `low <= value <= high` (`low < value` when `above`)."""
     def check(value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int if whole else int | float):
@@ -35,28 +36,30 @@ def _range(low: float, high: float, *, above: bool = False, whole: bool = False)
         if value > high:
             raise problem(f"must be at most {high:g}, got {value!r}")
         return value
-    return check
+    return BeforeValidator(check)
 
 
-def _schema(low: float, high: float, *, above: bool = False, whole: bool = False) -> WithJsonSchema:
+def json_range(low: float, high: float, *, above: bool = False, whole: bool = False) -> WithJsonSchema:
     return WithJsonSchema({"type": "integer" if whole else "number", "maximum": high,
                            ("exclusiveMinimum" if above else "minimum"): low})
 
 
 # A timeout, or a time something runs for: more than 0 s, at most a day.
-Seconds = Annotated[Number, BeforeValidator(_range(0, MAX_SECONDS, above=True)), _schema(0, MAX_SECONDS, above=True)]
+Seconds = Annotated[Number, in_range(0, MAX_SECONDS, above=True), json_range(0, MAX_SECONDS, above=True)]
 # A loop of guest time a probe runs for (faultscale): more than 0 s, at most 10 minutes.
-ProbeSeconds = Annotated[Number, BeforeValidator(_range(0, 600, above=True)), _schema(0, 600, above=True)]
+ProbeSeconds = Annotated[Number, in_range(0, 600, above=True), json_range(0, 600, above=True)]
 # A wait that may be 0 s (sleep 0, no quiet spell).
-SecondsOrZero = Annotated[Number, BeforeValidator(_range(0, MAX_SECONDS)), _schema(0, MAX_SECONDS)]
+SecondsOrZero = Annotated[Number, in_range(0, MAX_SECONDS), json_range(0, MAX_SECONDS)]
 # Whole seconds, 0 meaning "off" (the balloon's statistics interval).
-IntervalS = Annotated[int, BeforeValidator(_range(0, 3600, whole=True)), _schema(0, 3600, whole=True)]
-Repetitions = Annotated[int, BeforeValidator(_range(1, MAX_REPETITIONS, whole=True)),
-                        _schema(1, MAX_REPETITIONS, whole=True)]
-Iterations = Annotated[int, BeforeValidator(_range(1, MAX_ITERATIONS, whole=True)),
-                       _schema(1, MAX_ITERATIONS, whole=True)]
-PageCount = Annotated[int, BeforeValidator(_range(0, MAX_MIB * 256, whole=True)), _schema(0, MAX_MIB * 256, whole=True)]
-MiB = Annotated[Number, BeforeValidator(_range(0, MAX_MIB)), _schema(0, MAX_MIB)]
+IntervalS = Annotated[int, in_range(0, 3600, whole=True), json_range(0, 3600, whole=True)]
+Repetitions = Annotated[int, in_range(1, MAX_REPETITIONS, whole=True),
+                        json_range(1, MAX_REPETITIONS, whole=True)]
+Iterations = Annotated[int, in_range(1, MAX_ITERATIONS, whole=True),
+                       json_range(1, MAX_ITERATIONS, whole=True)]
+PageCount = Annotated[int, in_range(0, MAX_MIB * 256, whole=True), json_range(0, MAX_MIB * 256, whole=True)]
+MiB = Annotated[Number, in_range(0, MAX_MIB), json_range(0, MAX_MIB)]
 # A bound an expectation compares a metric with: any finite number.
-Finite = Annotated[Number, BeforeValidator(_range(-math.inf, math.inf)), WithJsonSchema({"type": "number"})]
-Ratio = Annotated[Number, BeforeValidator(_range(0, 1e9, above=True)), _schema(0, 1e9, above=True)]
+Finite = Annotated[Number, in_range(-math.inf, math.inf), WithJsonSchema({"type": "number"})]
+Ratio = Annotated[Number, in_range(0, 1e9, above=True), json_range(0, 1e9, above=True)]
+# A rate of memory: more than 0 MiB/s, at most 1 TiB/s (a migration's bandwidth cap).
+MiBPerS = Annotated[int, in_range(1, MAX_MIB, whole=True), json_range(1, MAX_MIB, whole=True)]
