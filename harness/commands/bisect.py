@@ -36,7 +36,6 @@ from harness.attribution.search import BAD, GOOD, SKIP, UNKNOWN, BisectState
 from harness.commands.run import DEFAULT_RESULTS, add_timing_option, run_scenario
 from harness.errors import HarnessError, InputError
 from harness.kernels.build import build_kernel
-from harness.kernels.cache import kernel_cache
 from harness.kernels.inputs import load_series
 from harness.kernels.resolve import image_digest, resolve_kernel
 from harness.kernels.spec import parse_kernel_spec, series_ref
@@ -98,14 +97,8 @@ def tree_candidates(tree: Path, good: str, bad: str) -> tuple[list[str], list[st
 
 
 def build_commit(tree: Path, commit: str, progress=None) -> str:
-    """The bzImage of one commit of a developer's tree, checked out in a reused worktree and built (ccache hits)."""
-    work = kernel_cache() / "bisect-worktrees" / tree.resolve().name
-    if not (work / ".git").exists():
-        work.parent.mkdir(parents=True, exist_ok=True)
-        git(tree, "worktree", "add", "--detach", str(work), commit)
-    else:
-        git(work, "checkout", "--quiet", "--detach", commit)
-    return str(build_kernel(None, tree=work, progress=progress).bzimage)
+    """The bzImage of one commit of a developer's tree (built in the cache's clone of it; ccache hits)."""
+    return str(build_kernel(None, tree=tree, tree_rev=commit, progress=progress).bzimage)
 
 
 # --------------------------------------------------------------------------------------------- a step

@@ -85,16 +85,17 @@ def is_built(spec: KernelSpec) -> bool:
 
 def build_kernel(spec: KernelSpec | str, *, fragments: list[Path | str] | None = None,
                  tree: Path | str | None = None, progress=None,
-                 patches_root: Path | str | None = None) -> GuestKernel:
+                 patches_root: Path | str | None = None, tree_rev: str | None = None) -> GuestKernel:
     """Build (or fetch from cache) the guest kernel a ``base[+SERIES...]`` spec names.
 
     fragments: extra config fragments merged after kernel_patches/config/guest.config.
-    tree: build this kernel checkout out-of-tree instead of the pinned base (spec must be None or "base").
+    tree: build this kernel checkout instead of the pinned base (spec must be None or "base"); tree_rev: only
+    that commit of it (its uncommitted changes left out), without checking it out there.
     progress: a rich Progress owned by the caller to add tasks to (else one on stderr).
     patches_root: where series directories live (default $BALLOON_TESTBED_PATCHES or kernel_patches/).
     """
     if tree is not None:
-        return build_tree(spec, Path(tree), fragments, progress)
+        return build_tree(spec, Path(tree), fragments, progress, rev=tree_rev)
     if isinstance(spec, str):
         spec = parse_kernel_spec(spec)
     if spec.kind != "build":

@@ -18,10 +18,11 @@ from harness.kernels.inputs import compute_key, gcc_version, load_fragments, mod
 from harness.kernels.make import Checkout, build_info, ensure_ccache, removed_on_error, run_build, staging_dir
 from harness.kernels.progress import Reporter
 from harness.kernels.spec import GuestKernel, KernelSpec
-from harness.kernels.tree import sync_user_tree, tree_state, user_checkout
+from harness.kernels.tree import committed_state, sync_user_tree, tree_state, user_checkout
 
 
-def build_tree(spec, path: Path, fragments, progress) -> GuestKernel:
+def build_tree(spec, path: Path, fragments, progress, rev: str | None = None) -> GuestKernel:
+    """Build the checkout as it is (HEAD, uncommitted diff, untracked files), or only its commit `rev`."""
     if spec is not None:
         text = spec.text if isinstance(spec, KernelSpec) else str(spec)
         if text.strip() != "base":
@@ -31,7 +32,7 @@ def build_tree(spec, path: Path, fragments, progress) -> GuestKernel:
     if not (path / "Makefile").is_file() or not (path / "scripts/kconfig/merge_config.sh").is_file():
         raise InputError(f"--tree {path}: not a kernel source tree (no Makefile / scripts/kconfig/merge_config.sh)")
     t_start = time.monotonic()
-    state = tree_state(path)
+    state = tree_state(path) if rev is None else committed_state(path, rev)
     frags = load_fragments(fragments)
     gcc = gcc_version()
     mod_sha = module_source_sha256()
@@ -70,7 +71,7 @@ def build_tree(spec, path: Path, fragments, progress) -> GuestKernel:
             with flock(co_lock, waiting=lambda: rep.log(f"kernel build: waiting for another build in {co}")) as lock2:
                 t = time.monotonic()
                 with removed_on_error(tmp):
-                    sync_user_tree(path, state, rep)
+                    sync_user_tree(path, state, rep, local_changes=rev is None)
                 timings["tree_s"] = round(time.monotonic() - t, 2)
                 checkout = Checkout(srcdir=co, make_args=[], objdir=co, ccache_basedir=co, label=f"tree {path.name}",
                                      log_header=f"# harness kernel build --tree {path} key {key}\n# built in {co}\n")

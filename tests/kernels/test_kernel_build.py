@@ -343,6 +343,24 @@ def test_sync_user_tree_copies_sources_not_build_outputs(monkeypatch, tmp_path):
     assert not (co / "new.h").exists() and not (co / "gone.c").exists() and (co / "staged.c").is_file()
     assert kt.tree_state(tree)["head"] == subprocess.run(["git", "-C", str(co), "rev-parse", "HEAD"],
                                                         capture_output=True, text=True).stdout.strip()
+    # a bisect step: one commit alone, the checkout's own uncommitted changes and untracked files left out
+    (tree / "a.c").write_text("int dirty;\n")
+    (tree / "untracked.c").write_text("int u;\n")
+    state = kt.committed_state(tree, "HEAD~1")
+    assert not state["dirty"] and state["diff_sha256"] == kt.tree_state(_clean_copy(tree, tmp_path))["diff_sha256"]
+    kt.sync_user_tree(tree, state, local_changes=False)
+    assert (co / "a.c").read_text() == "int a;\n" and (co / "gone.c").is_file() and not (co / "staged.c").exists()
+    assert not (co / "untracked.c").exists() and (tree / "a.c").read_text() == "int dirty;\n"
+    with pytest.raises(InputError, match="no commit"):
+        kt.committed_state(tree, "nosuchrev")
+
+
+def _clean_copy(tree: Path, tmp_path: Path) -> Path:
+    import subprocess
+
+    clean = tmp_path / "clean"
+    subprocess.run(["git", "clone", "-q", str(tree), str(clean)], check=True)
+    return clean
 
 
 def test_tree_state_tracks_diff_and_untracked(tmp_path):
