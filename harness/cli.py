@@ -65,8 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
 USAGE_ERROR_EXIT = {"bisect-check": 128}
 
 
-def _subcommand(argv: list[str]) -> str | None:
-    return next((a for a in argv if not a.startswith("-")), None)
+def _subcommand(argv: list[str]) -> str:
+    return next((a for a in argv if not a.startswith("-")), "")
 
 
 def _interrupt_on_sigterm(signum, frame):
@@ -86,8 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
     except SystemExit as exc:
-        if exc.code == 2 and _subcommand(argv) in USAGE_ERROR_EXIT:
-            return USAGE_ERROR_EXIT[_subcommand(argv)]
+        command = _subcommand(argv)
+        if exc.code == 2 and command in USAGE_ERROR_EXIT:
+            return USAGE_ERROR_EXIT[command]
         raise
     try:
         return args.func(args)
