@@ -45,6 +45,7 @@ from harness.errors import HarnessError, InputError
 from harness.kernels.build import build_kernel
 from harness.kernels.cache import kernel_cache
 from harness.kernels.inputs import load_series
+from harness.kernels.resolve import check_available
 from harness.kernels.spec import parse_kernel_spec, series_ref
 from harness.results import stats
 from harness.results.bundle import load_bundle
@@ -255,6 +256,8 @@ def bisect_check(args) -> int:
         raise InputError(f"--bad-fail-rate {args.bad_fail_rate}: give it with --expect, as a fraction in (0, 1]")
     if args.tree and not Path(args.tree).expanduser().is_dir():
         raise InputError(f"--tree {args.tree}: no such directory")
+    for spec in filter(None, [args.good, args.kernel]):
+        check_available(parse_kernel_spec(spec))
     try:
         candidate = args.kernel or str(build_kernel(None, tree=Path(args.tree).expanduser()).bzimage)
     except HarnessError as exc:  # a commit that does not build is skipped, whatever the reason

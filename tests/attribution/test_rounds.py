@@ -223,3 +223,29 @@ def test_a_complete_run_gives_samples_and_expectation_results(tmp_path):
     assert (r.good, r.step, r.deterministic) == ([1.0, 2.0], [3.0, 4.0], False)
     r = round_from_bundle(LEAKS, b, path, "good", "cand", 2)
     assert r.failed == 1 and "53 non-zero pages" in r.detail
+
+
+def test_a_bisect_keeps_the_bad_ends_failure_rate_and_each_good_verdicts_confidence(tmp_path, capsys):
+    """Bisect.run with rounds from an injected runner: candidates 4.. fail one repetition in three."""
+    import json
+
+    from harness.attribution.search import BisectState
+    from harness.commands.bisect import LOG_FILE, STATE_FILE, Bisect
+
+    class Fake(Bisect):
+        def judge(self, k, direction):
+            runner = Failures(lambda i: k >= 4 and i % 3 == 1)
+            return judge_step(self.criterion, runner, reps=3, max_reps=12, direction=direction,
+                              bad_fail_rate=self.plan.get("bad_fail_rate"), say=lambda line: None)
+
+    labels = ["good"] + [f"p{i}" for i in range(1, 7)]
+    plan = {"scenario": "s.yaml", "tree": None, "candidates": labels, "labels": labels,
+            "criterion": {"expect": "nonzero_pages"}, "direction": None, "reps": 3, "max_reps": 12, "timing": None}
+    bisect = Fake(tmp_path, plan, BisectState(labels))
+    assert bisect.run() == 0
+    assert "first bad: [4] p4" in capsys.readouterr().out
+    state = json.loads((tmp_path / STATE_FILE).read_text())
+    assert state["bad_fail_rate"] == pytest.approx(1 / 3)
+    goods = [s for s in state["steps"] if s["verdict"] == GOOD]
+    assert goods and all(s["confidence"] == pytest.approx(1 - (2 / 3) ** 8) for s in goods)
+    assert "would have shown with 96% confidence" in (tmp_path / LOG_FILE).read_text()
