@@ -22,11 +22,12 @@ import pytest
 HARNESS = [sys.executable, "-m", "harness.cli"]
 SCENARIO = "name: s\nguest: {memory: 512M, cpus: 1}\nsteps: [sleep: 1]\n"
 
-# The stock (Debian cloud) kernel stands for the "bad" commits: in a guest with 40 MiB of usable memory it
-# panics at boot ("System is deadlocked on memory"), while the small base kernel boots and runs the scenario.
+# The stock (Debian cloud) kernel stands for the "bad" commits: in a guest with 56 MiB of usable memory it
+# panics at boot ("System is deadlocked on memory"; at 96 MiB it boots), while the small base kernel boots
+# and runs the scenario (it does at 48 MiB, not at 40).
 PANICS_STOCK_AT_BOOT = """
 name: bisect-check
-guest: {memory: 512M, cpus: 1, cmdline: "mem=40M"}
+guest: {memory: 512M, cpus: 1, cmdline: "mem=56M"}
 steps:
   - memtouch: 8M
     phase: touch
@@ -43,15 +44,18 @@ def git(tree: Path, *args: str) -> subprocess.CompletedProcess:
                           capture_output=True, text=True)
 
 
-def make_tree(path: Path, kernels: list[str]) -> Path:
-    """A git tree whose commit k (1..n) names kernels[k-1] in its file `kernel`; commit 0 is the good end."""
+def make_tree(path: Path, kernels: list[str]) -> list[str]:
+    """A git tree whose commit k (1..n) names kernels[k-1] in its file `kernel`; commit 0 is the good end.
+    Returns the commits' hashes, c0 first."""
     path.mkdir()
     git(path, "init", "-q")
+    commits = []
     for i, kernel in enumerate(["(good end)", *kernels]):
         (path / "kernel").write_text(kernel + "\n")
         git(path, "add", "kernel")
-        git(path, "commit", "-q", "-m", f"c{i}")
-    return path
+        git(path, "commit", "-q", "--allow-empty", "-m", f"c{i}")
+        commits.append(git(path, "rev-parse", "HEAD").stdout.strip())
+    return commits
 
 
 def bisect_run(tree: Path, check: str, env: dict) -> subprocess.CompletedProcess:
@@ -107,7 +111,8 @@ def test_input_errors_exit_128_before_anything_runs(args, message, scenario, tmp
 
 
 def test_git_bisect_run_aborts_on_a_usage_error_and_marks_nothing(tmp_path, scenario):
-    tree = make_tree(tmp_path / "tree", ["base", "base", "base"])
+    tree = tmp_path / "tree"
+    make_tree(tree, ["base", "base", "base"])
     proc = bisect_run(tree, '"$PY" -m harness.cli bisect-check "$S" --kernel "$(cat kernel)"',
                       {"PY": sys.executable, "S": str(scenario)})
     assert proc.returncode != 0
@@ -145,17 +150,17 @@ def test_git_bisect_run_names_the_first_commit_that_panics_at_boot_and_skips_wha
     """c1-c3 base (good), c4 stock (panics at boot: bad), c5 a kernel QEMU cannot start (skip), c6 stock: c4."""
     scenario = tmp_path / "panics-at-boot.yaml"
     scenario.write_text(PANICS_STOCK_AT_BOOT)
-    tree = make_tree(tmp_path / "tree", ["base", "base", "base", "stock", kernels["junk"], "stock"])
+    tree = tmp_path / "tree"
+    commits = make_tree(tree, ["base", "base", "base", "stock", kernels["junk"], "stock"])
     proc = bisect_run(tree, CHECK, {"PY": sys.executable, "S": str(scenario), "GOOD": kernels["good"],
                                     "R": str(tmp_path / "results"), "EXTRA": ""})
     print(proc.stdout[-6000:], proc.stderr[-3000:])
     assert proc.returncode == 0, proc.stderr
-    first_bad = git(tree, "rev-parse", "HEAD~2").stdout.strip()
-    assert f"{first_bad} is the first bad commit" in proc.stdout
+    assert f"{commits[4]} is the first bad commit" in proc.stdout
     log = git(tree, "bisect", "log").stdout
-    judged = [line.split("] ")[-1] for line in log.splitlines() if line.startswith("# ") and "] c" in line]
-    assert sorted(judged) == ["c3", "c4", "c5"], log
-    assert "# good: [" in log and "# bad: [" in log and "# skip: [" in log
+    marks = [line.split()[2:4] for line in log.splitlines() if line.startswith("git bisect ") and
+             line.split()[2] in ("good", "bad", "skip")]
+    assert [(verdict, commits.index(sha)) for verdict, sha in marks] == [("good", 3), ("skip", 5), ("bad", 4)], log
     assert "bisect-check: bad: the kernel crashed, bad: " in proc.stdout and "Kernel panic" in proc.stdout
     assert "bisect-check: skip: could not judge (harness error): QEMU exited" in proc.stdout
     assert "bisect-check: good: 1 clean repetitions" in proc.stdout
