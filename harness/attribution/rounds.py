@@ -85,8 +85,8 @@ def judge_step(c: Criterion, run_round: RunRound, *, reps: int, max_reps: int, d
     while True:
         r = run_round(reps)
         if r.crashed:
-            how = "bad" if panic == BAD else "skipped (--panic skip)"
-            return Verdict(panic, f"the kernel crashed, {how}: {r.crashed}")
+            how = "" if panic == BAD else " (--panic skip)"
+            return Verdict(panic, f"the kernel crashed{how}: {r.crashed}")
         if r.error is not None:
             return Verdict(SKIP, f"could not judge (harness error): {r.error}")
         total += reps
@@ -128,14 +128,18 @@ def _expectation(c: Criterion, r: Round, clean: int, direction: int | None, rate
                        failed=(r.failed, r.reps))
     if direction is None or not rate:
         # the bad end itself, or no failure rate known (bisect-check without --bad-fail-rate)
-        return Verdict(GOOD, f"{clean} clean repetitions: a failure in {smallest_rate_seen(clean):.0%} of runs or "
-                             f"more would have shown (95 % confidence); {r.detail}"[:300], failed=(0, clean))
+        return Verdict(GOOD, f"{_clean(clean)}: a failure in {smallest_rate_seen(clean):.0%} of runs or more would "
+                             f"have shown (95% confidence); {r.detail}"[:300], failed=(0, clean))
     if clean < _clean_needed(rate, max_reps):
-        return Verdict(None, f"{clean} clean repetitions, {_clean_needed(rate, max_reps)} needed")
+        return Verdict(None, f"{_clean(clean)}, {_clean_needed(rate, max_reps)} needed")
     conf = confidence_after(rate, clean)
     capped = " (capped by --max-reps)" if conf < CONFIDENCE else ""
-    return Verdict(GOOD, f"{clean} clean repetitions: the bad end's failure rate ({rate:.0%}) "
+    return Verdict(GOOD, f"{_clean(clean)}: the bad end's failure rate ({rate:.0%}) "
                          f"would have shown with {conf:.0%} confidence{capped}", failed=(0, clean), confidence=conf)
+
+
+def _clean(n: int) -> str:
+    return f"{n} clean repetition{'' if n == 1 else 's'}"
 
 
 # ----------------------------------------------------------------------------------- from a bundle
