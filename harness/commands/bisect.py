@@ -212,13 +212,29 @@ def new_bisect(args) -> Bisect:
         candidates, labels = tree_candidates(Path(args.tree).expanduser(), args.good, args.bad)
     else:
         candidates, labels = series_candidates(args.good, args.bad)
-    directory = Path(args.results or DEFAULT_RESULTS) / time.strftime("bisect-%Y%m%dT%H%M%SZ", time.gmtime())
-    directory.mkdir(parents=True)
+    directory = new_directory(Path(args.results or DEFAULT_RESULTS), "bisect")
     plan = {"scenario": str(Path(args.scenario).resolve()), "good": args.good, "bad": args.bad,
             "tree": str(Path(args.tree).expanduser().resolve()) if args.tree else None,
             "candidates": candidates, "labels": labels, "criterion": asdict(criterion), "direction": None,
             "reps": args.reps, "max_reps": args.max_reps, "timing": args.timing, "panic": args.panic}
     return Bisect(directory, plan, BisectState(labels))
+
+
+def new_directory(results: Path, prefix: str) -> Path:
+    """results/PREFIX-<UTC time>, or -2, -3... when another bisect started in the same second."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 1000):
+            directory = results / f"{prefix}-{stamp}{'' if n == 1 else f'-{n}'}"
+            try:
+                directory.mkdir()
+                return directory
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise HarnessError(f"--results {results}: cannot create a directory there: {exc.strerror or exc}") from None
+    raise HarnessError(f"--results {results}: too many {prefix} directories from {stamp}")
 
 
 def cmd_bisect(args) -> int:
@@ -268,8 +284,10 @@ def bisect_check(args) -> int:
             "direction": 1 if criterion.expect or definition(criterion.metric).better == "lower" else -1,
             "bad_fail_rate": args.bad_fail_rate,
             "reps": args.reps, "max_reps": args.max_reps, "timing": args.timing, "panic": args.panic}
-    directory = Path(args.results or DEFAULT_RESULTS) / time.strftime("bisect-check-%Y%m%dT%H%M%SZ", time.gmtime())
-    directory.mkdir(parents=True)
+    try:
+        directory = new_directory(Path(args.results or DEFAULT_RESULTS), "bisect-check")
+    except HarnessError as exc:  # every step would fail the same way: abort, never skip them all
+        raise InputError(str(exc)) from None
     bisect = Bisect(directory, plan, BisectState(plan["labels"]))
     v = bisect.judge(1, plan["direction"])  # bad only when the metric moved the worse way
     bisect.state.record(1, v.verdict, v.evidence, v.confidence)

@@ -178,3 +178,20 @@ def test_a_candidate_that_panics_at_boot_is_skipped_with_panic_skip(tmp_path, ke
     assert "Kernel panic" in proc.stdout
     (check_dir,) = (tmp_path / "results").glob("bisect-check-*")
     assert "# skip: [1] candidate -- the kernel crashed" in (check_dir / "bisect.log").read_text()
+
+
+def test_an_unusable_results_directory_aborts(tmp_path, scenario):
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where the results directory should be\n")
+    proc = harness("bisect-check", scenario, "--good", "stock", "--kernel", "base", "--expect", "nonzero_pages",
+                   "--results", blocker)
+    assert proc.returncode == 128, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"harness: error: --results {blocker}: cannot create a directory "
+                                                "there: File exists"], proc.stderr
+
+
+def test_two_checks_in_the_same_second_get_their_own_directories(tmp_path):
+    from harness.commands.bisect import new_directory
+
+    first, second = new_directory(tmp_path, "bisect-check"), new_directory(tmp_path, "bisect-check")
+    assert first != second and first.is_dir() and second.is_dir()
