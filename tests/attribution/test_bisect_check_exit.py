@@ -11,6 +11,7 @@ The tree is made here: one commit per candidate, each holding a file `kernel` wi
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -195,3 +196,21 @@ def test_two_checks_in_the_same_second_get_their_own_directories(tmp_path):
 
     first, second = new_directory(tmp_path, "bisect-check"), new_directory(tmp_path, "bisect-check")
     assert first != second and first.is_dir() and second.is_dir()
+
+
+@pytest.mark.vm
+@pytest.mark.kernelbuild
+def test_a_good_verdict_runs_as_many_clean_repetitions_as_the_bad_ends_failure_rate_needs(tmp_path, kernels):
+    """A bug that fails 70 % of runs shows in 3 runs with 97 % confidence: one round of 1, one more of 2."""
+    scenario = tmp_path / "panics-at-boot.yaml"
+    scenario.write_text(PANICS_STOCK_AT_BOOT)
+    proc = harness("bisect-check", scenario, "--good", kernels["good"], "--kernel", "base", "--expect",
+                   "nonzero_pages", "--reps", "1", "--bad-fail-rate", "0.7", "--results", tmp_path / "results")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "bisect-check: good: 3 clean repetitions: the bad end's failure rate (70%) would have shown with 97% " \
+           "confidence" in proc.stdout, proc.stdout
+    (check_dir,) = (tmp_path / "results").glob("bisect-check-*")
+    bundles = sorted((check_dir / "step-1").iterdir())
+    assert [json.loads((b / "manifest.json").read_text())["reps"] for b in bundles] == [1, 2]
+    (step,) = json.loads((check_dir / "bisect.json").read_text())["steps"]
+    assert step["verdict"] == "good" and step["confidence"] == pytest.approx(1 - 0.3 ** 3)
