@@ -23,6 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import scipy.stats
+
 from harness.attribution.judge import Criterion, Verdict, judge_metric
 from harness.attribution.search import BAD, GOOD, SKIP, UNKNOWN
 from harness.machine.vm import PANIC_MARKERS
@@ -58,6 +60,14 @@ def reps_for_confidence(fail_rate: float, confidence: float = CONFIDENCE) -> int
     if fail_rate <= 0:
         raise ValueError("a failure rate of 0 never shows")
     return max(1, math.ceil(math.log(1 - confidence) / math.log(1 - fail_rate) - 1e-9))
+
+
+def failure_rate_lower_bound(failed: int, reps: int, confidence: float = CONFIDENCE) -> float:
+    """A failure rate the bad end's `failed` of `reps` support with `confidence` (one-sided Clopper-Pearson
+    lower bound): 3 of 3 is at least 37 %, not 100 %, so one clean run of a candidate never suffices."""
+    if failed <= 0:
+        return 0.0
+    return float(scipy.stats.beta.ppf(1 - confidence, failed, reps - failed + 1))
 
 
 def confidence_after(fail_rate: float, clean: int) -> float:
@@ -134,8 +144,8 @@ def _expectation(c: Criterion, r: Round, clean: int, direction: int | None, rate
         return Verdict(None, f"{_clean(clean)}, {_clean_needed(rate, max_reps)} needed")
     conf = confidence_after(rate, clean)
     capped = " (capped by --max-reps)" if conf < CONFIDENCE else ""
-    return Verdict(GOOD, f"{_clean(clean)}: the bad end's failure rate ({rate:.0%}) "
-                         f"would have shown with {conf:.0%} confidence{capped}", failed=(0, clean), confidence=conf)
+    return Verdict(GOOD, f"{_clean(clean)}: a failure rate of {rate:.0%} (the bad end's, its 95% lower bound "
+                         f"where measured) would have shown with {conf:.0%} confidence{capped}", failed=(0, clean), confidence=conf)
 
 
 def _clean(n: int) -> str:

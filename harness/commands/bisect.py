@@ -38,7 +38,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from harness.attribution.judge import Criterion, Verdict
-from harness.attribution.rounds import PANIC_CHOICES, Round, judge_step, round_from_bundle
+from harness.attribution.rounds import PANIC_CHOICES, Round, failure_rate_lower_bound, judge_step, round_from_bundle
 from harness.attribution.search import BAD, GOOD, SKIP, BisectState
 from harness.commands.run import DEFAULT_RESULTS, add_timing_option, run_scenario
 from harness.errors import HarnessError, InputError
@@ -175,8 +175,8 @@ class Bisect:
             self.state.record(k, v.verdict, v.evidence, v.confidence)
             if k == self.state.n and v.verdict == BAD:
                 self.plan["direction"] = v.direction
-                if v.failed:  # how often the bad end fails the expectation: sizes the good verdicts
-                    self.plan["bad_fail_rate"] = v.failed[0] / v.failed[1]
+                if v.failed:  # how often the bad end fails the expectation (at least): sizes the good verdicts
+                    self.plan["bad_fail_rate"] = failure_rate_lower_bound(*v.failed)
             self.save()
             print(f"bisect: [{k}] {v.verdict} in {time.monotonic() - t:.0f} s: {v.evidence}", file=sys.stderr)
         return self.report(time.monotonic() - t0)

@@ -229,6 +229,7 @@ def test_a_bisect_keeps_the_bad_ends_failure_rate_and_each_good_verdicts_confide
     """Bisect.run with rounds from an injected runner: candidates 4.. fail one repetition in three."""
     import json
 
+    from harness.attribution.rounds import failure_rate_lower_bound
     from harness.attribution.search import BisectState
     from harness.commands.bisect import LOG_FILE, STATE_FILE, Bisect
 
@@ -245,7 +246,19 @@ def test_a_bisect_keeps_the_bad_ends_failure_rate_and_each_good_verdicts_confide
     assert bisect.run() == 0
     assert "first bad: [4] p4" in capsys.readouterr().out
     state = json.loads((tmp_path / STATE_FILE).read_text())
-    assert state["bad_fail_rate"] == pytest.approx(1 / 3)
+    # 1 failure in 3 supports (95 %) a rate of only 1.7 %: a good verdict takes --max-reps clean runs, and says so
+    rate = failure_rate_lower_bound(1, 3)
+    assert state["bad_fail_rate"] == pytest.approx(rate)
     goods = [s for s in state["steps"] if s["verdict"] == GOOD]
-    assert goods and all(s["confidence"] == pytest.approx(1 - (2 / 3) ** 8) for s in goods)
-    assert "would have shown with 96% confidence" in (tmp_path / LOG_FILE).read_text()
+    assert goods and all(s["confidence"] == pytest.approx(1 - (1 - rate) ** 12) for s in goods)
+    assert "would have shown with 19% confidence (capped by --max-reps)" in (tmp_path / LOG_FILE).read_text()
+
+
+def test_the_bad_ends_failure_rate_is_taken_at_its_lower_bound():
+    from harness.attribution.rounds import failure_rate_lower_bound, reps_for_confidence
+
+    assert failure_rate_lower_bound(0, 3) == 0.0
+    low = failure_rate_lower_bound(3, 3)
+    assert 0.36 < low < 0.37  # 0.05 ** (1/3): 3 of 3 is at least 37 %, not 100 %
+    assert reps_for_confidence(low) == 7  # so one clean repetition of a candidate is never "good"
+    assert failure_rate_lower_bound(1, 10) < failure_rate_lower_bound(5, 10) < 0.5
