@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from harness.attribution.ablation import ablate, plot, to_json, to_markdown
+from harness.commands.jobs_option import add_jobs_option
 from harness.commands.run import add_timing_option, run_scenario
 from harness.errors import InputError
 from harness.kernels.inputs import load_series
@@ -50,7 +51,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         path, ok = Path(args.bundle), True
     else:
         outcome = run_scenario(args.scenario, kernels=specs, reps=args.reps,
-                               results_dir=Path(args.results) if args.results else None, timing=args.timing)
+                               results_dir=Path(args.results) if args.results else None, timing=args.timing,
+                               jobs=args.jobs)
         path, ok = outcome.bundle, outcome.ok
     bundle = load_bundle(path)
     missing = [k for k in specs if k not in bundle.kernels]
@@ -79,4 +81,5 @@ def register(subparsers) -> None:
                    help="flag only changes larger than PCT percent (default %(default)s)")
     p.add_argument("--bundle", metavar="DIR", help="judge this earlier ablation bundle again instead of running")
     add_timing_option(p)
+    add_jobs_option(p)
     p.set_defaults(func=cmd_ablate)

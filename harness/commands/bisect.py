@@ -32,6 +32,7 @@ from pathlib import Path
 
 from harness.attribution.judge import Criterion, Verdict, judge_expectation, judge_metric
 from harness.attribution.search import BAD, GOOD, SKIP, UNKNOWN, BisectState
+from harness.commands.jobs_option import add_jobs_option, check_jobs
 from harness.commands.run import DEFAULT_RESULTS, add_timing_option, run_scenario
 from harness.errors import HarnessError, InputError
 from harness.kernels.build import build_kernel
@@ -112,8 +113,9 @@ def build_commit(tree: Path, commit: str, progress=None) -> str:
 class Bisect:
     """A bisect in its directory: the plan (from the command line or bisect.json) and the search state."""
 
-    def __init__(self, directory: Path, plan: dict, state: BisectState):
+    def __init__(self, directory: Path, plan: dict, state: BisectState, jobs: int | None = None):
         self.dir = directory
+        self.jobs = jobs  # guests at once (icount); how this session runs, not part of the plan
         self.plan = plan
         self.state = state
         self.criterion = Criterion(**plan["criterion"])
@@ -148,7 +150,8 @@ class Bisect:
         total, reps = 0, self.plan["reps"]
         while True:
             outcome = run_scenario(self.plan["scenario"], kernels=[good, candidate], reps=reps,
-                                   results_dir=self.dir / f"step-{k}", timing=self.plan["timing"])
+                                   results_dir=self.dir / f"step-{k}", timing=self.plan["timing"],
+                                   jobs=self.jobs)
             self.plan.setdefault("bundles", {}).setdefault(str(k), []).append(str(outcome.bundle))
             b = load_bundle(outcome.bundle)
             if not b.samples(candidate):
@@ -227,7 +230,9 @@ def new_bisect(args) -> Bisect:
 def cmd_bisect(args) -> int:
     if args.reps < 1 or args.max_reps < args.reps:
         raise InputError(f"--reps must be at least 1 and --max-reps at least --reps (got {args.reps}, {args.max_reps})")
+    check_jobs(args.jobs)
     bisect = Bisect.load(Path(args.resume)) if args.resume else new_bisect(args)
+    bisect.jobs = args.jobs
     print(f"bisect: {bisect.dir}: {bisect.state.n} candidates, at most {bisect.state.steps_left()} steps",
           file=sys.stderr)
     bisect.save()
@@ -251,7 +256,7 @@ def cmd_bisect_check(args) -> int:
                 "reps": args.reps, "max_reps": args.max_reps, "timing": args.timing}
         directory = Path(args.results or DEFAULT_RESULTS) / time.strftime("bisect-check-%Y%m%dT%H%M%SZ", time.gmtime())
         directory.mkdir(parents=True)
-        bisect = Bisect(directory, plan, BisectState(plan["labels"]))
+        bisect = Bisect(directory, plan, BisectState(plan["labels"]), jobs=args.jobs)
         v = bisect.judge(1, plan["direction"])  # bad only when the metric moved the worse way
     except InputError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
@@ -270,6 +275,7 @@ def add_common(p) -> None:
                    help="repetitions a side before a step is 'unknown' (default 12)")
     p.add_argument("--results", metavar="DIR", help="where the bisect directory goes (default results/)")
     add_timing_option(p)
+    add_jobs_option(p)
 
 
 def register(subparsers) -> None:

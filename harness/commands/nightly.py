@@ -30,6 +30,7 @@ from harness.machine.config import TIMING_MODES
 from harness.paths import REPO_ROOT
 from harness.results.report import Entry, build_report
 
+from .jobs_option import add_jobs_option, check_jobs
 from .matrix import MatrixEntry, load_matrix
 from .require_accel import add_require_accel_option, check_required_accel
 
@@ -46,7 +47,7 @@ class EntryResult:
 
 
 def run_matrix(entries: list[MatrixEntry], results_dir: Path, timing: str | None = None,
-               require_accel: str | None = None) -> list[EntryResult]:
+               require_accel: str | None = None, jobs: int | None = None) -> list[EntryResult]:
     """Run every entry, whatever the others did, printing one line each."""
     try:
         from harness.commands.run import (
@@ -61,7 +62,7 @@ def run_matrix(entries: list[MatrixEntry], results_dir: Path, timing: str | None
         else:
             try:
                 outcome = run_scenario(e.path, kernels=e.kernels, reps=e.reps, results_dir=results_dir, junit=None,
-                                       timing=e.timing or timing, require_accel=require_accel)
+                                       timing=e.timing or timing, require_accel=require_accel, jobs=jobs)
                 results.append(EntryResult(e, bool(outcome.ok), Path(outcome.bundle)))
             except Exception as exc:  # noqa: BLE001 -- one broken entry must not stop the night
                 results.append(EntryResult(e, False, None, f"{type(exc).__name__}: {exc}"))
@@ -78,6 +79,7 @@ def cmd_nightly(args) -> int:
     if history is not None and not history.is_dir():
         raise InputError(f"--history {history}: no such directory")
     check_required_accel(args.require_accel)
+    check_jobs(args.jobs)
     if args.shards is not None:
         from .shard_night import run_sharded_nightly
 
@@ -85,11 +87,11 @@ def cmd_nightly(args) -> int:
         night = Path(args.results) if args.results else REPO_ROOT / "results" / "nightly" / stamp
         return run_sharded_nightly(matrix, args.shards, night, out=Path(args.out) if args.out else None,
                                    junit=Path(args.junit) if args.junit else None, timing=args.timing,
-                                   require_accel=args.require_accel, history=history)
+                                   require_accel=args.require_accel, history=history, jobs=args.jobs)
     results_dir = Path(args.results) if args.results else REPO_ROOT / "results"
     results_dir.mkdir(parents=True, exist_ok=True)
     out = Path(args.out) if args.out else results_dir / "report"
-    results = run_matrix(entries, results_dir, timing=args.timing, require_accel=args.require_accel)
+    results = run_matrix(entries, results_dir, timing=args.timing, require_accel=args.require_accel, jobs=args.jobs)
     no_bundle = [r.as_report_entry() for r in results if r.bundle is None]
     if args.junit:
         from harness.results.junit import write_junit
@@ -117,5 +119,6 @@ def register(subparsers) -> None:
     p.add_argument("--shards", type=int, metavar="N",
                    help="as CI does: plan N shards, build their kernels, run each shard into its own directory "
                         "under RESULTS (default results/nightly/<UTC time>), merge into RESULTS/merged, report")
+    add_jobs_option(p)
     add_require_accel_option(p)
     p.set_defaults(func=cmd_nightly)

@@ -81,6 +81,7 @@ class VM:
         self._attached: list[Closeable] = []
         self._proc: subprocess.Popen | None = None
         self._stderr: IO[bytes] | None = None
+        self._killed = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> VM:
@@ -96,6 +97,8 @@ class VM:
         return self._proc.pid
 
     def launch(self) -> None:
+        if self._killed:
+            raise GuestDied("stopped before QEMU started")
         self.logdir.mkdir(parents=True, exist_ok=True)
         sweep_stale_run_dirs()
         self.rundir = Path(tempfile.mkdtemp(prefix=f"vm-{os.getpid()}-", dir=run_dir_root()))
@@ -103,6 +106,8 @@ class VM:
             if self.config.memory_backend == "hugetlb":
                 check_hugepages(self.config.memory_mib)
             self._start_qemu()
+            if self._killed:  # kill() ran while QEMU was starting
+                self.kill()
             self.qmp = QMP(self._rundir() / "qmp.sock", self.logdir / "qmp.jsonl")
             self.qmp.connect(timeout=120, alive=self.check_alive)
         except BaseException:
@@ -138,6 +143,14 @@ class VM:
     def _rundir(self) -> Path:
         assert self.rundir is not None, "launch() creates the run dir"
         return self.rundir
+
+    def kill(self) -> None:
+        """Kill QEMU now; safe from another thread.  The thread that owns the VM then finds it dead (check_alive,
+        a broken SSH connection) and shuts it down as usual."""
+        self._killed = True
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
 
     def attach(self, thing: Closeable) -> None:
         """Close `thing` (a connection into the guest) when the VM shuts down, before QEMU stops."""
@@ -190,6 +203,8 @@ class VM:
         """Raise GuestDied with the best explanation if QEMU exited or the guest panicked."""
         panic = self.panic_line()
         if self._proc is not None and self._proc.poll() is not None:
+            if self._killed:
+                raise GuestDied("QEMU was stopped by the harness")
             why = f"QEMU exited with code {self._proc.returncode}"
             if panic:
                 why += f" after a guest kernel failure: {panic}"
