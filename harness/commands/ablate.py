@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from harness.attribution.ablation import ablate, plot, to_json, to_markdown
-from harness.commands.jobs_option import add_jobs_option
+from harness.commands.jobs_option import add_jobs_option, check_jobs
 from harness.commands.run import add_timing_option, run_scenario
 from harness.errors import InputError
 from harness.kernels.inputs import load_series
@@ -44,6 +44,7 @@ def ablation_steps(on: str, series: list[str]) -> tuple[list[str], list[str]]:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
+    check_jobs(args.jobs)
     scenario = load_scenario(args.scenario)
     on = args.on or scenario.kernels[0].text
     specs, labels = ablation_steps(on, args.series)

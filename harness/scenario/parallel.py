@@ -138,7 +138,7 @@ class Scheduler:
             try:
                 while pending:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                    failed = [f.result() for f in done if f.result() is not None]
+                    failed = [e for f in done if not f.cancelled() and (e := f.result()) is not None]
                     self._flush()
                     if failed and first_error is None:
                         first_error = failed[0]
@@ -164,6 +164,7 @@ class Scheduler:
         except BaseException as exc:  # noqa: BLE001 -- handed to the main thread, which raises it
             with self._lock:
                 aborted = self._stop.is_set()
+                self._stop.set()  # no further repetition starts; the main thread aborts the running ones
             outcome.error, outcome.aborted = exc, aborted
             return None if aborted else exc
         finally:
