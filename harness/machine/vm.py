@@ -180,6 +180,12 @@ class VM:
             shutil.rmtree(self.rundir, ignore_errors=True)
             self.rundir = None
 
+    def cpu_seconds(self) -> float:
+        """CPU time QEMU has used so far (user + system, all its threads): what a boot cost the host, which
+        its load changes far less than the wall time."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     # -- health ------------------------------------------------------------------------------
     def _stderr_text(self) -> str:
         try:
