@@ -8,11 +8,9 @@ layer attaches (its SSH connection) is closed before QEMU stops.
 
 from __future__ import annotations
 
-import ctypes
 import json
 import os
 import shutil
-import signal
 import subprocess
 import tempfile
 import time
@@ -25,7 +23,7 @@ from harness.machine.config import MachineConfig
 from harness.machine.qemu_argv import check_hugepages, free_local_port, qemu_argv
 from harness.machine.qmp import QMP
 from harness.paths import cache_root, private_dir
-from harness.process import poll_until
+from harness.process import die_with_parent, poll_until
 
 SERIAL_POLL_S = 0.02  # how often the serial log is read while waiting for a marker
 PANIC_MARKERS = ("Kernel panic", "BUG: unable to handle", "Oops:", "general protection fault")
@@ -55,12 +53,6 @@ def sweep_stale_run_dirs() -> None:
         owner = run_dir_owner(path)
         if owner is not None and owner != os.getpid() and not Path(f"/proc/{owner}").exists():
             shutil.rmtree(path, ignore_errors=True)
-
-
-def _die_with_parent() -> None:
-    """Runs in the QEMU child: SIGKILL it when the harness dies, so no QEMU outlives us."""
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class VM:
@@ -131,7 +123,7 @@ class VM:
             self.started_at = time.monotonic()
             self._proc = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
             # A port taken between our probe and QEMU's bind is the only retryable start failure.
             time.sleep(0.05)
