@@ -19,8 +19,9 @@ from harness.commands.run import run_scenario
 from harness.machine.vm import run_dir_owner
 from harness.paths import cache_root
 from harness.results.bundle import load_bundle
+from harness.results.compare import compare_kernels
 from harness.results.metrics import TIME, definition
-from harness.results.stats import ICOUNT_THRESHOLD_PCT, pct_change
+from harness.results.stats import DEFAULT_THRESHOLD_PCT, ICOUNT_THRESHOLD_PCT, IMPROVEMENT, pct_change
 
 pytestmark = pytest.mark.vm
 
@@ -90,6 +91,11 @@ def test_parallel_and_serial_guest_timings_agree_within_the_icount_threshold(ser
     for key in timings:
         change = pct_change(statistics.median(sa[key]), statistics.median(sb[key]))
         assert abs(change) < ICOUNT_THRESHOLD_PCT, f"{key}: {sa[key]} (jobs 1) vs {sb[key]} (jobs 2): {change:+.3f} %"
+    # And `harness compare` finds nothing moved (host-time figures such as boot_to_ssh_s it does not judge here).
+    cmp = compare_kernels(a, "stock", b, "stock", DEFAULT_THRESHOLD_PCT)
+    moved = [(r.judgement.name, r.phase, r.judgement.verdict) for r in cmp.rows
+             if r.judgement.verdict in ("regression", IMPROVEMENT)]
+    assert not moved
 
 
 def start_run(tmp_path: Path, *args: str) -> tuple[subprocess.Popen, Path]:
