@@ -20,8 +20,10 @@ from harness.kernels.spec import parse_kernel_spec, series_ref
 from harness.machine.config import TIMING_MODES
 from harness.numbers import fmt_num
 from harness.paths import REPO_ROOT
+from harness.results.metrics import check_expectation_metrics
 from harness.results.model import ScenarioRecord
 from harness.results.writer import BundleWriter
+from harness.scenario.bounds import MAX_REPETITIONS
 from harness.scenario.expectations import EXPECTED_LEAK, LEAK, check_kernel_names
 from harness.scenario.runner import execute
 from harness.scenario.schema import Scenario, load_scenario
@@ -72,8 +74,8 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
         scenario = replace(scenario, qemu=scenario.qemu.model_copy(update={"timing": timing}))
     specs = [parse_kernel_spec(k) for k in kernels] if kernels else scenario.kernels
     check_jobs(jobs)
-    if reps is not None and reps < 1:
-        raise InputError(f"--reps must be at least 1, got {reps}")
+    if reps is not None and not 1 <= reps <= MAX_REPETITIONS:
+        raise InputError(f"--reps must be between 1 and {MAX_REPETITIONS}, got {reps}")
     reps = reps or scenario.repetitions
     slugs = [s.slug for s in specs]
     if len(set(slugs)) != len(slugs):
@@ -85,6 +87,7 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
             check_selftest_source(spec)
     _check_zeroing_paths_kernels(scenario, specs)
     check_kernel_names(scenario, [s.text for s in specs])
+    check_expectation_metrics(scenario)
     check_required_accel(require_accel)
     results_dir = results_dir or DEFAULT_RESULTS
     try:

@@ -25,6 +25,7 @@ from harness.machine.rss import RssSampler
 from harness.machine.vm import VM
 from harness.process import poll_until
 from harness.scenario.schema import (
+    BOOT_PHASE,
     BalloonParams,
     ContigBenchParams,
     FaultScaleParams,
@@ -173,7 +174,7 @@ class RepRunner:
             self._ssh, seconds = wait_ready(self.vm, self.kit.keys, timeout, self.dir / "transcript.log")
         finally:
             self.progress.remove_task(task)
-        self.metric("boot_to_ssh_s", round(seconds, 3), "boot")
+        self.metric("boot_to_ssh_s", round(seconds, 3), BOOT_PHASE)
         guest = self.ssh
         self.result.guest_release = guest.run("uname -r").stdout.strip()
         self.result.clocksource = probes.clocksource(guest)
