@@ -12,6 +12,7 @@ usual commands:
   harness bisect SCENARIO --good SPEC --bad SPEC --metric NAME@PHASE
                                                   the first patch (or commit, --tree) that moved it
   harness run SCENARIO --timing icount            repeatable timings under TCG (instruction counting)
+  harness run SCENARIO --timing icount --jobs 2   the same, two guests at once (icount runs only)
   harness kernel build base+SERIES                build a patched guest kernel (cached; SERIES@N: its first N)
   harness kernel list                             the cached kernel builds
   harness schema > scenario.schema.json           JSON Schema of scenario files, for your editor

@@ -40,6 +40,7 @@ from pathlib import Path
 from harness.attribution.judge import Criterion, Verdict
 from harness.attribution.rounds import PANIC_CHOICES, Round, failure_rate_lower_bound, judge_step, round_from_bundle
 from harness.attribution.search import BAD, GOOD, SKIP, BisectState
+from harness.commands.jobs_option import add_jobs_option, check_jobs
 from harness.commands.run import DEFAULT_RESULTS, add_timing_option, run_scenario
 from harness.errors import HarnessError, InputError
 from harness.kernels.build import build_kernel
@@ -123,8 +124,9 @@ def build_commit(tree: Path, commit: str, progress=None) -> str:
 class Bisect:
     """A bisect in its directory: the plan (from the command line or bisect.json) and the search state."""
 
-    def __init__(self, directory: Path, plan: dict, state: BisectState):
+    def __init__(self, directory: Path, plan: dict, state: BisectState, jobs: int | None = None):
         self.dir = directory
+        self.jobs = jobs  # guests at once (icount); how this session runs, not part of the plan
         self.plan = plan
         self.state = state
         self.criterion = Criterion(**plan["criterion"])
@@ -157,7 +159,8 @@ class Bisect:
 
         def run_round(reps: int) -> Round:
             outcome = run_scenario(self.plan["scenario"], kernels=[good, candidate], reps=reps,
-                                   results_dir=self.dir / f"step-{k}", timing=self.plan["timing"])
+                                   results_dir=self.dir / f"step-{k}", timing=self.plan["timing"],
+                                   jobs=self.jobs)
             self.plan.setdefault("bundles", {}).setdefault(str(k), []).append(str(outcome.bundle))
             return round_from_bundle(self.criterion, load_bundle(outcome.bundle), outcome.bundle, good, candidate, reps)
 
@@ -239,7 +242,9 @@ def new_directory(results: Path, prefix: str) -> Path:
 
 def cmd_bisect(args) -> int:
     check_reps(args)
+    check_jobs(args.jobs)
     bisect = Bisect.load(Path(args.resume)) if args.resume else new_bisect(args)
+    bisect.jobs = args.jobs
     print(f"bisect: {bisect.dir}: {bisect.state.n} candidates, at most {bisect.state.steps_left()} steps",
           file=sys.stderr)
     bisect.save()
@@ -266,6 +271,7 @@ def bisect_check(args) -> int:
     load_scenario(args.scenario)
     criterion = Criterion.parse(args.metric, args.expect, args.threshold)
     check_reps(args)
+    check_jobs(args.jobs)
     if bool(args.kernel) == bool(args.tree):
         raise InputError("give exactly one of --kernel SPEC and --tree PATH")
     if args.bad_fail_rate is not None and not (0 < args.bad_fail_rate <= 1 and criterion.expect):
@@ -288,7 +294,7 @@ def bisect_check(args) -> int:
         directory = new_directory(Path(args.results or DEFAULT_RESULTS), "bisect-check")
     except HarnessError as exc:  # every step would fail the same way: abort, never skip them all
         raise InputError(str(exc)) from None
-    bisect = Bisect(directory, plan, BisectState(plan["labels"]))
+    bisect = Bisect(directory, plan, BisectState(plan["labels"]), jobs=args.jobs)
     v = bisect.judge(1, plan["direction"])  # bad only when the metric moved the worse way
     bisect.state.record(1, v.verdict, v.evidence, v.confidence)
     bisect.save()
@@ -314,6 +320,7 @@ def add_common(p) -> None:
                         "(default) or skipped")
     p.add_argument("--results", metavar="DIR", help="where the bisect directory goes (default results/)")
     add_timing_option(p)
+    add_jobs_option(p)
 
 
 def register(subparsers) -> None:
