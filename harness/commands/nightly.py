@@ -29,6 +29,7 @@ from harness.errors import InputError
 from harness.machine.config import TIMING_MODES
 from harness.paths import REPO_ROOT
 
+from .jobs_option import add_jobs_option, check_jobs
 from .matrix import load_matrix
 from .require_accel import add_require_accel_option, check_required_accel
 
@@ -40,6 +41,7 @@ def cmd_nightly(args) -> int:
     if history is not None and not history.is_dir():
         raise InputError(f"--history {history}: no such directory")
     check_required_accel(args.require_accel)
+    check_jobs(args.jobs)
     from .shard_night import run_sharded_nightly  # lazily: the run stage is heavy
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -47,7 +49,7 @@ def cmd_nightly(args) -> int:
     return run_sharded_nightly(matrix, 1 if args.shards is None else args.shards, night,
                                out=Path(args.out) if args.out else None,
                                junit=Path(args.junit) if args.junit else None, timing=args.timing,
-                               require_accel=args.require_accel, history=history)
+                               require_accel=args.require_accel, history=history, jobs=args.jobs)
 
 
 def register(subparsers) -> None:
@@ -67,5 +69,6 @@ def register(subparsers) -> None:
     p.add_argument("--shards", type=int, metavar="N",
                    help="plan N shards (default 1), build their kernels, run each shard into its own directory "
                         "under RESULTS, merge into RESULTS/merged, report")
+    add_jobs_option(p)
     add_require_accel_option(p)
     p.set_defaults(func=cmd_nightly)

@@ -25,7 +25,7 @@ from .run_shard import run_shard
 
 def run_sharded_nightly(matrix: Path, n_shards: int, night: Path, out: Path | None = None, junit: Path | None = None,
                         timing: str | None = None, require_accel: str | None = None,
-                        history: Path | None = None) -> int:
+                        history: Path | None = None, jobs: int | None = None) -> int:
     plan = make_plan(matrix, n_shards, [REPO_ROOT / "results"], timing=timing)
     for line in describe_plan(plan, n_shards):
         print(f"nightly: {line}", file=sys.stderr)
@@ -38,7 +38,7 @@ def run_sharded_nightly(matrix: Path, n_shards: int, night: Path, out: Path | No
     shard_dirs = []
     for shard in plan.shards:
         shard_dirs.append(night / "shards" / shard.id)
-        record = run_shard(plan, shard.id, shard_dirs[-1], require_accel=require_accel)
+        record = run_shard(plan, shard.id, shard_dirs[-1], require_accel=require_accel, jobs=jobs)
         print(f"nightly: shard {shard.id}: {record.wall_s:.0f} s (planned about {shard.estimate_s:.0f} s)",
               file=sys.stderr)
     merge = merge_shards(shard_dirs, night / "merged")

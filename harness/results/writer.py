@@ -125,6 +125,10 @@ class BundleWriter:
         self.manifest.timing = timing
         self.manifest.qemu = QemuRecord(version=qemu_version, binary=qemu_binary, argv=None)
 
+    def set_schedule(self, *, jobs: int, order: list[dict]) -> None:
+        self.manifest.jobs = jobs
+        self.manifest.rep_order = order
+
     def add_kernel(self, record: dict) -> None:
         self.manifest.kernels.append(KernelRecord.model_validate(record))
 

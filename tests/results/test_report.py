@@ -185,7 +185,7 @@ def fake_runs(monkeypatch, calls, fail_scenario=None):
         def __init__(self, bundle, ok, error=None):
             self.bundle, self.ok, self.error = bundle, ok, error
 
-    def run_scenario(scenario_path, kernels=None, reps=None, results_dir=None, timing=None, require_accel=None):
+    def run_scenario(scenario_path, kernels=None, reps=None, results_dir=None, timing=None, require_accel=None, jobs=None):
         calls.append((Path(scenario_path).name, kernels, reps))
         name = Path(scenario_path).stem
         if name == "explodes":
