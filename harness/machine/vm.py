@@ -73,6 +73,7 @@ class VM:
         self._attached: list[Closeable] = []
         self._proc: subprocess.Popen | None = None
         self._stderr: IO[bytes] | None = None
+        self._killed = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> VM:
@@ -88,6 +89,8 @@ class VM:
         return self._proc.pid
 
     def launch(self) -> None:
+        if self._killed:
+            raise GuestDied("stopped before QEMU started")
         self.logdir.mkdir(parents=True, exist_ok=True)
         sweep_stale_run_dirs()
         self.rundir = Path(tempfile.mkdtemp(prefix=f"vm-{os.getpid()}-", dir=run_dir_root()))
@@ -95,6 +98,8 @@ class VM:
             if self.config.memory_backend == "hugetlb":
                 check_hugepages(self.config.memory_mib)
             self._start_qemu()
+            if self._killed:  # kill() ran while QEMU was starting
+                self.kill()
             self.qmp = QMP(self._rundir() / "qmp.sock", self.logdir / "qmp.jsonl")
             self.qmp.connect(timeout=120, alive=self.check_alive)
         except BaseException:
@@ -131,6 +136,14 @@ class VM:
         assert self.rundir is not None, "launch() creates the run dir"
         return self.rundir
 
+    def kill(self) -> None:
+        """Kill QEMU now; safe from another thread.  The thread that owns the VM then finds it dead (check_alive,
+        a broken SSH connection) and shuts it down as usual."""
+        self._killed = True
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
     def attach(self, thing: Closeable) -> None:
         """Close `thing` (a connection into the guest) when the VM shuts down, before QEMU stops."""
         self._attached.append(thing)
@@ -159,6 +172,12 @@ class VM:
             shutil.rmtree(self.rundir, ignore_errors=True)
             self.rundir = None
 
+    def cpu_seconds(self) -> float:
+        """CPU time QEMU has used so far (user + system, all its threads): what a boot cost the host, which
+        its load changes far less than the wall time."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     # -- health ------------------------------------------------------------------------------
     def _stderr_text(self) -> str:
         try:
@@ -182,6 +201,8 @@ class VM:
         """Raise GuestDied with the best explanation if QEMU exited or the guest panicked."""
         panic = self.panic_line()
         if self._proc is not None and self._proc.poll() is not None:
+            if self._killed:
+                raise GuestDied("QEMU was stopped by the harness")
             why = f"QEMU exited with code {self._proc.returncode}"
             if panic:
                 why += f" after a guest kernel failure: {panic}"
