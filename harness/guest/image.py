@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -103,16 +104,25 @@ def build_image(kernel: GuestKernel, extra_files: dict[str, Path] | None = None)
     texts = _etc_files(keys, kernel)
     sources = sorted((GUEST_DIR / "probes").iterdir())
     key = _digest(files, texts, sources)
+    def make(root: Path) -> None:
+        probes = _compile_probes(root.parent)
+        _stage(root, {**files, **probes}, texts)
+
+    return cached_cpio(f"initramfs-{key}", make)
+
+
+def cached_cpio(name: str, make: Callable[[Path], None]) -> Path:
+    """The image images/NAME.cpio, made once: `make(root)` fills the directory tree `root`."""
     images = cache_root() / "images"
-    image = images / f"initramfs-{key}.cpio"
+    image = images / f"{name}.cpio"
     if image.exists():
         return image
     images.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=images) as tmp:
         root = Path(tmp) / "root"
-        probes = _compile_probes(Path(tmp))
-        _stage(root, {**files, **probes}, texts)
-        _pack(root, Path(tmp) / "image.cpio")
+        root.mkdir()
+        make(root)
+        pack_cpio(root, Path(tmp) / "image.cpio")
         os.rename(Path(tmp) / "image.cpio", image)
     return image
 
@@ -141,7 +151,7 @@ def _stage(root: Path, files: dict[str, Path], texts: dict[str, str]) -> None:
     (root / "init").chmod(0o755)
 
 
-def _pack(root: Path, out: Path) -> None:
+def pack_cpio(root: Path, out: Path) -> None:
     """An uncompressed newc cpio: the kernel needs no decompressor, which boots faster under TCG."""
     names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
     with out.open("wb") as f:

@@ -3,18 +3,29 @@ where it works, else in the KVM runner VM (nested KVM on QEMU's emulated SVM).""
 
 from __future__ import annotations
 
+import warnings
+
 import pytest
-from kvm_where import HARNESS, run_with_kvm
+from kvm_where import HARNESS, host_kvm_usable, run_with_kvm
 
 from harness.results.bundle import load_bundle
 
 pytestmark = pytest.mark.vm
+NESTED_CRASH = "run failed: guest kernel failure"
 
 
 def test_smoke_with_require_accel_kvm_runs_under_kvm(tmp_path):
-    results = tmp_path / "results"
-    proc = run_with_kvm([HARNESS, "run", "scenarios/smoke.yaml", "--require-accel", "kvm", "--results", str(results)],
-                        shares=[results], logs=tmp_path / "runner", timeout_s=1500)
+    # Under the runner VM's emulated nested paging a guest kernel now and then double-faults (harness/guest/
+    # runner_vm.py): such a run is repeated once, and the crash stays in this test's warnings.  On a host with
+    # KVM of its own a crash is never repeated.
+    for attempt in (1, 2):
+        results = tmp_path / f"results-{attempt}"
+        proc = run_with_kvm([HARNESS, "run", "scenarios/smoke.yaml", "--require-accel", "kvm", "--results",
+                             str(results)], shares=[results], logs=tmp_path / f"runner-{attempt}", timeout_s=1500)
+        crash = next((line for line in proc.stdout.splitlines() if line.startswith(NESTED_CRASH)), None)
+        if proc.returncode == 0 or crash is None or attempt == 2 or host_kvm_usable():
+            break
+        warnings.warn(f"nested guest crashed in the KVM runner VM, running it once more: {crash}", stacklevel=1)
     assert proc.returncode == 0, proc.stdout[-3000:]
     (path,) = [p.parent for p in results.glob("*/manifest.json")]
     bundle = load_bundle(path)
