@@ -207,8 +207,8 @@ def test_a_good_verdict_runs_as_many_clean_repetitions_as_the_bad_ends_failure_r
     proc = harness("bisect-check", scenario, "--good", kernels["good"], "--kernel", "base", "--expect",
                    "nonzero_pages", "--reps", "1", "--bad-fail-rate", "0.7", "--results", tmp_path / "results")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "bisect-check: good: 3 clean repetitions: the bad end's failure rate (70%) would have shown with 97% " \
-           "confidence" in proc.stdout, proc.stdout
+    assert "bisect-check: good: 3 clean repetitions: a failure rate of 70% (the bad end's, its 95% lower bound " \
+           "where measured) would have shown with 97% confidence" in proc.stdout, proc.stdout
     (check_dir,) = (tmp_path / "results").glob("bisect-check-*")
     bundles = sorted((check_dir / "step-1").iterdir())
     assert [json.loads((b / "manifest.json").read_text())["reps"] for b in bundles] == [1, 2]
