@@ -69,8 +69,11 @@ def qemu_argv(
     serial_log: Path,
     ssh_port: int,
     qemu_binary: str = QEMU_BINARY,
+    qmp_socket: Path | None = None,
+    incoming: str | None = None,
 ) -> list[str]:
-    """The full QEMU command line for one guest."""
+    """The full QEMU command line for one guest.  `incoming` makes it a migration destination (`-incoming`);
+    such a QEMU appends to the serial log, so the log reads on across the migration."""
     balloon = (
         "virtio-balloon-pci,id=balloon0,"
         f"free-page-reporting={'on' if config.free_page_reporting else 'off'},"
@@ -90,9 +93,9 @@ def qemu_argv(
         "-kernel", str(kernel),
         "-initrd", str(initrd),
         "-append", cmdline,
-        "-chardev", f"file,id=serial0,path={serial_log}",
+        "-chardev", f"file,id=serial0,path={serial_log}" + (",append=on" if incoming else ""),
         "-serial", "chardev:serial0",
-        "-chardev", f"socket,id=qmp0,path={rundir / 'qmp.sock'},server=on,wait=off",
+        "-chardev", f"socket,id=qmp0,path={qmp_socket or rundir / 'qmp.sock'},server=on,wait=off",
         "-mon", "chardev=qmp0,mode=control",
         "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
         "-device", "virtio-net-pci,netdev=net0,romfile=",
@@ -105,6 +108,8 @@ def qemu_argv(
         if accel != "tcg":
             raise HarnessError(f"timing icount needs TCG; the accelerator is {accel} (see effective_timing)")
         argv += ICOUNT_ARGS
+    if incoming:
+        argv += ["-incoming", incoming]
     return argv
 
 

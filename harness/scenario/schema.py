@@ -27,6 +27,7 @@ from harness.guest.overlay import DEFAULT_DEST_DIR, overlay_files
 from harness.guest.zeroing import METHODS as ZEROING_METHODS
 from harness.kernels.spec import KernelSpec, parse_kernel_spec
 from harness.machine.config import BACKENDS, TIMING_MODES, MachineConfig
+from harness.scenario.migration_params import BackgroundSnapshotParams, MigrateParams, migration_problem
 from harness.validation import Strict, problem, validate
 from harness.yamlfile import DuplicateKeyError, describe_error, parse_yaml
 
@@ -299,13 +300,13 @@ class KselftestParams(Strict):
 
 StepParams = (BootParams | BalloonParams | MemdirtyParams | MemtouchParams | WaitReportingParams | SleepParams
               | SnapshotParams | ContigBenchParams | ShellParams | ZeroingPathsParams | UploadParams
-              | KselftestParams | StressParams | FaultScaleParams)
+              | KselftestParams | StressParams | FaultScaleParams | MigrateParams | BackgroundSnapshotParams)
 STEP_PARAMS: dict[str, type[Strict]] = {
     "boot": BootParams, "balloon": BalloonParams, "memdirty": MemdirtyParams, "memtouch": MemtouchParams,
     "wait_reporting": WaitReportingParams, "sleep": SleepParams, "snapshot": SnapshotParams,
     "contig_bench": ContigBenchParams, "shell": ShellParams, "zeroing_paths": ZeroingPathsParams,
     "upload": UploadParams, "kselftest": KselftestParams, "stress": StressParams,
-    "fault_scale": FaultScaleParams,
+    "fault_scale": FaultScaleParams, "migrate": MigrateParams, "background_snapshot": BackgroundSnapshotParams,
 }
 STEP_TYPES = tuple(STEP_PARAMS)
 
@@ -328,6 +329,8 @@ class StepEntry(Strict):
     upload: UploadParams | None = None
     kselftest: KselftestParams | None = None
     stress: StressParams | None = None
+    migrate: MigrateParams | None = None
+    background_snapshot: BackgroundSnapshotParams | None = None
 
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
@@ -464,6 +467,9 @@ class ScenarioFile(Strict):
                               *at, "balloon_low")
             if isinstance(p, MemdirtyParams) and p.size_mib >= memory:
                 raise problem(f"{p.size_mib} MiB does not fit in the guest's {memory} MiB", *at, "size")
+            if isinstance(p, MigrateParams) and (why := migration_problem(self.qemu.memory_backend,
+                                                                          self.qemu.mem_path)):
+                raise problem(f"this machine cannot be migrated: {why}", *at)
             if isinstance(p, FaultScaleParams) and p.resident_mib >= memory:
                 raise problem(f"{p.workers} worker(s) x {p.region_mib} MiB"
                               + (" (and a tmpfs file each)" if p.mapping == "file" else "")

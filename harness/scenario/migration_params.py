@@ -1,0 +1,56 @@
+"""The parameters of the steps that move or save a running guest (`migrate`, `background_snapshot`), and what
+makes a machine unable to do so, known before anything boots."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
+
+from harness.machine.migration import MODES
+from harness.validation import Strict, problem
+
+Number = int | float
+POSTCOPY_PRECOPY_S = 0.3  # default precopy pass before postcopy is switched on
+
+
+def _mode(value: str) -> str:
+    if value not in MODES:
+        raise problem(f"{value!r} is not one of {', '.join(MODES)}")
+    return value
+
+
+class MigrateParams(Strict):
+    """`migrate: postcopy` or `migrate: {mode: postcopy, precopy_s: 0.5}`: live-migrate the running guest to a
+    fresh QEMU on this host; every later step runs on the destination."""
+
+    shorthand = "mode"
+    mode: Annotated[str, AfterValidator(_mode), WithJsonSchema({"enum": list(MODES)})] = MODES[0]
+    precopy_s: Annotated[Number, Field(ge=0, le=600)] | None = None  # postcopy: the precopy pass before it
+    timeout_s: Annotated[Number, Field(gt=0)] = 300
+
+    @model_validator(mode="after")
+    def _precopy_s_for_postcopy(self) -> MigrateParams:
+        if self.precopy_s is not None and self.mode != "postcopy":
+            raise problem("only meaningful with mode: postcopy (a precopy migration is all precopy)", "precopy_s")
+        return self
+
+    @property
+    def precopy_pass_s(self) -> float:
+        return POSTCOPY_PRECOPY_S if self.precopy_s is None else self.precopy_s
+
+
+class BackgroundSnapshotParams(Strict):
+    """`background_snapshot`: save the running guest to a file in the private run dir with QEMU's
+    background-snapshot capability, while it goes on running."""
+
+    timeout_s: Annotated[Number, Field(gt=0)] = 300
+
+
+def migration_problem(memory_backend: str, mem_path: str | None) -> str | None:
+    """Why a guest with this memory cannot be migrated to a second QEMU on the same host, or None."""
+    if memory_backend == "file" and mem_path is not None and not Path(mem_path).is_dir():
+        return (f"mem_path {mem_path} is one file: the destination QEMU would map the source's own RAM "
+                "(give a directory, where each QEMU creates its own file)")
+    return None
