@@ -46,9 +46,10 @@ def memory_backend_args(config: MachineConfig, rundir: Path) -> list[str]:
         obj = f"memory-backend-memfd,id=mem0,{size},share=on"
     elif backend == "hugetlb":
         obj = f"memory-backend-memfd,id=mem0,{size},share=on,hugetlb=on,hugetlbsize=2M"
-    elif backend == "file":
+    elif backend in ("file", "file-private"):
         path = Path(config.mem_path) if config.mem_path else rundir
-        obj = f"memory-backend-file,id=mem0,{size},share=on,mem-path={path}"
+        share = "on" if backend == "file" else "off"
+        obj = f"memory-backend-file,id=mem0,{size},share={share},mem-path={path}"
     else:
         raise HarnessError(f"unknown memory backend {backend}")
     if config.prealloc:

@@ -26,8 +26,13 @@ from harness.errors import InputError
 from harness.guest.overlay import DEFAULT_DEST_DIR, overlay_files
 from harness.guest.zeroing import METHODS as ZEROING_METHODS
 from harness.kernels.spec import KernelSpec, parse_kernel_spec
-from harness.machine.config import BACKENDS, TIMING_MODES, MachineConfig
-from harness.scenario.migration_params import BackgroundSnapshotParams, MigrateParams, migration_problem
+from harness.machine.config import BACKENDS, FILE_BACKENDS, TIMING_MODES, MachineConfig
+from harness.scenario.migration_params import (
+    BackgroundSnapshotParams,
+    MigrateParams,
+    background_snapshot_problem,
+    migration_problem,
+)
 from harness.validation import Strict, problem, validate
 from harness.yamlfile import DuplicateKeyError, describe_error, parse_yaml
 
@@ -111,14 +116,14 @@ class QemuOptions(Strict):
     memory_backend: Backend = "ram"
     prealloc: bool = False
     mem_lock: bool = False
-    mem_path: str | None = None  # file backend: a directory or file path (default: the private run dir)
+    mem_path: str | None = None  # file backends: a directory or file path (default: the private run dir)
     balloon: BalloonOptions = BalloonOptions()
     timing: Timing = "realtime"
 
     @model_validator(mode="after")
     def _mem_path_needs_file(self) -> QemuOptions:
-        if self.mem_path is not None and self.memory_backend != "file":
-            raise problem("only meaningful with memory_backend: file", "mem_path")
+        if self.mem_path is not None and self.memory_backend not in FILE_BACKENDS:
+            raise problem(f"only meaningful with memory_backend: {' or '.join(FILE_BACKENDS)}", "mem_path")
         return self
 
 
@@ -470,6 +475,9 @@ class ScenarioFile(Strict):
             if isinstance(p, MigrateParams) and (why := migration_problem(self.qemu.memory_backend,
                                                                           self.qemu.mem_path)):
                 raise problem(f"this machine cannot be migrated: {why}", *at)
+            if isinstance(p, BackgroundSnapshotParams) and (why := background_snapshot_problem(
+                    self.qemu.memory_backend, self.qemu.mem_path)):
+                raise problem(f"QEMU cannot take a background snapshot of this machine: {why}", *at)
             if isinstance(p, FaultScaleParams) and p.resident_mib >= memory:
                 raise problem(f"{p.workers} worker(s) x {p.region_mib} MiB"
                               + (" (and a tmpfs file each)" if p.mapping == "file" else "")
