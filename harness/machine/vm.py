@@ -172,13 +172,26 @@ class VM:
         self.migrations += 1
         dest = self._new_qemu(incoming="defer")
         self._incoming = dest
+
+        def alive() -> None:
+            if dest.returncode is not None:  # a refused migration, not a dead guest: the source still runs it
+                raise migration.MigrationFailed(f"{mode} migration failed: the destination QEMU exited with code "
+                                                f"{dest.returncode}")
+            self.check_alive()
+
         try:
             self._start(dest)
-            dest.connect_qmp(timeout=120, alive=self.check_alive)
+            dest.connect_qmp(timeout=120, alive=alive)
             assert dest.qmp is not None and self.qmp is not None
             uri = f"unix:{self._rundir() / f'migrate-{self.migrations}.sock'}"
-            stats = migration.live_migrate(self.qmp, dest.qmp, uri, mode, precopy_s, timeout,
-                                           alive=self.check_alive)
+            stats = migration.live_migrate(self.qmp, dest.qmp, uri, mode, precopy_s, timeout, alive=alive)
+        except migration.MigrationFailed as exc:
+            dest.kill()
+            self._incoming = None
+            # The source often sees only a broken socket: the destination's own error says why.
+            said = [line.split(": ", 1)[-1] for line in dest.stderr_text().splitlines() if line.strip()]
+            raise migration.MigrationFailed(f"{exc}" + (f"; the destination said: {' / '.join(said[-3:])}"
+                                                        if said else "")) from None
         except BaseException:
             dest.kill()
             self._incoming = None
