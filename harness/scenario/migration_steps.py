@@ -3,18 +3,45 @@ without discarding the pages (virtio_balloon_inhibited()), measured as metrics o
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
+
+from rich.console import Console
 
 from harness.guest import probes
-from harness.guest.launch import reconnect
+from harness.guest.launch import BootKit, reconnect
 from harness.guest.ssh import Guest
 from harness.machine import balloon
+from harness.machine.config import MachineConfig
 from harness.machine.migration import MigrationStats
+from harness.machine.qmp import QMP
+from harness.machine.vm import VM
 from harness.scenario.migration_params import BackgroundSnapshotParams, MigrateParams
+from harness.scenario.schema import Step
 
-if TYPE_CHECKING:
-    from harness.scenario.schema import Step
-    from harness.scenario.steps import RepRunner, StepRecord
+
+class Record(Protocol):
+    data: dict
+
+
+class Runner(Protocol):
+    """What these steps use of the repetition's runner (harness.scenario.steps.RepRunner)."""
+
+    kit: BootKit
+    machine: MachineConfig
+    console: Console
+
+    @property
+    def vm(self) -> VM: ...
+
+    @property
+    def ssh(self) -> Guest: ...
+
+    @property
+    def qmp(self) -> QMP: ...
+
+    def metric(self, name: str, value: float, phase: str, unit: str | None = None) -> None: ...
+
+    def follow_migration(self, ssh: Guest) -> None: ...
 
 
 def reported_pages(guest: Guest) -> int | None:
@@ -22,7 +49,7 @@ def reported_pages(guest: Guest) -> int | None:
     return probes.vmstat(guest).get("page_reporting_pages")
 
 
-def _record(runner: RepRunner, phase: str, record: StepRecord, stats: MigrationStats,
+def _record(runner: Runner, phase: str, record: Record, stats: MigrationStats,
             before: int | None, after: int | None) -> None:
     reported = None if before is None or after is None else after - before
     record.data.update(migration=stats.to_json(), page_reporting_pages=reported)
@@ -42,7 +69,7 @@ def _record(runner: RepRunner, phase: str, record: StepRecord, stats: MigrationS
         + f"); {'?' if reported is None else reported} pages reported meanwhile")
 
 
-def run_migrate(runner: RepRunner, step: Step, record: StepRecord) -> None:
+def run_migrate(runner: Runner, step: Step, record: Record) -> None:
     p: MigrateParams = step.params
     before = reported_pages(runner.ssh)
     stats = runner.vm.migrate(p.mode, p.precopy_pass_s, p.timeout_s)
@@ -53,7 +80,7 @@ def run_migrate(runner: RepRunner, step: Step, record: StepRecord) -> None:
     _record(runner, step.phase, record, stats, before, reported_pages(runner.ssh))
 
 
-def run_background_snapshot(runner: RepRunner, step: Step, record: StepRecord) -> None:
+def run_background_snapshot(runner: Runner, step: Step, record: Record) -> None:
     p: BackgroundSnapshotParams = step.params
     before = reported_pages(runner.ssh)
     stats = runner.vm.background_snapshot(p.timeout_s)
