@@ -78,17 +78,18 @@ def _stats(mode: str, info: dict, wall_s: float) -> MigrationStats:
 
 
 def live_migrate(source: QMP, dest: QMP, uri: str, mode: str, precopy_s: float, timeout: float,
-                 alive: Callable[[], None]) -> MigrationStats:
+                 alive: Callable[[], None], bandwidth_mib_s: int | None = None) -> MigrationStats:
     """Migrate from `source` to `dest` (started with `-incoming defer`) over `uri`.  postcopy: switched on
-    `precopy_s` seconds into the precopy pass, unless that pass completed first."""
+    `precopy_s` seconds into the precopy pass, unless that pass completed first.  `bandwidth_mib_s` throttles
+    both the precopy passes and postcopy's background push."""
     if mode not in MODES:
         raise HarnessError(f"unknown migration mode {mode!r}")
     caps = {"events": True, "postcopy-ram": mode == "postcopy"}
     try:
         for qmp in (source, dest):
             set_capabilities(qmp, caps)
-        source.execute("migrate-set-parameters", {"max-bandwidth": MAX_BANDWIDTH,
-                                                  "max-postcopy-bandwidth": MAX_BANDWIDTH})
+        bandwidth = bandwidth_mib_s * MIB if bandwidth_mib_s else MAX_BANDWIDTH
+        source.execute("migrate-set-parameters", {"max-bandwidth": bandwidth, "max-postcopy-bandwidth": bandwidth})
         dest.execute("migrate-incoming", {"uri": uri})
         t0 = time.monotonic()
         source.execute("migrate", {"uri": uri})
@@ -96,7 +97,7 @@ def live_migrate(source: QMP, dest: QMP, uri: str, mode: str, precopy_s: float, 
         if mode == "postcopy":
             poll_until(lambda: _status(source).get("status") in DONE or time.monotonic() - t0 >= precopy_s,
                        timeout=precopy_s + 10, interval=min(POLL_S, precopy_s or POLL_S), alive=alive)
-            if _status(source).get("status") == "active":
+            if _status(source).get("status") in ("setup", "active"):
                 source.execute("migrate-start-postcopy")
                 postcopy_after = round(time.monotonic() - t0, 3)
         info = _wait_done(source, timeout, alive, f"{mode} migration")

@@ -164,7 +164,8 @@ class VM:
             self.rundir = None
 
     # -- migration ---------------------------------------------------------------------------
-    def migrate(self, mode: str, precopy_s: float, timeout: float) -> migration.MigrationStats:
+    def migrate(self, mode: str, precopy_s: float, timeout: float,
+                bandwidth_mib_s: int | None = None) -> migration.MigrationStats:
         """Live-migrate the guest to a fresh QEMU (the same command line, its own SSH port, `-incoming defer`)
         over a unix socket in the private run dir.  On success the source has quit and this VM is the
         destination; on failure the destination is gone and the source still owns the guest (or, when
@@ -184,7 +185,8 @@ class VM:
             dest.connect_qmp(timeout=120, alive=alive)
             assert dest.qmp is not None and self.qmp is not None
             uri = f"unix:{self._rundir() / f'migrate-{self.migrations}.sock'}"
-            stats = migration.live_migrate(self.qmp, dest.qmp, uri, mode, precopy_s, timeout, alive=alive)
+            stats = migration.live_migrate(self.qmp, dest.qmp, uri, mode, precopy_s, timeout, alive=alive,
+                                           bandwidth_mib_s=bandwidth_mib_s)
         except migration.MigrationFailed as exc:
             dest.kill()
             self._incoming = None

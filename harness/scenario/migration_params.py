@@ -31,6 +31,9 @@ class MigrateParams(Strict):
     shorthand = "mode"
     mode: Annotated[str, AfterValidator(_mode), WithJsonSchema({"enum": list(MODES)})] = MODES[0]
     precopy_s: Annotated[Number, Field(ge=0, le=600)] | None = None  # postcopy: the precopy pass before it
+    # Throttle the stream (precopy passes and postcopy's background push) to stretch the window in which the
+    # guest runs while pages are in flight; default: unthrottled (both QEMUs are on this host).
+    bandwidth_mib_s: Annotated[int, Field(ge=1)] | None = Field(None, alias="bandwidth")
     timeout_s: Annotated[Number, Field(gt=0)] = 300
 
     @model_validator(mode="after")

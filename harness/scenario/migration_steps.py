@@ -72,11 +72,11 @@ def _record(runner: Runner, phase: str, record: Record, stats: MigrationStats,
 def run_migrate(runner: Runner, step: Step, record: Record) -> None:
     p: MigrateParams = step.params
     before = reported_pages(runner.ssh)
-    stats = runner.vm.migrate(p.mode, p.precopy_pass_s, p.timeout_s)
+    stats = runner.vm.migrate(p.mode, p.precopy_pass_s, p.timeout_s, p.bandwidth_mib_s)
     runner.follow_migration(reconnect(runner.vm, runner.kit.keys, runner.ssh))
     if runner.machine.stats_interval_s:
         balloon.enable_stats(runner.qmp, runner.machine.stats_interval_s)
-    record.data["ssh_port"] = runner.vm.ssh_port
+    record.data.update(ssh_port=runner.vm.ssh_port, bandwidth_mib_s=p.bandwidth_mib_s)
     _record(runner, step.phase, record, stats, before, reported_pages(runner.ssh))
 
 
