@@ -114,13 +114,15 @@ def live_migrate(source: QMP, dest: QMP, uri: str, mode: str, precopy_s: float, 
     return stats
 
 
-def background_snapshot(qmp: QMP, path: Path, timeout: float, alive: Callable[[], None]) -> MigrationStats:
+def background_snapshot(qmp: QMP, path: Path, timeout: float, alive: Callable[[], None],
+                        bandwidth_mib_s: int | None = None) -> MigrationStats:
     """Write the running guest's state to `path` with QEMU's background-snapshot capability (guest RAM is
     write-protected with userfaultfd and saved as the guest goes on running)."""
     mode = "background-snapshot"
     try:
         set_capabilities(qmp, {"events": True, "background-snapshot": True})
-        qmp.execute("migrate-set-parameters", {"max-bandwidth": MAX_BANDWIDTH})
+        qmp.execute("migrate-set-parameters",
+                    {"max-bandwidth": bandwidth_mib_s * MIB if bandwidth_mib_s else MAX_BANDWIDTH})
         t0 = time.monotonic()
         # QEMU 7.2 has no file: URI; its exec: runs the command with /bin/sh.
         qmp.execute("migrate", {"uri": f"exec:cat > {shlex.quote(str(path))}"})

@@ -203,13 +203,14 @@ class VM:
         source.stop()
         return stats
 
-    def background_snapshot(self, timeout: float) -> migration.MigrationStats:
+    def background_snapshot(self, timeout: float, bandwidth_mib_s: int | None = None) -> migration.MigrationStats:
         """Save the running guest to a file in the run dir with QEMU's background-snapshot (write-protect
         tracking: the guest keeps running); the file is removed again, its size is in the result."""
         assert self.qmp is not None
         path = self._rundir() / f"snapshot-{time.monotonic_ns()}.bin"
         try:
-            return migration.background_snapshot(self.qmp, path, timeout, alive=self.check_alive)
+            return migration.background_snapshot(self.qmp, path, timeout, alive=self.check_alive,
+                                                 bandwidth_mib_s=bandwidth_mib_s)
         finally:
             path.unlink(missing_ok=True)
 

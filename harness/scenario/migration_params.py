@@ -51,6 +51,7 @@ class BackgroundSnapshotParams(Strict):
     """`background_snapshot`: save the running guest to a file in the private run dir with QEMU's
     background-snapshot capability, while it goes on running."""
 
+    bandwidth_mib_s: Annotated[int, Field(ge=1)] | None = Field(None, alias="bandwidth")  # stretches the window
     timeout_s: Annotated[Number, Field(gt=0)] = 300
 
 

@@ -83,5 +83,6 @@ def run_migrate(runner: Runner, step: Step, record: Record) -> None:
 def run_background_snapshot(runner: Runner, step: Step, record: Record) -> None:
     p: BackgroundSnapshotParams = step.params
     before = reported_pages(runner.ssh)
-    stats = runner.vm.background_snapshot(p.timeout_s)
+    stats = runner.vm.background_snapshot(p.timeout_s, p.bandwidth_mib_s)
+    record.data["bandwidth_mib_s"] = p.bandwidth_mib_s
     _record(runner, step.phase, record, stats, before, reported_pages(runner.ssh))
