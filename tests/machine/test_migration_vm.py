@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
+import subprocess
+import sys
+import time
 from dataclasses import replace
 
 import pytest
@@ -86,3 +90,32 @@ def test_a_migration_qemu_refuses_fails_with_its_reason_and_the_source_goes_on(t
         assert vm.qmp is not None and vm.qmp.execute("query-status")["status"] == "running"
         assert ssh.run("echo alive").stdout.strip() == "alive"
     assert qemu_pids_matching(str(tmp_path)) == []
+
+
+SLOW_MIGRATION = """
+name: slow-migration
+guest: {memory: 512M, cpus: 1}
+steps:
+  - shell: {command: "memdirty 200M --hold > /tmp/held.json 2>&1 < /dev/null & while ! grep -q mib /tmp/held.json; do sleep 0.2; done", timeout_s: 120}
+  - migrate: {mode: precopy, bandwidth: 1}
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGKILL])
+def test_stopping_the_harness_mid_migration_leaves_neither_qemu(tmp_path, sig):
+    """SIGINT unwinds (both QEMUs stopped by the VM); SIGKILL leaves it to PR_SET_PDEATHSIG, for both."""
+    (tmp_path / "s.yaml").write_text(SLOW_MIGRATION)
+    results = tmp_path / "results"
+    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "run", str(tmp_path / "s.yaml"), "--results",
+                             str(results)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 180
+    while len(qemu_pids_matching(str(results))) < 2:  # the source and the incoming destination
+        assert proc.poll() is None and time.monotonic() < deadline, "the migration never started"
+        time.sleep(0.2)
+    proc.send_signal(sig)
+    proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    deadline = time.monotonic() + 10  # a QEMU killed by its parent's death exits a moment later
+    while qemu_pids_matching(str(results)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert qemu_pids_matching(str(results)) == []
