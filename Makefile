@@ -7,6 +7,7 @@ SCENARIO ?= scenarios/smoke.yaml
 KERNEL ?=
 REPS ?=
 JUNIT ?=
+RESULTS ?=
 NIGHTLY ?= scenarios/nightly.yaml
 HISTORY ?=
 # The kernel base is installed at the exact version kernel_patches/base.yaml pins.
@@ -15,7 +16,7 @@ APT_PACKAGES := qemu-system-x86 busybox-static dropbear-bin $(BASE_PACKAGE) buil
 	libelf-dev libssl-dev cpio ccache kmod xz-utils zstd file git python3-venv nodejs chromium
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: deps apt venv run-scenario lint test test-kernels bench figures nightly doctor clean
+.PHONY: deps apt venv run-scenario lint test test-kernels test-kvm kvm-shell bench figures nightly doctor clean
 
 deps: apt venv
 
@@ -38,7 +39,8 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 run-scenario: deps
-	$(HARNESS) run $(SCENARIO) $(if $(KERNEL),$(foreach k,$(KERNEL),--kernel $(k))) $(if $(REPS),--reps $(REPS)) $(if $(JUNIT),--junit $(JUNIT))
+	$(HARNESS) run $(SCENARIO) $(if $(KERNEL),$(foreach k,$(KERNEL),--kernel $(k))) $(if $(REPS),--reps $(REPS)) $(if $(JUNIT),--junit $(JUNIT)) \
+	    $(if $(RESULTS),--results $(RESULTS))
 
 doctor: deps
 	$(HARNESS) doctor
@@ -54,11 +56,22 @@ lint: deps
 
 # Unit tests, real-guest integration tests, and the one cold kernel build (base).
 test: deps lint
-	$(PY) -m pytest -m "not kernels" -rs $(if $(JUNIT),--junitxml=$(JUNIT)) $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not kernels and not kvm_runner" -rs $(if $(JUNIT),--junitxml=$(JUNIT)) $(PYTEST_ARGS)
 
 # Every patch series: apply, build (cached), boot, and check what each one claims.
 test-kernels: deps
 	$(PY) -m pytest -m kernels -rs $(if $(JUNIT),--junitxml=$(JUNIT)) $(PYTEST_ARGS)
+
+# The KVM path for real, in the KVM runner VM (a TCG guest with nested KVM; real KVM is used where the host has
+# it): doctor, make run-scenario, --require-accel kvm, the nightly workflow's steps.  Results under results/kvm/.
+test-kvm: deps
+	$(HARNESS) kvm-runner --check --logs results/kvm/runner
+	$(PY) -m pytest -m kvm_runner -rs tests/kvm $(if $(JUNIT),--junitxml=$(JUNIT)) $(PYTEST_ARGS)
+
+# Any command in the KVM runner VM, in this directory: make kvm-shell CMD='.venv/bin/harness doctor'
+CMD ?= .venv/bin/harness doctor
+kvm-shell: deps
+	$(HARNESS) kvm-runner --share results/kvm -- sh -c '$(subst ','\'',$(CMD))'
 
 bench: deps
 	$(HARNESS) bench boot

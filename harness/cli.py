@@ -16,6 +16,7 @@ usual commands:
   harness kernel list                             the cached kernel builds
   harness schema > scenario.schema.json           JSON Schema of scenario files, for your editor
   harness plan MATRIX --shards N --out plan.json  the nightly matrix in N shards (run-shard, merge: as CI)
+  harness kvm-runner -- CMD                       run CMD where KVM works: a TCG guest with nested KVM
 
 exit codes: 0 ok, 1 the run failed or an expectation broke, 2 bad input.
 """
@@ -48,6 +49,7 @@ SUBCOMMAND_MODULES = [
     "harness.commands.kernel",
     "harness.commands.bench",
     "harness.commands.doctor",
+    "harness.commands.kvm_runner",
     "harness.commands.schema",
 ]
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ctypes
 import logging
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Sequence
@@ -86,3 +88,9 @@ def poll_until(predicate: Callable[[], T], *, timeout: float, interval: float,
                 raise on_timeout()
             return None
         time.sleep(min(interval, remaining))
+
+
+def die_with_parent() -> None:
+    """A preexec_fn: the child (QEMU, virtiofsd) gets SIGKILL when the harness dies, so none outlives us."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)

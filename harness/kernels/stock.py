@@ -53,33 +53,63 @@ def _module_closure(moddir: Path, names: list[str]) -> list[Path]:
     return ordered
 
 
+def _download(release: str, tmpdir: Path) -> tuple[Path, Path]:
+    """The stock package of `release` downloaded and unpacked under `tmpdir`: (the .deb, the tree)."""
+    run_command(["apt-get", "download", f"linux-image-{release}-unsigned"], cwd=tmpdir)
+    (deb,) = tmpdir.glob("*.deb")
+    tree = tmpdir / "tree"
+    run_command(["dpkg-deb", "-x", deb, tree])
+    return deb, tree
+
+
+def _copy_modules(tree: Path, release: str, names: list[str], out: Path) -> list[str]:
+    """`names` and their dependencies, decompressed into `out` (dependencies first); their file names."""
+    out.mkdir(parents=True, exist_ok=True)
+    modules = []
+    for path in _module_closure(tree / "lib" / "modules" / release, names):
+        target = out / path.name.split(".ko")[0]
+        target = target.with_name(target.name + ".ko")
+        if path.name.endswith(".xz"):
+            target.write_bytes(run_command(["xz", "-dc", path], binary=True).stdout)
+        elif path.name.endswith(".zst"):
+            target.write_bytes(run_command(["zstd", "-dc", path], binary=True).stdout)
+        else:
+            shutil.copy(path, target)
+        modules.append(target.name)
+    return modules
+
+
 def _unpack(release: str, dest: Path) -> None:
-    package = f"linux-image-{release}-unsigned"
     with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
         tmpdir = Path(tmp)
-        run_command(["apt-get", "download", package], cwd=tmpdir)
-        (deb,) = tmpdir.glob("*.deb")
-        tree = tmpdir / "tree"
-        run_command(["dpkg-deb", "-x", deb, tree])
+        deb, tree = _download(release, tmpdir)
         out = tmpdir / "out"
-        (out / "modules").mkdir(parents=True)
+        out.mkdir()
         shutil.copy(tree / "boot" / f"vmlinuz-{release}", out / "bzImage")
         shutil.copy(tree / "boot" / f"config-{release}", out / "config")
-        modules = []
-        for path in _module_closure(tree / "lib" / "modules" / release, WANTED_MODULES):
-            target = out / "modules" / path.name.split(".ko")[0]
-            target = target.with_name(target.name + ".ko")
-            if path.name.endswith(".xz"):
-                target.write_bytes(run_command(["xz", "-dc", path], binary=True).stdout)
-            elif path.name.endswith(".zst"):
-                target.write_bytes(run_command(["zstd", "-dc", path], binary=True).stdout)
-            else:
-                shutil.copy(path, target)
-            modules.append(target.name)
-        (out / "stock.json").write_text(
-            json.dumps({"package": package, "deb": deb.name, "release": release, "modules": modules}, indent=1)
-        )
+        modules = _copy_modules(tree, release, WANTED_MODULES, out / "modules")
+        (out / "stock.json").write_text(json.dumps({"package": f"linux-image-{release}-unsigned", "deb": deb.name,
+                                                    "release": release, "modules": modules}, indent=1))
         out.rename(dest)
+
+
+def stock_modules(kernel: GuestKernel, names: list[str]) -> list[Path]:
+    """More modules of the stock `kernel` (and their dependencies, first), unpacked once into its cache
+    directory: the KVM runner VM loads kvm and overlay from the same package it boots."""
+    dest = kernel.bzimage.parent / ("modules-" + "-".join(sorted(names)))
+    release = kernel.version
+    if release is None:
+        raise HarnessError(f"{kernel.bzimage} is not an unpacked stock kernel")
+    if not (dest / "order").exists():
+        with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+            tmpdir = Path(tmp)
+            _deb, tree = _download(release, tmpdir)
+            out = tmpdir / "out"
+            modules = _copy_modules(tree, release, names, out)
+            (out / "order").write_text("".join(f"{m}\n" for m in modules))
+            shutil.rmtree(dest, ignore_errors=True)
+            out.rename(dest)
+    return [dest / m for m in (dest / "order").read_text().split()]
 
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"

@@ -5,9 +5,7 @@ each writes its own logs into the same log directory (`suffix` tells them apart)
 
 from __future__ import annotations
 
-import ctypes
 import json
-import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -17,14 +15,9 @@ from typing import IO
 from harness.errors import HarnessError
 from harness.machine.qemu_argv import free_local_port
 from harness.machine.qmp import QMP
+from harness.process import die_with_parent
 
 PORT_RETRIES = 3
-
-
-def _die_with_parent() -> None:
-    """Runs in the QEMU child: SIGKILL it when the harness dies, so no QEMU outlives us."""
-    PR_SET_PDEATHSIG = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 class QemuStartFailed(HarnessError):
@@ -68,7 +61,7 @@ class QemuProcess:
             self.started_at = time.monotonic()
             self._proc = subprocess.Popen(
                 self.argv, stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
             )
             # A port taken between our probe and QEMU's bind is the only retryable start failure.
             time.sleep(0.05)

@@ -1,0 +1,277 @@
+"""The KVM runner VM: the harness's KVM path run for real on a host without usable KVM.
+
+A TCG guest whose emulated AMD CPU has svm and npt boots the stock kernel, loads its kvm_amd (nested
+virtualisation) and mounts the host's own / over virtiofs, read-only under a tmpfs overlay, plus writable
+shares for results.  A command then runs there, chrooted into the host's files: the same checkout, Python,
+QEMU and kernel cache, but with a /dev/kvm.  Guests it starts run under QEMU's KVM accelerator, with
+kvm-clock and KVM's virtio paths, while their instructions are still executed by the outer TCG: this tests
+the KVM code paths, not hardware timing.
+
+The outer CPU is `-cpu max,-xsave`.  With XSAVE the nested guest warns at boot (fpu__init_system_xstate:
+"XSAVE consistency problem: size 832 != kernel_size 576"): after it enables AVX in XCR0, CPUID 0xD still
+reports the x87+SSE size, because the XSETBV never reaches the runner's KVM (QEMU 7.2's TCG does not raise
+SVM's XSETBV intercept).  Without XSAVE in the runner there is none in the nested guest either, and it boots
+clean; the harness itself passes `-cpu host` as it does on a real KVM runner.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from harness.constants import QEMU_BINARY
+from harness.errors import HarnessError, InputError
+from harness.guest.image import GUEST_DIR
+from harness.kernels.spec import GuestKernel, parse_kernel_spec
+from harness.kernels.stock import fetch_stock_kernel, stock_modules
+from harness.machine.qemu_argv import QBOOT
+from harness.machine.vm import run_dir_root, sweep_stale_run_dirs
+from harness.paths import cache_root
+from harness.process import die_with_parent, poll_until, run_command
+
+VIRTIOFSD = Path("/usr/lib/qemu/virtiofsd")  # Debian's qemu-system-common
+OUTER_CPU = "max,-xsave"  # see the module docstring
+RUNNER_MODULES = ["kvm_amd", "overlay"]  # with their dependencies (kvm, irqbypass)
+MARKER = "@@kvm-runner "
+# Variables a job inherits from the host (besides HOME, PATH, TERM); the rest of the environment stays out.
+PASSED_ENV = ("CI", "HARNESS_LOG", "PYTEST_ADDOPTS", "BALLOON_TESTBED_CACHE", "LANG")
+IN_RUNNER_ENV = "BALLOON_TESTBED_KVM_RUNNER"  # set inside the runner VM
+
+
+class RunnerUnusable(InputError):
+    """This host cannot give the runner VM a working KVM (no svm, kvm_amd does not load): exit 2."""
+
+
+@dataclass
+class RunnerResult:
+    exit_code: int
+    boot_s: float  # runner VM start to the job's start (host clock)
+    wall_s: float  # runner VM start to its exit
+
+
+def _image(kernel: GuestKernel, cpu: str) -> Path:
+    """The runner's initramfs (busybox, init, kvm and overlay modules), cached by content."""
+    modules = stock_modules(kernel, RUNNER_MODULES)
+    busybox = Path("/bin/busybox")
+    init = GUEST_DIR / "runner-init"
+    h = hashlib.sha256(cpu.encode())
+    for f in (busybox, init, *modules):
+        h.update(f.name.encode() + b"\0" + hashlib.sha256(f.read_bytes()).digest())
+    images = cache_root() / "images"
+    image = images / f"runner-{h.hexdigest()[:20]}.cpio"
+    if image.exists():
+        return image
+    images.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=images) as tmp:
+        root = Path(tmp) / "root"
+        (root / "bin").mkdir(parents=True)
+        (root / "etc").mkdir()
+        (root / "lib/modules/runner").mkdir(parents=True)
+        shutil.copy(busybox, root / "bin/busybox")
+        shutil.copy(init, root / "init")
+        (root / "init").chmod(0o755)
+        for m in modules:
+            shutil.copy(m, root / "lib/modules/runner" / m.name)
+        (root / "etc/runner-modules").write_text("".join(f"{m.name}\n" for m in modules))
+        (root / "etc/runner-cpu").write_text(cpu + "\n")
+        _pack(root, Path(tmp) / "image.cpio")
+        os.rename(Path(tmp) / "image.cpio", image)
+    return image
+
+
+def _pack(root: Path, out: Path) -> None:
+    names = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    with out.open("wb") as f:
+        run_command(["cpio", "--quiet", "-o", "-H", "newc", "-R", "0:0"], input="\n".join(names).encode(),
+                    cwd=root, stdout=f, binary=True, what="cpio")
+
+
+def job_script(argv: list[str], cwd: Path, env: dict[str, str]) -> str:
+    """The shell script the runner VM runs: `argv` in `cwd` with a clean environment."""
+    assigns = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(env.items()))
+    return (f"cd {shlex.quote(str(cwd))} || exit 2\n"
+            f"exec env -i {assigns} {shlex.join(argv)}\n")
+
+
+def job_env() -> dict[str, str]:
+    env = {"HOME": os.environ.get("HOME", "/root"), "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+           "TERM": "dumb", IN_RUNNER_ENV: "1"}
+    env.update({k: os.environ[k] for k in PASSED_ENV if k in os.environ})
+    return env
+
+
+class RunnerVM:
+    """One runner VM running one job; use `run()`.  QEMU and the virtiofsd daemons never outlive it."""
+
+    def __init__(self, *, shares: list[Path], logdir: Path, memory_mib: int = 6144, cpus: int | None = None,
+                 cpu: str = OUTER_CPU):
+        self.shares = [p.resolve() for p in shares]
+        self.logdir = logdir
+        self.memory_mib = memory_mib
+        self.cpus = cpus or os.cpu_count() or 1
+        self.cpu = cpu
+        self._procs: list[subprocess.Popen] = []
+
+    def run(self, argv: list[str], *, cwd: Path, timeout_s: float,
+            on_output: Callable[[str], None]) -> RunnerResult:
+        check_runner_tools()
+        kernel = fetch_stock_kernel(parse_kernel_spec("stock"))
+        image = _image(kernel, self.cpu)
+        self.logdir.mkdir(parents=True, exist_ok=True)
+        sweep_stale_run_dirs()
+        # vm-<pid>-...: a harness SIGKILLed before cleaning up leaves it to the next sweep
+        rundir = Path(tempfile.mkdtemp(prefix=f"vm-{os.getpid()}-runner-", dir=run_dir_root()))
+        try:
+            initrd = self._initrd(image, rundir, job_script(argv, cwd, job_env()))
+            sockets = self._start_virtiofsd(rundir)
+            return self._run_qemu(kernel, initrd, rundir, sockets, timeout_s, on_output)
+        finally:
+            self._stop_all()
+            shutil.rmtree(rundir, ignore_errors=True)
+
+    def _initrd(self, image: Path, rundir: Path, script: str) -> Path:
+        """The cached runner image with this run's job appended (the kernel unpacks concatenated cpios)."""
+        job = rundir / "job"
+        (job / "etc").mkdir(parents=True)
+        (job / "job.sh").write_text(script)
+        (job / "etc/runner-shares").write_text("".join(f"out{i} {p}\n" for i, p in enumerate(self.shares)))
+        _pack(job, rundir / "job.cpio")
+        initrd = rundir / "initrd.cpio"
+        with initrd.open("wb") as out:
+            for part in (image, rundir / "job.cpio"):
+                with part.open("rb") as f:
+                    shutil.copyfileobj(f, out)
+        return initrd
+
+    def _start_virtiofsd(self, rundir: Path) -> list[tuple[str, Path]]:
+        """One daemon per share: the host's / read-only (the guest mounts it ro), each writable share."""
+        sockets = []
+        log = (self.logdir / "virtiofsd.log").open("ab")
+        for tag, source in [("hostroot", Path("/")), *((f"out{i}", p) for i, p in enumerate(self.shares))]:
+            sock = rundir / f"{tag}.sock"
+            self._procs.append(subprocess.Popen(
+                [str(VIRTIOFSD), f"--socket-path={sock}", "-o", f"source={source}", "-o", "cache=none",
+                 "-o", "sandbox=chroot"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                preexec_fn=die_with_parent))
+            sockets.append((tag, sock))
+        log.close()
+        poll_until(lambda: all(sock.exists() for _tag, sock in sockets), timeout=10, interval=0.02,
+                   alive=self._daemons_alive,
+                   on_timeout=lambda: HarnessError(f"virtiofsd did not start (see {self.logdir / 'virtiofsd.log'})"))
+        return sockets
+
+    def _daemons_alive(self) -> None:
+        for p in self._procs:
+            if p.poll() is not None:
+                raise HarnessError(f"virtiofsd exited with code {p.returncode} (see {self.logdir / 'virtiofsd.log'})")
+
+    def argv(self, kernel: GuestKernel, initrd: Path, rundir: Path, sockets: list[tuple[str, Path]]) -> list[str]:
+        argv = [
+            QEMU_BINARY, "-name", "kvm-runner", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+            "-accel", "tcg", "-cpu", self.cpu, "-smp", str(self.cpus), "-m", f"{self.memory_mib}M",
+            # virtiofs needs guest RAM the daemons can map
+            "-object", f"memory-backend-memfd,id=mem0,size={self.memory_mib}M,share=on",
+            "-machine", "pc,memory-backend=mem0",
+            "-kernel", str(kernel.boot_image or kernel.bzimage), "-initrd", str(initrd),
+            "-append", "console=ttyS0 panic=-1 rdinit=/init 8250.nr_uarts=1 no_timer_check loglevel=4",
+            "-serial", f"file:{self.logdir / 'console.log'}",
+            "-device", "virtio-serial-pci", "-chardev", f"file,id=job,path={rundir / 'job.out'}",
+            "-device", "virtconsole,chardev=job",
+        ]
+        for tag, sock in sockets:
+            argv += ["-chardev", f"socket,id={tag},path={sock}", "-device", f"vhost-user-fs-pci,chardev={tag},tag={tag}"]
+        if QBOOT.exists():
+            argv += ["-bios", str(QBOOT)]
+        return argv
+
+    def _run_qemu(self, kernel: GuestKernel, initrd: Path, rundir: Path, sockets: list[tuple[str, Path]],
+                  timeout_s: float, on_output: Callable[[str], None]) -> RunnerResult:
+        argv = self.argv(kernel, initrd, rundir, sockets)
+        (self.logdir / "qemu-argv.txt").write_text(shlex.join(argv) + "\n")
+        out_path = rundir / "job.out"
+        out_path.touch()
+        started = time.monotonic()
+        with (self.logdir / "qemu.stderr").open("wb") as err:
+            qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, preexec_fn=die_with_parent)
+        self._procs.append(qemu)
+        reader = _MarkerReader(out_path, on_output)
+        while True:
+            reader.pump()
+            if qemu.poll() is not None:
+                reader.pump(final=True)
+                break
+            if time.monotonic() - started > timeout_s:
+                raise HarnessError(f"the KVM runner VM's job did not finish within {timeout_s:.0f} s "
+                                   f"(console: {self.logdir / 'console.log'})")
+            time.sleep(0.1)
+        if reader.unusable:
+            raise RunnerUnusable(f"KVM runner VM: {reader.unusable}")
+        if reader.exit_code is None:
+            why = (self.logdir / "qemu.stderr").read_text(errors="replace").strip().splitlines()
+            raise HarnessError(f"the KVM runner VM stopped before its job finished (QEMU exit {qemu.returncode}"
+                               f"{': ' + why[-1] if why else ''}; console: {self.logdir / 'console.log'})")
+        wall = time.monotonic() - started
+        return RunnerResult(reader.exit_code, (reader.ready_at or started) - started, wall)
+
+    def _stop_all(self) -> None:
+        for p in reversed(self._procs):
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+        self._procs.clear()
+
+
+class _MarkerReader:
+    """Follows the job's output file: hands each line on, and picks out the runner's own marker lines."""
+
+    def __init__(self, path: Path, on_output: Callable[[str], None]):
+        self.fh = path.open("rb")
+        self.on_output = on_output
+        self.buf = b""
+        self.exit_code: int | None = None
+        self.unusable: str | None = None
+        self.ready_at: float | None = None
+
+    def pump(self, final: bool = False) -> None:
+        self.buf += self.fh.read()
+        *lines, self.buf = self.buf.split(b"\n")
+        if final and self.buf:
+            lines.append(self.buf)
+            self.buf = b""
+        for raw in lines:
+            line = raw.decode(errors="replace").rstrip("\r")
+            if line.startswith(MARKER) and line.endswith("@@"):
+                self._marker(line[len(MARKER):-2])
+            else:
+                self.on_output(line + "\n")
+        if final:
+            self.fh.close()
+
+    def _marker(self, text: str) -> None:
+        word, _, rest = text.partition(" ")
+        if word == "exit":
+            self.exit_code = int(rest)
+        elif word == "unusable":
+            self.unusable = rest
+        elif word == "ready":
+            self.ready_at = time.monotonic()
+
+
+def check_runner_tools() -> None:
+    """The runner VM needs virtiofsd (Debian's qemu-system-common) and QEMU: exit 2 before booting without."""
+    if not VIRTIOFSD.exists():
+        raise RunnerUnusable(f"{VIRTIOFSD} is missing: apt-get install qemu-system-common")
+    if shutil.which(QEMU_BINARY) is None:
+        raise RunnerUnusable(f"{QEMU_BINARY} is missing: apt-get install qemu-system-x86")
+
+
+def in_runner_vm() -> bool:
+    return os.environ.get(IN_RUNNER_ENV) == "1"

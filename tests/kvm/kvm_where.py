@@ -1,0 +1,36 @@
+"""Running a command where KVM works: on this host when its own KVM is usable (a real runner), else in the
+KVM runner VM (harness kvm-runner: a TCG guest with nested KVM).  A host where neither works skips, saying why."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from harness.paths import REPO_ROOT
+
+HARNESS = str(Path(sys.executable).parent / "harness")
+RUNNER_UNUSABLE = "harness: error: KVM runner VM:"
+
+
+def host_kvm_usable() -> bool:
+    from harness.guest.launch import choose_accel
+
+    return choose_accel().accel == "kvm"
+
+
+def run_with_kvm(argv: list[str], *, shares: list[Path], logs: Path, timeout_s: float) -> subprocess.CompletedProcess:
+    """`argv` in the repository root where KVM works; output captured (stdout and stderr merged)."""
+    if host_kvm_usable():
+        cmd = argv
+    else:
+        cmd = [HARNESS, "kvm-runner", "--logs", str(logs), "--timeout", str(timeout_s),
+               *(a for s in shares for a in ("--share", str(s))), "--", *argv]
+    proc = subprocess.run(cmd, cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=timeout_s + 300)
+    unusable = [line for line in proc.stdout.splitlines() if line.startswith(RUNNER_UNUSABLE)]
+    if proc.returncode == 2 and unusable:
+        pytest.skip(f"no KVM here and none in the runner VM: {unusable[0].removeprefix('harness: error: ')}")
+    return proc
