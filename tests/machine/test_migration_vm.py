@@ -1,5 +1,5 @@
-"""Live migration on real guests (stock kernel): a precopy and a postcopy migration inside one run, every later
-step on the destination; and a migration QEMU refuses, which fails with its reason and leaves the source
+"""Live migration on real guests (stock kernel): a background snapshot, a precopy and a postcopy migration inside
+one run, every later step on the destination; and a migration QEMU refuses, which fails with its reason and leaves the source
 running, and no QEMU behind."""
 
 from __future__ import annotations
@@ -30,6 +30,8 @@ kernels: [stock]
 steps:
   - memdirty: 128M
     phase: dirty
+  - background_snapshot:
+    phase: snapshot
   - migrate: precopy
     phase: precopy
   - migrate: {mode: postcopy, precopy_s: 0.1}
@@ -64,6 +66,10 @@ def test_precopy_then_postcopy_and_every_later_step_on_the_destination(tmp_path)
         assert (rep / f"qemu-mig{n}.stderr").exists() and (rep / f"qmp-mig{n}.jsonl").read_text()
     assert (rep / "qemu.stderr").exists() and "migrate" in (rep / "qmp.jsonl").read_text()
     assert steps["touch"]["nonzero_pages"] == 0
+    snap = steps["snapshot"]["migration"]
+    assert snap["mode"] == "background-snapshot" and snap["status"] == "completed"
+    assert snap["file_mib"] > 64 and snap["transferred_mib"] > 64
+    assert qemu_argv_count(rep) == 3  # the snapshot did not start another QEMU
     metrics = {(m["name"], m["phase"]) for m in json.loads((outcome.bundle / "metrics.json").read_text())}
     for name in ("migration_total_ms", "migration_downtime_ms", "migration_transferred_mib"):
         assert {(name, "precopy"), (name, "postcopy")} <= metrics
@@ -73,6 +79,10 @@ def test_precopy_then_postcopy_and_every_later_step_on_the_destination(tmp_path)
     assert max(times) > steps["postcopy"]["t_end_s"]
     assert "guest ready" in (rep / "serial.log").read_text()
     assert qemu_pids_matching(str(tmp_path)) == []
+
+
+def qemu_argv_count(rep) -> int:
+    return len(list(rep.glob("qemu-argv*.json")))
 
 
 def test_a_migration_qemu_refuses_fails_with_its_reason_and_the_source_goes_on(tmp_path):
