@@ -60,9 +60,10 @@ def matrix(bundles: list[Bundle]) -> tuple[list[str], dict[tuple[str, int], Cell
 def render(bundles: list[Bundle]) -> tuple[str, bool]:
     """The Markdown matrix, and whether every cell is sound (no UNCHECKED cell)."""
     kernels, cells = matrix(bundles)
-    lines = ["Host conditions (columns) from " + "; ".join(f"{i + 1}. {provenance(b)}" for i, b in enumerate(bundles))
-             + ". Cells: pages handed out non-zero (a LEAK), pages whose zeroing the design skipped "
-               "(`vmstat.pgzero_skip_*`), memtouch runs that checked.", "",
+    lines = ["Host conditions (columns) from " + "; ".join(f"{i + 1}. {provenance(b).replace(', medians', '')}"
+                                                        for i, b in enumerate(bundles))
+             + ". Cells, summed over repetitions and phases: pages handed out non-zero (a LEAK), pages whose zeroing "
+               "the design skipped (`vmstat.pgzero_skip_*`), memtouch runs that checked.", "",
              "| design | " + " | ".join(f"{i + 1}. `{md_escape(b.scenario)}`" for i, b in enumerate(bundles)) + " |",
              "|---|" + "---|" * len(bundles)]
     for k in kernels:
