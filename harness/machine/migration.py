@@ -65,7 +65,9 @@ def _wait_done(qmp: QMP, timeout: float, alive: Callable[[], None], what: str) -
     assert info is not None
     if info["status"] != "completed":
         raise MigrationFailed(f"{what} {info['status']}: {info.get('error-desc', 'QEMU gave no reason')}")
-    return info
+    # QEMU 7.2 can report "completed" a moment before it has filled in total-time and downtime.
+    settled = poll_until(lambda: (i := _status(qmp)).get("total-time") and i, timeout=2, interval=POLL_S)
+    return settled or info
 
 
 def _stats(mode: str, info: dict, wall_s: float) -> MigrationStats:
