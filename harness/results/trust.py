@@ -40,33 +40,40 @@ class Cell:
         return f"{verdict} ({detail}; {self.checks} checks)" + ("" if self.status == "complete" else f" [{self.status}]")
 
 
-def cell(b: Bundle, kernel: str) -> Cell | None:
-    samples = b.samples(kernel)
-    if not samples:
+def cell(group: list[Bundle], kernel: str) -> Cell | None:
+    """One design under one condition: every bundle of that condition (scenario) that ran the design."""
+    leaks: list[float] = []
+    skipped = 0.0
+    statuses = []
+    for b in group:
+        samples = b.samples(kernel)
+        if not samples:
+            continue
+        leaks += [v for (name, _), vals in samples.items() if name == "nonzero_pages" for v in vals]
+        skipped += sum(v for (name, _), vals in samples.items() if name.startswith(SKIP_PREFIX) for v in vals)
+        statuses.append(b.status)
+    if not statuses:
         return None
-    leaks = [v for (name, _), vals in samples.items() if name == "nonzero_pages" for v in vals]
-    skipped = sum(v for (name, _), vals in samples.items() if name.startswith(SKIP_PREFIX) for v in vals)
-    return Cell(sum(leaks), skipped, len(leaks), b.status)
-
-
-def matrix(bundles: list[Bundle]) -> tuple[list[str], dict[tuple[str, int], Cell]]:
-    kernels: list[str] = []
-    for b in bundles:
-        kernels += [k for k in b.kernels if k not in kernels]
-    cells = {(k, i): c for i, b in enumerate(bundles) for k in kernels if (c := cell(b, k)) is not None}
-    return kernels, cells
+    status = next((s for s in statuses if s != "complete"), "complete")
+    return Cell(sum(leaks), skipped, len(leaks), status)
 
 
 def render(bundles: list[Bundle]) -> tuple[str, bool]:
-    """The Markdown matrix, and whether every cell is sound (no UNCHECKED cell)."""
-    kernels, cells = matrix(bundles)
-    lines = ["Host conditions (columns) from " + "; ".join(f"{i + 1}. {provenance(b).replace(', medians', '')}"
-                                                        for i, b in enumerate(bundles))
+    """The Markdown matrix (a column per scenario, a row per kernel), and whether every cell is sound (no
+    UNCHECKED cell)."""
+    groups: dict[str, list[Bundle]] = {}
+    kernels: list[str] = []
+    for b in bundles:
+        groups.setdefault(b.scenario, []).append(b)
+        kernels += [k for k in b.kernels if k not in kernels]
+    columns = list(groups)
+    cells = {(k, c): x for c in columns for k in kernels if (x := cell(groups[c], k)) is not None}
+    lines = ["From " + "; ".join(provenance(b).replace(", medians", "") for b in bundles)
              + ". Cells, summed over repetitions and phases: pages handed out non-zero (a LEAK), pages whose zeroing "
                "the design skipped (`vmstat.pgzero_skip_*`), memtouch runs that checked.", "",
-             "| design | " + " | ".join(f"{i + 1}. `{md_escape(b.scenario)}`" for i, b in enumerate(bundles)) + " |",
-             "|---|" + "---|" * len(bundles)]
+             "| design | " + " | ".join(f"`{md_escape(c)}`" for c in columns) + " |",
+             "|---|" + "---|" * len(columns)]
     for k in kernels:
-        row = [cells[(k, i)].text() if (k, i) in cells else "not run" for i in range(len(bundles))]
+        row = [cells[(k, c)].text() if (k, c) in cells else "not run" for c in columns]
         lines.append(f"| `{md_escape(k)}` | " + " | ".join(row) + " |")
-    return "\n".join(lines) + "\n", not any(c.unchecked for c in cells.values())
+    return "\n".join(lines) + "\n", not any(x.unchecked for x in cells.values())

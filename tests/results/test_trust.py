@@ -27,9 +27,21 @@ def test_cells_say_leak_safe_and_never_skipped(tmp_path):
     text, sound = render([load_bundle(discard), load_bundle(postcopy)])
     assert sound
     rows = {line.split(" | ")[0].strip("| `"): line for line in text.splitlines() if line.startswith("| `")}
-    assert "1. `stale-data`" in text and "2. `stale-data-postcopy`" in text
+    assert "| design | `stale-data` | `stale-data-postcopy` |" in text
     assert rows[BASE].count("safe (never skipped; 1 checks)") == 2
     assert "safe (skipped 900; 1 checks)" in rows[SEED] and "**LEAK** 74 (skipped 100; 1 checks)" in rows[SEED]
+
+
+def test_bundles_of_one_condition_share_a_column(tmp_path):
+    one = write_bundle(tmp_path / "a", {BASE: {("nonzero_pages", "touch"): [0]}}, scenario="stale-data-postcopy",
+                       reps=1)
+    two = write_bundle(tmp_path / "b", {SEED: {("nonzero_pages", "touch"): [56],
+                                               ("vmstat.pgzero_skip_reported", "touch"): [60]}},
+                       scenario="stale-data-postcopy", reps=1)
+    text, sound = render([load_bundle(one), load_bundle(two)])
+    assert sound and "| design | `stale-data-postcopy` |" in text
+    assert f"| `{BASE}` | safe (never skipped; 1 checks) |" in text
+    assert f"| `{SEED}` | **LEAK** 56 (skipped 60; 1 checks) |" in text
 
 
 def test_skipping_with_nothing_checked_fails_the_matrix(tmp_path):
