@@ -103,17 +103,13 @@ figures: deps
 	for c in off-1cpu off-2cpu on-1cpu on-2cpu; do \
 	    $(HARNESS) run scenarios/fault-scale-$$c.yaml --results $(FIGURES) || exit 1; done  # series READMEs: Hot-path cost
 
-# SHARDS=N: as the CI workflow does (plan, build the kernels once, each shard into its own directory, merge,
-# report), the shards one after the other, under results/nightly/<UTC time>/.
+# As the CI workflow does (plan, build the kernels once, each shard into its own directory, merge, report), the
+# shards one after the other, under results/nightly/<UTC time>/; SHARDS=N splits the matrix (default: one shard).
 NIGHT_DIR ?= results/nightly/$(shell date -u +%Y%m%dT%H%M%SZ)
+SHARDS ?= 1
 nightly: deps
-ifdef SHARDS
 	$(HARNESS) nightly $(NIGHTLY) --shards $(SHARDS) --results $(NIGHT_DIR) --junit $(NIGHT_DIR)/nightly-junit.xml \
 	    $(if $(HISTORY),--history $(HISTORY))
-else
-	$(HARNESS) nightly $(NIGHTLY) --results results --out results/report --junit results/nightly-junit.xml \
-	    $(if $(HISTORY),--history $(HISTORY))
-endif
 
 clean:
 	rm -rf $(VENV) .pytest_cache

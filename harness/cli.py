@@ -12,13 +12,14 @@ usual commands:
   harness bisect SCENARIO --good SPEC --bad SPEC --metric NAME@PHASE
                                                   the first patch (or commit, --tree) that moved it
   harness run SCENARIO --timing icount            repeatable timings under TCG (instruction counting)
+  harness run SCENARIO --timing icount --jobs 2   the same, two guests at once (icount runs only)
   harness kernel build base+SERIES                build a patched guest kernel (cached; SERIES@N: its first N)
   harness kernel list                             the cached kernel builds
   harness schema > scenario.schema.json           JSON Schema of scenario files, for your editor
   harness plan MATRIX --shards N --out plan.json  the nightly matrix in N shards (run-shard, merge: as CI)
   harness kvm-runner -- CMD                       run CMD where KVM works: a TCG guest with nested KVM
 
-exit codes: 0 ok, 1 the run failed or an expectation broke, 2 bad input.
+exit codes: 0 ok, 1 the run failed or an expectation broke, 2 bad input (bisect-check: see its --help).
 """
 
 from __future__ import annotations
@@ -64,6 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# `git bisect run` reads exit 1-127 (but 125) as "bad": a usage error of bisect-check must abort the bisect.
+USAGE_ERROR_EXIT = {"bisect-check": 128}
+
+
+def _subcommand(argv: list[str]) -> str:
+    return next((a for a in argv if not a.startswith("-")), "")
+
+
 def _interrupt_on_sigterm(signum, frame):
     # CI timeouts send SIGTERM: unwind like Ctrl-C so QEMU is stopped and the bundle marked failed.
     raise KeyboardInterrupt
@@ -77,7 +86,14 @@ def main(argv: list[str] | None = None) -> int:
     # Diagnostics (commands run, retries) go to the log; HARNESS_LOG=debug shows them.
     logging.basicConfig(level=os.environ.get("HARNESS_LOG", "warning").upper(), format="%(name)s: %(message)s")
     parser = build_parser()
-    args = parser.parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        command = _subcommand(argv)
+        if exc.code == 2 and command in USAGE_ERROR_EXIT:
+            return USAGE_ERROR_EXIT[command]
+        raise
     try:
         return args.func(args)
     except InputError as exc:

@@ -26,21 +26,23 @@ def tail(text: str, n: int = ERROR_TAIL_LINES) -> str:
 def run_command(cmd: Sequence[str | Path], *, cwd: Path | None = None, env: dict | None = None,
                 input: str | bytes | None = None, stdout: IO | None = None, binary: bool = False,
                 on_line: Callable[[str], None] | None = None, what: str | None = None,
-                check: bool = True) -> subprocess.CompletedProcess:
+                check: bool = True, pass_fds: Sequence[int] = ()) -> subprocess.CompletedProcess:
     """Run `cmd` and capture its output (text unless `binary`; into the file `stdout` if given).
 
     With `on_line`, stdout and stderr are merged and each line is handed over as it arrives (the full
     output is still returned).  A command that cannot start, or (with `check`) exits non-zero, is a
-    HarnessError naming it, its exit status and the tail of what it printed."""
+    HarnessError naming it, its exit status and the tail of what it printed.  pass_fds: file descriptors the
+    command (and what it starts) inherits, e.g. a lock that must outlive the harness while they run."""
     argv = [str(c) for c in cmd]
     name = what or " ".join(argv)
     log.debug("run %s (cwd %s)", " ".join(argv), cwd or ".")
     try:
         if on_line is not None:
-            res = _stream(argv, cwd, env, on_line)
+            res = _stream(argv, cwd, env, on_line, pass_fds)
         else:
             res = subprocess.run(argv, cwd=cwd, env=env, input=input, stdout=stdout or subprocess.PIPE,
-                                 stderr=subprocess.PIPE, text=not binary, errors=None if binary else "replace")
+                                 stderr=subprocess.PIPE, text=not binary, errors=None if binary else "replace",
+                                 pass_fds=tuple(pass_fds))
     except OSError as exc:
         raise HarnessError(f"{name}: cannot run {argv[0]}: {exc.strerror or exc}") from None
     if check and res.returncode != 0:
@@ -50,10 +52,10 @@ def run_command(cmd: Sequence[str | Path], *, cwd: Path | None = None, env: dict
     return res
 
 
-def _stream(argv: list[str], cwd: Path | None, env: dict | None,
-            on_line: Callable[[str], None]) -> subprocess.CompletedProcess:
+def _stream(argv: list[str], cwd: Path | None, env: dict | None, on_line: Callable[[str], None],
+            pass_fds: Sequence[int] = ()) -> subprocess.CompletedProcess:
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            errors="replace", bufsize=1)
+                            errors="replace", bufsize=1, pass_fds=tuple(pass_fds))
     captured = []
     try:
         assert proc.stdout is not None

@@ -78,10 +78,14 @@ def _type_problem(error: ErrorDetails) -> str | None:
         return f"expected a mapping, got {type(value).__name__}"
     if kind == "missing":
         return "missing"
-    if kind in ("greater_than_equal", "greater_than"):
-        return f"must be at least {ctx.get('ge', ctx.get('gt'))}, got {value!r}"
-    if kind in ("less_than_equal", "less_than"):
-        return f"must be at most {ctx.get('le', ctx.get('lt'))}, got {value!r}"
+    if kind == "greater_than_equal":
+        return f"must be at least {ctx.get('ge')}, got {value!r}"
+    if kind == "greater_than":
+        return f"must be more than {ctx.get('gt')}, got {value!r}"
+    if kind == "less_than_equal":
+        return f"must be at most {ctx.get('le')}, got {value!r}"
+    if kind == "less_than":
+        return f"must be less than {ctx.get('lt')}, got {value!r}"
     if kind in ("too_short", "string_too_short"):
         return "must not be empty"
     return None

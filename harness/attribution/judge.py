@@ -2,8 +2,8 @@
 
 A metric criterion asks whether the metric moved the way it moved at the bad end (the bad end itself:
 whether it is flagged at all, which sets that direction).  An expectation criterion asks whether a
-scenario expectation (nonzero_pages, say) fails on the candidate.  None means "not yet": the comparison
-is above the threshold but needs more repetitions to be significant.
+scenario expectation (nonzero_pages, say) fails on the candidate (see `rounds`).  None means "not yet": the
+change is above the threshold but not yet significant, so more repetitions may tell.
 """
 
 from __future__ import annotations
@@ -14,7 +14,6 @@ from harness.attribution.search import BAD, GOOD, UNKNOWN
 from harness.errors import InputError
 from harness.results import stats
 from harness.results.metrics import definition
-from harness.results.model import ExpectationRow
 
 
 @dataclass(frozen=True)
@@ -46,6 +45,8 @@ class Verdict:
     verdict: str | None  # GOOD, BAD, UNKNOWN, or None: more repetitions needed
     evidence: str
     direction: int = 0  # sign of the change (metric criterion, when flagged)
+    failed: tuple[int, int] | None = None  # expectation criterion: (failed, run) repetitions of the candidate
+    confidence: float | None = None  # a good verdict on an expectation: how surely the bad end's failure would have shown
 
 
 def judge_metric(c: Criterion, good: list[float], step: list[float], *, deterministic: bool,
@@ -59,19 +60,14 @@ def judge_metric(c: Criterion, good: list[float], step: list[float], *, determin
         return Verdict(UNKNOWN, f"{evidence}: {j.reason}")
     if j.verdict == stats.TOO_FEW:
         return Verdict(None, evidence)
+    towards = direction is None or sign == direction
+    if j.verdict == stats.UNCHANGED and j.p is not None and abs(j.change_pct) > c.threshold_pct and towards:
+        return Verdict(None, f"{evidence}: above the threshold, not significant yet")
     if j.flagged:
-        if direction is None or sign == direction:
+        if towards:
             return Verdict(BAD, evidence, sign)
         return Verdict(GOOD, f"{evidence}: moved the other way")
     return Verdict(GOOD, evidence)
-
-
-def judge_expectation(c: Criterion, rows: list[ExpectationRow], kernel: str) -> Verdict:
-    mine = [r for r in rows if r.name == c.expect and r.kernel == kernel]
-    if not mine:
-        return Verdict(UNKNOWN, f"the run has no {c.expect} result for this kernel")
-    failed = [r for r in mine if not r.ok]
-    return Verdict(BAD if failed else GOOD, "; ".join(r.detail for r in (failed or mine))[:300])
 
 
 def fmt(v: float) -> str:

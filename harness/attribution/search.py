@@ -28,6 +28,7 @@ class Step:
     index: int
     verdict: str
     evidence: str = ""  # one line: what the comparison showed, or why it was skipped
+    confidence: float | None = None  # a good verdict on an expectation: how surely the bad end's failure would show
 
 
 @dataclass
@@ -54,12 +55,12 @@ class BisectState:
                 return s.verdict
         return None
 
-    def record(self, index: int, verdict: str, evidence: str = "") -> None:
+    def record(self, index: int, verdict: str, evidence: str = "", confidence: float | None = None) -> None:
         if verdict not in VERDICTS:
             raise ValueError(f"verdict {verdict!r} is not one of {VERDICTS}")
         if not 0 < index <= self.n:
             raise ValueError(f"candidate {index} is outside 1..{self.n}")
-        self.steps.append(Step(index, verdict, evidence))
+        self.steps.append(Step(index, verdict, evidence, confidence))
 
     # -- the search ----------------------------------------------------------------------------
     def bounds(self) -> tuple[int, int | None]:

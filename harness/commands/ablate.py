@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from harness.attribution.ablation import ablate, plot, to_json, to_markdown
+from harness.commands.jobs_option import add_jobs_option, check_jobs
 from harness.commands.run import add_timing_option, run_scenario
 from harness.errors import InputError
 from harness.kernels.inputs import load_series
@@ -43,6 +44,7 @@ def ablation_steps(on: str, series: list[str]) -> tuple[list[str], list[str]]:
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
+    check_jobs(args.jobs)
     scenario = load_scenario(args.scenario)
     on = args.on or scenario.kernels[0].text
     specs, labels = ablation_steps(on, args.series)
@@ -50,7 +52,8 @@ def cmd_ablate(args: argparse.Namespace) -> int:
         path, ok = Path(args.bundle), True
     else:
         outcome = run_scenario(args.scenario, kernels=specs, reps=args.reps,
-                               results_dir=Path(args.results) if args.results else None, timing=args.timing)
+                               results_dir=Path(args.results) if args.results else None, timing=args.timing,
+                               jobs=args.jobs)
         path, ok = outcome.bundle, outcome.ok
     bundle = load_bundle(path)
     missing = [k for k in specs if k not in bundle.kernels]
@@ -79,4 +82,5 @@ def register(subparsers) -> None:
                    help="flag only changes larger than PCT percent (default %(default)s)")
     p.add_argument("--bundle", metavar="DIR", help="judge this earlier ablation bundle again instead of running")
     add_timing_option(p)
+    add_jobs_option(p)
     p.set_defaults(func=cmd_ablate)

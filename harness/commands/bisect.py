@@ -6,18 +6,25 @@
     harness bisect --resume results/bisect-...
 
 Over a series, the candidates are its prefixes (--good is the stack below it, or SERIES@G; --bad the
-stack with it, or SERIES@B); over a tree, the first-parent commits from --good to --bad, each built out of
-tree with the guest config (cached by commit, ccache).  Each step runs the scenario on the candidate and
+stack with it, or SERIES@B); over a tree, the first-parent commits from --good to --bad, each built with
+the guest config (cached by commit, ccache; a commit that changes no file the build uses is not rebuilt).
+A candidate whose kernel image is byte for byte one already judged takes that verdict without a run.  Each step runs the scenario on the candidate and
 on the good end in the same bundle, interleaved in alternating order, and judges with `compare`'s rules:
 the bad end must move the metric (or fail the expectation); a candidate is bad when it moves it the same
 way.  A comparison that is not yet significant gets more repetitions, up to --max-reps; then the step is
-"unknown".  A candidate that does not build is skipped.  The answer is the first bad patch or commit, or
+"unknown".  On an expectation, a failed repetition makes a candidate bad; a clean one is good only after as
+many clean repetitions as it takes for the bad end's failure rate to have shown with 95 % confidence (up to
+--max-reps; the verdict says how confident it is).  A candidate that does not build, or that could not be
+judged (no boot, no SSH, QEMU did not start), is skipped; one whose kernel crashes (panic, Oops) is bad
+(--panic skip: skipped).  The answer is the first bad patch or commit, or
 the range the skipped and unknown ones leave, never a guess.  The state (bisect.json), a log like
 `git bisect log` (bisect.log) and one bundle per round are kept in the bisect directory; --resume goes on
 after an interruption.
 
 `harness bisect-check` judges one kernel for `git bisect run`: exit 0 good, 1 bad (the metric regressed,
-or the expectation failed), 125 cannot build or cannot tell, 128 bad input (which aborts `git bisect run`).
+the expectation failed, or the kernel crashed), 125 skip (it does not build, or a harness error while
+judging: no boot, no SSH, QEMU did not start; the kernel crashed with --panic skip; cannot tell), 128 bad
+input or usage (which aborts `git bisect run`, as every exit code above 127 does).
 """
 
 from __future__ import annotations
@@ -27,16 +34,19 @@ import json
 import subprocess
 import sys
 import time
+import traceback
 from dataclasses import asdict
 from pathlib import Path
 
-from harness.attribution.judge import Criterion, Verdict, judge_expectation, judge_metric
-from harness.attribution.search import BAD, GOOD, SKIP, UNKNOWN, BisectState
+from harness.attribution.judge import Criterion, Verdict
+from harness.attribution.rounds import PANIC_CHOICES, Round, failure_rate_lower_bound, judge_step, round_from_bundle
+from harness.attribution.search import BAD, GOOD, SKIP, BisectState
+from harness.commands.jobs_option import add_jobs_option, check_jobs
 from harness.commands.run import DEFAULT_RESULTS, add_timing_option, run_scenario
 from harness.errors import HarnessError, InputError
 from harness.kernels.build import build_kernel
-from harness.kernels.cache import kernel_cache
 from harness.kernels.inputs import load_series
+from harness.kernels.resolve import check_available, image_digest, resolve_kernel
 from harness.kernels.spec import parse_kernel_spec, series_ref
 from harness.results import stats
 from harness.results.bundle import load_bundle
@@ -45,6 +55,8 @@ from harness.scenario.schema import load_scenario
 
 STATE_FILE = "bisect.json"
 LOG_FILE = "bisect.log"
+# `git bisect run` reads 0 as good, 1-127 but 125 as bad, 125 as skip, anything else as "abort the bisect"
+EXIT_GOOD, EXIT_BAD, EXIT_SKIP, EXIT_ABORT = 0, 1, 125, 128
 
 
 # ------------------------------------------------------------------------------------------ candidates
@@ -96,14 +108,8 @@ def tree_candidates(tree: Path, good: str, bad: str) -> tuple[list[str], list[st
 
 
 def build_commit(tree: Path, commit: str, progress=None) -> str:
-    """The bzImage of one commit of a developer's tree, built out of tree in a reused worktree (ccache hits)."""
-    work = kernel_cache() / "bisect-worktrees" / tree.resolve().name
-    if not (work / ".git").exists():
-        work.parent.mkdir(parents=True, exist_ok=True)
-        git(tree, "worktree", "add", "--detach", str(work), commit)
-    else:
-        git(work, "checkout", "--quiet", "--detach", commit)
-    return str(build_kernel(None, tree=work, progress=progress).bzimage)
+    """The bzImage of one commit of a developer's tree (built in the cache's clone of it; ccache hits)."""
+    return str(build_kernel(None, tree=tree, tree_rev=commit, progress=progress).bzimage)
 
 
 # --------------------------------------------------------------------------------------------- a step
@@ -112,8 +118,9 @@ def build_commit(tree: Path, commit: str, progress=None) -> str:
 class Bisect:
     """A bisect in its directory: the plan (from the command line or bisect.json) and the search state."""
 
-    def __init__(self, directory: Path, plan: dict, state: BisectState):
+    def __init__(self, directory: Path, plan: dict, state: BisectState, jobs: int | None = None):
         self.dir = directory
+        self.jobs = jobs  # guests at once (icount); how this session runs, not part of the plan
         self.plan = plan
         self.state = state
         self.criterion = Criterion(**plan["criterion"])
@@ -141,34 +148,36 @@ class Bisect:
         """direction: the sign of the change that makes a candidate bad; None for the bad end itself."""
         try:
             good, candidate = self.spec(0), self.spec(k)
+            same = self.same_image(k, good, candidate)
         except HarnessError as exc:
             return Verdict(SKIP, f"does not build: {str(exc).splitlines()[0]}")
-        good_vals: list[float] = []
-        step_vals: list[float] = []
-        total, reps = 0, self.plan["reps"]
-        while True:
+        if same is not None:
+            return same
+
+        def run_round(reps: int) -> Round:
             outcome = run_scenario(self.plan["scenario"], kernels=[good, candidate], reps=reps,
-                                   results_dir=self.dir / f"step-{k}", timing=self.plan["timing"])
+                                   results_dir=self.dir / f"step-{k}", timing=self.plan["timing"],
+                                   jobs=self.jobs)
             self.plan.setdefault("bundles", {}).setdefault(str(k), []).append(str(outcome.bundle))
-            b = load_bundle(outcome.bundle)
-            if not b.samples(candidate):
-                return Verdict(SKIP, f"no measurement: {outcome.error}")
-            if self.criterion.expect:
-                return judge_expectation(self.criterion, b.expectations, candidate)
-            key = (self.criterion.metric, self.criterion.phase)
-            good_vals += b.samples(good).get(key, [])
-            step_vals += b.samples(candidate).get(key, [])
-            total += reps
-            if not good_vals or not step_vals:
-                return Verdict(UNKNOWN, f"{self.criterion.describe()} was not recorded: {outcome.error or 'no such metric'}")
-            v = judge_metric(self.criterion, good_vals, step_vals, deterministic=b.timing == "icount",
-                             direction=direction)
-            if v.verdict is not None:
-                return v
-            if total >= self.plan["max_reps"]:
-                return Verdict(UNKNOWN, f"{v.evidence}: not significant after {total} repetitions a side")
-            reps = min(total, self.plan["max_reps"] - total)
-            print(f"bisect: [{k}] not significant yet ({v.evidence}); {reps} more repetitions", file=sys.stderr)
+            return round_from_bundle(self.criterion, load_bundle(outcome.bundle), outcome.bundle, good, candidate, reps)
+
+        return judge_step(self.criterion, run_round, reps=self.plan["reps"], max_reps=self.plan["max_reps"],
+                          direction=direction, bad_fail_rate=self.plan.get("bad_fail_rate"),
+                          panic=self.plan.get("panic", BAD), say=lambda line: print(f"{line} [{k}]", file=sys.stderr))
+
+    def same_image(self, k: int, good: str, candidate: str) -> Verdict | None:
+        """The verdict of a candidate already judged (the good end included) whose kernel is byte for byte
+        this one's, as syzkaller's bisection does for commits that do not change the binary; else None."""
+        images = self.plan.setdefault("images", {})
+        for j, spec in (("0", good), (str(k), candidate)):
+            if j not in images:
+                images[j] = image_digest(resolve_kernel(parse_kernel_spec(spec)))
+        for j, digest in images.items():
+            verdict = GOOD if j == "0" else self.state.verdict(int(j))
+            if j != str(k) and digest == images[str(k)] and verdict in (GOOD, BAD):
+                return Verdict(verdict, f"the same kernel image as [{j}] (sha256 {digest[:12]}), judged {verdict}: "
+                                        f"not run again")
+        return None
 
     def run(self) -> int:
         t0 = time.monotonic()
@@ -177,9 +186,11 @@ class Bisect:
                   f"[{k}/{self.state.n}] {self.state.labels[k]}", file=sys.stderr)
             t = time.monotonic()
             v = self.judge(k, None if k == self.state.n else self.plan["direction"])
-            self.state.record(k, v.verdict, v.evidence)
+            self.state.record(k, v.verdict, v.evidence, v.confidence)
             if k == self.state.n and v.verdict == BAD:
                 self.plan["direction"] = v.direction
+                if v.failed:  # how often the bad end fails the expectation (at least): sizes the good verdicts
+                    self.plan["bad_fail_rate"] = failure_rate_lower_bound(*v.failed)
             self.save()
             print(f"bisect: [{k}] {v.verdict} in {time.monotonic() - t:.0f} s: {v.evidence}", file=sys.stderr)
         return self.report(time.monotonic() - t0)
@@ -215,19 +226,36 @@ def new_bisect(args) -> Bisect:
         candidates, labels = tree_candidates(Path(args.tree).expanduser(), args.good, args.bad)
     else:
         candidates, labels = series_candidates(args.good, args.bad)
-    directory = Path(args.results or DEFAULT_RESULTS) / time.strftime("bisect-%Y%m%dT%H%M%SZ", time.gmtime())
-    directory.mkdir(parents=True)
+    directory = new_directory(Path(args.results or DEFAULT_RESULTS), "bisect")
     plan = {"scenario": str(Path(args.scenario).resolve()), "good": args.good, "bad": args.bad,
             "tree": str(Path(args.tree).expanduser().resolve()) if args.tree else None,
             "candidates": candidates, "labels": labels, "criterion": asdict(criterion), "direction": None,
-            "reps": args.reps, "max_reps": args.max_reps, "timing": args.timing}
+            "reps": args.reps, "max_reps": args.max_reps, "timing": args.timing, "panic": args.panic}
     return Bisect(directory, plan, BisectState(labels))
 
 
+def new_directory(results: Path, prefix: str) -> Path:
+    """results/PREFIX-<UTC time>, or -2, -3... when another bisect started in the same second."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    try:
+        results.mkdir(parents=True, exist_ok=True)
+        for n in range(1, 1000):
+            directory = results / f"{prefix}-{stamp}{'' if n == 1 else f'-{n}'}"
+            try:
+                directory.mkdir()
+                return directory
+            except FileExistsError:
+                continue
+    except OSError as exc:
+        raise HarnessError(f"--results {results}: cannot create a directory there: {exc.strerror or exc}") from None
+    raise HarnessError(f"--results {results}: too many {prefix} directories from {stamp}")
+
+
 def cmd_bisect(args) -> int:
-    if args.reps < 1 or args.max_reps < args.reps:
-        raise InputError(f"--reps must be at least 1 and --max-reps at least --reps (got {args.reps}, {args.max_reps})")
+    check_reps(args)
+    check_jobs(args.jobs)
     bisect = Bisect.load(Path(args.resume)) if args.resume else new_bisect(args)
+    bisect.jobs = args.jobs
     print(f"bisect: {bisect.dir}: {bisect.state.n} candidates, at most {bisect.state.steps_left()} steps",
           file=sys.stderr)
     bisect.save()
@@ -235,29 +263,59 @@ def cmd_bisect(args) -> int:
 
 
 def cmd_bisect_check(args) -> int:
+    """Exit codes for `git bisect run`: never 1-127 for anything but a bad candidate."""
     try:
-        load_scenario(args.scenario)
-        criterion = Criterion.parse(args.metric, args.expect, args.threshold)
-        if bool(args.kernel) == bool(args.tree):
-            raise InputError("give exactly one of --kernel SPEC and --tree PATH")
-        try:
-            candidate = args.kernel or str(build_kernel(None, tree=Path(args.tree).expanduser()).bzimage)
-        except HarnessError as exc:
-            print(f"bisect-check: cannot build: {str(exc).splitlines()[0]}")
-            return 125
-        plan = {"scenario": args.scenario, "tree": None, "candidates": [args.good, candidate],
-                "labels": ["good", "candidate"], "criterion": asdict(criterion),
-                "direction": 1 if criterion.expect or definition(criterion.metric).better == "lower" else -1,
-                "reps": args.reps, "max_reps": args.max_reps, "timing": args.timing}
-        directory = Path(args.results or DEFAULT_RESULTS) / time.strftime("bisect-check-%Y%m%dT%H%M%SZ", time.gmtime())
-        directory.mkdir(parents=True)
-        bisect = Bisect(directory, plan, BisectState(plan["labels"]))
-        v = bisect.judge(1, plan["direction"])  # bad only when the metric moved the worse way
+        return bisect_check(args)
     except InputError as exc:
         print(f"harness: error: {exc}", file=sys.stderr)
-        return 128
+        return EXIT_ABORT
+    except HarnessError as exc:
+        print(f"bisect-check: skip: could not judge (harness error): {exc}")
+        return EXIT_SKIP
+    except Exception:  # a harness bug must stop the bisect, never mark the commit bad (or skip every one)
+        traceback.print_exc()
+        print("bisect-check: internal error: aborting the bisect", file=sys.stderr)
+        return EXIT_ABORT
+
+
+def bisect_check(args) -> int:
+    load_scenario(args.scenario)
+    criterion = Criterion.parse(args.metric, args.expect, args.threshold)
+    check_reps(args)
+    check_jobs(args.jobs)
+    if bool(args.kernel) == bool(args.tree):
+        raise InputError("give exactly one of --kernel SPEC and --tree PATH")
+    if args.bad_fail_rate is not None and not (0 < args.bad_fail_rate <= 1 and criterion.expect):
+        raise InputError(f"--bad-fail-rate {args.bad_fail_rate}: give it with --expect, as a fraction in (0, 1]")
+    if args.tree and not Path(args.tree).expanduser().is_dir():
+        raise InputError(f"--tree {args.tree}: no such directory")
+    for spec in filter(None, [args.good, args.kernel]):
+        check_available(parse_kernel_spec(spec))
+    try:
+        candidate = args.kernel or str(build_kernel(None, tree=Path(args.tree).expanduser()).bzimage)
+    except HarnessError as exc:  # a commit that does not build is skipped, whatever the reason
+        print(f"bisect-check: skip: cannot build: {str(exc).splitlines()[0]}")
+        return EXIT_SKIP
+    plan = {"scenario": args.scenario, "tree": None, "candidates": [args.good, candidate],
+            "labels": ["good", "candidate"], "criterion": asdict(criterion),
+            "direction": 1 if criterion.expect or definition(criterion.metric).better == "lower" else -1,
+            "bad_fail_rate": args.bad_fail_rate,
+            "reps": args.reps, "max_reps": args.max_reps, "timing": args.timing, "panic": args.panic}
+    try:
+        directory = new_directory(Path(args.results or DEFAULT_RESULTS), "bisect-check")
+    except HarnessError as exc:  # every step would fail the same way: abort, never skip them all
+        raise InputError(str(exc)) from None
+    bisect = Bisect(directory, plan, BisectState(plan["labels"]), jobs=args.jobs)
+    v = bisect.judge(1, plan["direction"])  # bad only when the metric moved the worse way
+    bisect.state.record(1, v.verdict, v.evidence, v.confidence)
+    bisect.save()
     print(f"bisect-check: {v.verdict}: {v.evidence}")
-    return {GOOD: 0, BAD: 1}.get(v.verdict, 125)
+    return {GOOD: EXIT_GOOD, BAD: EXIT_BAD}.get(v.verdict, EXIT_SKIP)
+
+
+def check_reps(args) -> None:
+    if args.reps < 1 or args.max_reps < args.reps:
+        raise InputError(f"--reps must be at least 1 and --max-reps at least --reps (got {args.reps}, {args.max_reps})")
 
 
 def add_common(p) -> None:
@@ -268,8 +326,12 @@ def add_common(p) -> None:
     p.add_argument("--reps", type=int, default=3, help="repetitions per kernel and round (default 3)")
     p.add_argument("--max-reps", type=int, default=12,
                    help="repetitions a side before a step is 'unknown' (default 12)")
+    p.add_argument("--panic", choices=PANIC_CHOICES, default=BAD,
+                   help="a candidate whose kernel crashes (panic, Oops) at boot or in the scenario is bad "
+                        "(default) or skipped")
     p.add_argument("--results", metavar="DIR", help="where the bisect directory goes (default results/)")
     add_timing_option(p)
+    add_jobs_option(p)
 
 
 def register(subparsers) -> None:
@@ -288,5 +350,8 @@ def register(subparsers) -> None:
     c.add_argument("--good", required=True, metavar="SPEC", help="the known good kernel (spec or bzImage)")
     c.add_argument("--kernel", metavar="SPEC", help="the kernel to judge")
     c.add_argument("--tree", metavar="PATH", help="or build this checkout as it is and judge it")
+    c.add_argument("--bad-fail-rate", type=float, metavar="P",
+                   help="with --expect: how often the bad end fails it (0.3: 3 runs in 10); a good verdict then "
+                        "needs enough clean repetitions for that to show with 95%% confidence (up to --max-reps)")
     add_common(c)
     c.set_defaults(func=cmd_bisect_check)

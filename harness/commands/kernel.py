@@ -7,7 +7,7 @@ import sys
 
 from harness.errors import InputError
 from harness.kernels.build import build_kernel
-from harness.kernels.cache import list_cached
+from harness.kernels.cache import damaged_builds, list_cached
 from harness.kernels.spec import parse_kernel_spec
 
 
@@ -18,7 +18,7 @@ def register(subparsers) -> None:
     b.add_argument("spec", nargs="?", help="base or base+SERIES[+SERIES...] (optional with --tree)")
     b.add_argument("--config-fragment", action="append", default=[], metavar="F",
                    help="extra config fragment merged after kernel_patches/config/guest.config (repeatable)")
-    b.add_argument("--tree", metavar="PATH", help="build this kernel checkout out-of-tree instead of the base")
+    b.add_argument("--tree", metavar="PATH", help="build this kernel checkout (never written to) instead of the base")
     b.set_defaults(func=_cmd_build)
     ls = ksub.add_parser("list", help="show cached kernel builds")
     ls.set_defaults(func=_cmd_list)
@@ -55,4 +55,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if not console.is_terminal:  # piped: no terminal width to respect, so print whole specs on one line
         console.width = max([console.width] + [len(info.get("spec", "")) + 64 for info in cached])
     console.print(table)
+    for key, problem in damaged_builds():
+        console.print(f"damaged: {key[:12]}: {problem} (not served; the next build of its spec rebuilds it)",
+                      markup=False, highlight=False)
     return 0

@@ -11,6 +11,7 @@ import yaml
 from pydantic import Field, ValidationError
 
 from harness.errors import InputError
+from harness.scenario.bounds import Repetitions
 from harness.validation import Strict, first_problem
 from harness.yamlfile import describe_error, parse_yaml
 
@@ -46,7 +47,7 @@ class MatrixItem(Strict):
 
     scenario: Annotated[str, Field(min_length=1)]
     kernels: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
-    reps: Annotated[int, Field(ge=1)] | None = None
+    reps: Repetitions | None = None
     timing: Literal["realtime", "icount"] | None = None
     aa: bool = False  # A/A calibration: exactly one kernel run against itself (its repetitions)
 

@@ -20,13 +20,16 @@ from pathlib import Path
 
 from harness.errors import InputError
 from harness.kernels.build import build_key
+from harness.kernels.resolve import check_available
 from harness.kernels.spec import parse_kernel_spec
 from harness.machine.config import TIMING_MODES
 from harness.numbers import fmt_num
 from harness.paths import REPO_ROOT
 from harness.results.bundle import load_bundle
+from harness.results.metrics import check_expectation_metrics
 from harness.results.shards import Plan, PlanBuild, PlanCell, PlanShard, write_model
 from harness.results.writer import utc_now
+from harness.scenario.expectations import check_kernel_names
 from harness.scenario.schema import Scenario, load_scenario
 
 from .matrix import MatrixEntry, load_matrix
@@ -80,7 +83,12 @@ def make_cell(entry: MatrixEntry, matrix: Path, timing: str | None,
     scenario = load_scenario(entry.path)
     kernels = entry.kernels or [k.text for k in scenario.kernels]
     for k in kernels:
-        parse_kernel_spec(k)
+        try:
+            check_available(parse_kernel_spec(k))
+        except InputError as exc:
+            raise InputError(f"{matrix}: entry {entry.index}: {exc}") from None
+    check_kernel_names(scenario, kernels)  # what `harness run` checks too: bad input before any shard boots
+    check_expectation_metrics(scenario)
     reps = entry.reps or scenario.repetitions
     timing = entry.timing or timing
     effective = timing or scenario.qemu.timing

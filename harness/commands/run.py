@@ -20,12 +20,15 @@ from harness.kernels.spec import parse_kernel_spec, series_ref
 from harness.machine.config import TIMING_MODES
 from harness.numbers import fmt_num
 from harness.paths import REPO_ROOT
+from harness.results.metrics import check_expectation_metrics
 from harness.results.model import ScenarioRecord
 from harness.results.writer import BundleWriter
+from harness.scenario.bounds import MAX_REPETITIONS
 from harness.scenario.expectations import EXPECTED_LEAK, LEAK, check_kernel_names
 from harness.scenario.runner import execute
 from harness.scenario.schema import Scenario, load_scenario
 
+from .jobs_option import add_jobs_option, check_jobs
 from .require_accel import add_require_accel_option, check_required_accel, required_accel_rows
 
 DEFAULT_RESULTS = REPO_ROOT / "results"
@@ -56,12 +59,13 @@ class RunOutcome:
 def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, reps: int | None = None,
                  results_dir: Path | None = None, junit: Path | None = None,
                  console: Console | None = None, timing: str | None = None,
-                 require_accel: str | None = None) -> RunOutcome:
+                 require_accel: str | None = None, jobs: int | None = None) -> RunOutcome:
     """Run a scenario end to end; bad input raises InputError before anything starts.
 
     `timing` ("realtime" or "icount") overrides the scenario's qemu.timing.  `require_accel` ("kvm"): an
     InputError when that accelerator is not usable here instead of falling back, and the run fails unless
-    every kernel ran under it with its clock (kvm-clock)."""
+    every kernel ran under it with its clock (kvm-clock).  `jobs`: guests at once under icount (None: what
+    the host allows; realtime runs always run one at a time)."""
     console = console or Console(stderr=True)
     scenario = load_scenario(scenario_path)
     if timing is not None:
@@ -69,8 +73,9 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
             raise InputError(f"--timing {timing!r} is not one of {', '.join(TIMING_MODES)}")
         scenario = replace(scenario, qemu=scenario.qemu.model_copy(update={"timing": timing}))
     specs = [parse_kernel_spec(k) for k in kernels] if kernels else scenario.kernels
-    if reps is not None and reps < 1:
-        raise InputError(f"--reps must be at least 1, got {reps}")
+    check_jobs(jobs)
+    if reps is not None and not 1 <= reps <= MAX_REPETITIONS:
+        raise InputError(f"--reps must be between 1 and {MAX_REPETITIONS}, got {reps}")
     reps = reps or scenario.repetitions
     slugs = [s.slug for s in specs]
     if len(set(slugs)) != len(slugs):
@@ -82,6 +87,7 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
             check_selftest_source(spec)
     _check_zeroing_paths_kernels(scenario, specs)
     check_kernel_names(scenario, [s.text for s in specs])
+    check_expectation_metrics(scenario)
     check_required_accel(require_accel)
     results_dir = results_dir or DEFAULT_RESULTS
     try:
@@ -93,7 +99,7 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
     bundle.manifest.reps = reps
     status, error = "failed", None
     try:
-        results = execute(scenario, specs, reps, bundle, console)
+        results = execute(scenario, specs, reps, bundle, console, jobs=jobs)
         if require_accel:
             bundle.bundle.expectations += required_accel_rows(bundle.manifest, require_accel)
         _print_summary(scenario, bundle, console)
@@ -183,7 +189,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     outcome = run_scenario(args.scenario, kernels=args.kernel, reps=args.reps,
                            results_dir=Path(args.results) if args.results else None,
                            junit=Path(args.junit) if args.junit else None, timing=args.timing,
-                           require_accel=args.require_accel)
+                           require_accel=args.require_accel, jobs=args.jobs)
     print(outcome.bundle)
     sys.stdout.flush()
     return 0 if outcome.ok else 1
@@ -197,6 +203,7 @@ def register(sub) -> None:
     p.add_argument("--results", help=f"results directory (default {DEFAULT_RESULTS})")
     p.add_argument("--junit", help="also write JUnit XML with one test case per expectation")
     add_timing_option(p)
+    add_jobs_option(p)
     add_require_accel_option(p)
     p.set_defaults(func=cmd_run)
 
@@ -205,4 +212,5 @@ def add_timing_option(p) -> None:
     p.add_argument("--timing", choices=TIMING_MODES,
                    help="guest time: realtime, or icount (TCG: instruction counting, repeatable timings); "
                         "overrides the scenario's qemu.timing")
+
 

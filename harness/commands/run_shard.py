@@ -27,6 +27,7 @@ from harness.results.bundle import load_bundle
 from harness.results.shards import SHARD_FILE, Plan, PlanShard, Runner, ShardCell, ShardRecord, load_plan, write_model
 from harness.results.writer import host_info, utc_now
 
+from .jobs_option import add_jobs_option, check_jobs
 from .require_accel import add_require_accel_option, check_required_accel
 from .run import run_scenario
 
@@ -57,7 +58,8 @@ def runner_fingerprint() -> Runner:
                   memory_mib=host.memory_mib, hostname=host.hostname)
 
 
-def run_shard(plan: Plan, shard_id: str, results: Path, require_accel: str | None = None) -> ShardRecord:
+def run_shard(plan: Plan, shard_id: str, results: Path, require_accel: str | None = None,
+              jobs: int | None = None) -> ShardRecord:
     shard = plan.shard(shard_id)
     check_shard_inputs(plan, shard)
     check_required_accel(require_accel)
@@ -72,7 +74,8 @@ def run_shard(plan: Plan, shard_id: str, results: Path, require_accel: str | Non
               f"{cell.reps} rep(s))", file=sys.stderr)
         try:
             outcome = run_scenario(scenario_file(cell.path), kernels=cell.kernels, reps=cell.reps,
-                                   results_dir=results, timing=cell.timing, require_accel=require_accel)
+                                   results_dir=results, timing=cell.timing, require_accel=require_accel,
+                                   jobs=jobs)
             status = load_bundle(outcome.bundle).status
             cells.append(ShardCell(id=cell.id, bundle=outcome.bundle.name, status=status, error=outcome.error,
                                    wall_s=round(time.monotonic() - t, 1)))
@@ -93,8 +96,9 @@ def run_shard(plan: Plan, shard_id: str, results: Path, require_accel: str | Non
 
 
 def cmd_run_shard(args) -> int:
+    check_jobs(args.jobs)
     plan = load_plan(Path(args.plan))
-    record = run_shard(plan, args.shard, Path(args.results), require_accel=args.require_accel)
+    record = run_shard(plan, args.shard, Path(args.results), require_accel=args.require_accel, jobs=args.jobs)
     ok = sum(c.status == "complete" for c in record.cells)
     print(f"run-shard {record.shard}: {ok}/{len(record.cells)} cell(s) complete in {record.wall_s:.0f} s; "
           f"{Path(args.results) / SHARD_FILE}")
@@ -107,5 +111,6 @@ def register(subparsers) -> None:
     p.add_argument("plan", metavar="PLAN_JSON", help="the plan written by harness plan --out")
     p.add_argument("--shard", required=True, metavar="ID", help="shard id from the plan (s1, s2, ...)")
     p.add_argument("--results", required=True, metavar="DIR", help="this shard's results directory")
+    add_jobs_option(p)
     add_require_accel_option(p)
     p.set_defaults(func=cmd_run_shard)

@@ -37,12 +37,13 @@ def vmstat(guest: Guest) -> dict[str, int]:
     return parse_kv(guest.run("cat /proc/vmstat").stdout)
 
 
+def is_tracked(name: str) -> bool:
+    """Whether a step records the delta of this /proc/vmstat counter (as metric vmstat.NAME)."""
+    return any(name == t or (t.endswith("_") and name.startswith(t)) for t in VMSTAT_TRACKED)
+
+
 def tracked_deltas(before: dict[str, int], after: dict[str, int]) -> dict[str, int]:
-    return {
-        name: after[name] - before.get(name, 0)
-        for name in after
-        if any(name == t or (t.endswith("_") and name.startswith(t)) for t in VMSTAT_TRACKED)
-    }
+    return {name: after[name] - before.get(name, 0) for name in after if is_tracked(name)}
 
 
 def guest_clock_and_reported(guest: Guest, sleep_s: float) -> tuple[float, int | None]:

@@ -12,6 +12,11 @@ The outer CPU is `-cpu max,-xsave`.  With XSAVE the nested guest warns at boot (
 reports the x87+SSE size, because the XSETBV never reaches the runner's KVM (QEMU 7.2's TCG does not raise
 SVM's XSETBV intercept).  Without XSAVE in the runner there is none in the nested guest either, and it boots
 clean; the harness itself passes `-cpu host` as it does on a real KVM runner.
+
+The runner's TCG runs its vCPUs in one thread (`thread=single`).  With one thread per vCPU (MTTCG) a nested
+guest once double-faulted in exc_page_fault while the balloon deflated (its page tables read back as zeros:
+a stale translation of the emulated nested paging, we believe); the harness inside runs one thing at a time
+anyway, so little speed is lost.
 """
 
 from __future__ import annotations
@@ -176,7 +181,7 @@ class RunnerVM:
     def argv(self, kernel: GuestKernel, initrd: Path, rundir: Path, sockets: list[tuple[str, Path]]) -> list[str]:
         argv = [
             QEMU_BINARY, "-name", "kvm-runner", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
-            "-accel", "tcg", "-cpu", self.cpu, "-smp", str(self.cpus), "-m", f"{self.memory_mib}M",
+            "-accel", "tcg,thread=single", "-cpu", self.cpu, "-smp", str(self.cpus), "-m", f"{self.memory_mib}M",
             # virtiofs needs guest RAM the daemons can map
             "-object", f"memory-backend-memfd,id=mem0,size={self.memory_mib}M,share=on",
             "-machine", "pc,memory-backend=mem0",

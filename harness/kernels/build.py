@@ -2,40 +2,25 @@
 (``--tree``), configured from the config fragments and compiled with make under a rich progress bar.
 
 What goes into a build and its key: :mod:`harness.kernels.inputs`; the source trees: :mod:`harness.kernels.tree`;
-the config checks: :mod:`harness.kernels.config`; where builds are cached: :mod:`harness.kernels.cache`.
+running make: :mod:`harness.kernels.make`; ``--tree``: :mod:`harness.kernels.tree_build`; the config checks:
+:mod:`harness.kernels.config`; where builds are cached: :mod:`harness.kernels.cache`; patches that build
+nothing: :mod:`harness.kernels.reuse`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import re
-import shutil
 import time
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from harness.errors import HarnessError, InputError
-from harness.kernels.cache import (
-    flock,
-    guest_kernel,
-    kernel_cache,
-    list_cached,
-    load_build,
-    publish,
-)
-from harness.kernels.config import check_config
+from harness.errors import InputError
+from harness.kernels import reuse
+from harness.kernels.cache import check_build, flock, guest_kernel, kernel_cache, load_build, publish
 from harness.kernels.flavours import Flavour, load_flavours
 from harness.kernels.inputs import (
-    BUILD_ENV,
-    FORMAT_VERSION,
-    MAKE_FLAGS,
-    Fragment,
     compute_key,
-    fragment_sha256,
     gcc_version,
     load_base,
     load_fragments,
@@ -43,159 +28,21 @@ from harness.kernels.inputs import (
     module_source_sha256,
     snapshot_inputs,
 )
+from harness.kernels.make import (  # noqa: F401 (error_excerpt, UNIT_LINE, CONTIG_BENCH_GUEST_PATH: public here)
+    CONTIG_BENCH_GUEST_PATH,
+    UNIT_LINE,
+    Checkout,
+    build_info,
+    ensure_ccache,
+    error_excerpt,
+    removed_on_error,
+    run_build,
+    staging_dir,
+)
 from harness.kernels.progress import Reporter
 from harness.kernels.spec import GuestKernel, KernelSpec, parse_kernel_spec
-from harness.kernels.tree import (
-    apt_install,
-    check_package,
-    ensure_base_repo,
-    prepare_tree,
-    tree_state,
-)
-from harness.paths import cache_root
-from harness.process import run_command
-
-CONTIG_BENCH_GUEST_PATH = "/lib/modules/contig_bench.ko"
-
-# Compile units counted for the progress bar: kbuild's quiet-mode lines ("  CC      mm/page_alloc.o").
-UNIT_LINE = re.compile(r"^\s+(CC|CC \[M\]|AS|LD|LD \[M\]|AR|HOSTCC|HOSTLD|CPP|LDS|OBJCOPY|MODPOST|GEN|"
-                       r"UPD|SYSHDR|SYSTBL|VDSO|VDSO2C|RELOCS|ZOFFSET|VOFFSET|MKPIGGY|BUILD|POLICY|"
-                       r"MKCAP|WRAP|KSYMS|SORTTAB|NM|CHKSHA1|DESCEND|INSTALL|CALL|GZIP)\s")
-# Expected number of such lines for a cold build of this config when no earlier build.json knows better
-# (measured 1959 for base with guest.config as of 2026-11-22; see build.json "compile_units").
-DEFAULT_COMPILE_UNITS = 1960
-
-
-# ----------------------------------------------------------------------------------------------------------
-# running make
-
-
-def _build_env(basedir: Path | None) -> dict:
-    env = dict(os.environ)
-    env.update(BUILD_ENV)
-    env["CCACHE_DIR"] = str(cache_root() / "ccache")
-    if basedir is not None:
-        env["CCACHE_BASEDIR"] = str(basedir)
-    else:
-        env.pop("CCACHE_BASEDIR", None)
-    env["LC_ALL"] = "C"
-    return env
-
-
-def _ensure_ccache():
-    if shutil.which("ccache") is None:
-        apt_install("ccache")
-        if shutil.which("ccache") is None:
-            raise HarnessError("ccache is still missing after apt-get install ccache")
-
-
-class _Build:
-    """One build's log and make runner."""
-
-    def __init__(self, log_path: Path, env: dict, rep: Reporter, expected_units: int):
-        self.log_path = log_path
-        self.log = open(log_path, "w")
-        self.env = env
-        self.rep = rep
-        self.units = 0
-        self.expected = expected_units
-        self.task = None
-
-    def close(self):
-        self.log.close()
-
-    def run(self, cmd: list[str], cwd: Path, what: str, count: bool = False) -> str:
-        self.log.write(f"\n$ (cd {cwd} && {' '.join(cmd)})\n")
-        self.log.flush()
-
-        def on_line(line: str) -> None:
-            self.log.write(line)
-            if count and UNIT_LINE.match(line):
-                self.units += 1
-                if self.units > self.expected:
-                    self.expected = int(self.units * 1.05) + 1
-                    self.rep.update(self.task, total=self.expected)
-                self.rep.update(self.task, completed=self.units)
-
-        res = run_command(cmd, cwd=cwd, env=self.env, on_line=on_line, what=what, check=False)
-        self.log.flush()
-        if res.returncode != 0:
-            raise _MakeFailed(what, res.returncode, res.stdout)
-        return res.stdout
-
-
-class _MakeFailed(Exception):
-    def __init__(self, what, rc, output):
-        super().__init__(what)
-        self.what, self.rc, self.output = what, rc, output
-
-
-def error_excerpt(log_text: str, limit: int = 30) -> str:
-    """The last `limit` lines around errors in a build log (or the log's tail if nothing looks like one)."""
-    lines = log_text.splitlines()
-    pat = re.compile(r"error:|Error \d|\*\*\*|fatal:|undefined reference|not clean")
-    keep: set[int] = set()
-    for i, line in enumerate(lines):
-        if pat.search(line):
-            keep.update(range(max(0, i - 2), min(len(lines), i + 3)))
-    if not keep:
-        return "\n".join(lines[-limit:])
-    return "\n".join(lines[i] for i in sorted(keep)[-limit:])
-
-
-def _expected_units() -> int:
-    best = None
-    for info in list_cached():
-        n = info.get("compile_units")
-        if isinstance(n, int) and n > 0 and (info.get("cold") or best is None):
-            best = n
-    return best or DEFAULT_COMPILE_UNITS
-
-
-def _make(jobs: int, tree_args: list[str], *targets: str) -> list[str]:
-    return ["make", f"-j{jobs}", *tree_args, *MAKE_FLAGS, *targets]
-
-
-def _configure_and_compile(b: _Build, srcdir: Path, tree_args: list[str], cfgdir: Path, frags: list[Fragment],
-                           frag_paths: list[Path], timings: dict, label: str) -> str:
-    """tinyconfig + merge_config + olddefconfig, check fragments, bzImage, modules. Returns kernelrelease."""
-    jobs = os.cpu_count() or 1
-    t = time.monotonic()
-    with b.rep.status(f"configuring {label}"):
-        b.run(_make(jobs, tree_args, "tinyconfig"), srcdir, "make tinyconfig")
-        b.run([str(srcdir / "scripts/kconfig/merge_config.sh"), "-m", ".config", *map(str, frag_paths)],
-              cfgdir, "merge_config.sh")
-        b.run(_make(jobs, tree_args, "olddefconfig"), srcdir, "make olddefconfig")
-    check_config(frags, (cfgdir / ".config").read_text())
-    timings["config_s"] = round(time.monotonic() - t, 2)
-    t = time.monotonic()
-    b.task = b.rep.add(f"compiling {label}", b.expected)
-    b.run(_make(jobs, tree_args, "bzImage"), srcdir, "make bzImage", count=True)
-    timings["bzimage_s"] = round(time.monotonic() - t, 2)
-    t = time.monotonic()
-    b.run(_make(jobs, tree_args, "modules"), srcdir, "make modules", count=True)
-    timings["modules_s"] = round(time.monotonic() - t, 2)
-    rel = b.run(["make", "-s", *tree_args, *MAKE_FLAGS, "kernelrelease"], srcdir, "make kernelrelease")
-    return rel.strip().splitlines()[-1].strip()
-
-
-def _build_contig_bench(b: _Build, objdir: Path, work: Path | None, timings: dict) -> dict:
-    """Build the snapshot copy `work` of the contig_bench module against objdir; keep only the .ko."""
-    if work is None:
-        return {}
-    t = time.monotonic()
-    mdir = work.parent
-    with b.rep.status("building contig_bench.ko"):
-        b.run(["make", f"-j{os.cpu_count() or 1}", "-C", str(objdir), *MAKE_FLAGS, f"M={work}", "modules"],
-              objdir, "building contig_bench.ko", count=True)
-    ko = work / "contig_bench.ko"
-    if not ko.is_file():
-        raise HarnessError(f"building contig_bench: make succeeded but {ko} was not produced")
-    shutil.copy2(ko, mdir / "contig_bench.ko")
-    shutil.rmtree(work)
-    timings["contig_bench_s"] = round(time.monotonic() - t, 2)
-    return {CONTIG_BENCH_GUEST_PATH: "modules/contig_bench.ko"}
-
+from harness.kernels.tree import check_package, ensure_base_repo, prepare_tree
+from harness.kernels.tree_build import build_tree
 
 # ----------------------------------------------------------------------------------------------------------
 # public API
@@ -238,16 +85,17 @@ def is_built(spec: KernelSpec) -> bool:
 
 def build_kernel(spec: KernelSpec | str, *, fragments: list[Path | str] | None = None,
                  tree: Path | str | None = None, progress=None,
-                 patches_root: Path | str | None = None) -> GuestKernel:
+                 patches_root: Path | str | None = None, tree_rev: str | None = None) -> GuestKernel:
     """Build (or fetch from cache) the guest kernel a ``base[+SERIES...]`` spec names.
 
     fragments: extra config fragments merged after kernel_patches/config/guest.config.
-    tree: build this kernel checkout out-of-tree instead of the pinned base (spec must be None or "base").
+    tree: build this kernel checkout instead of the pinned base (spec must be None or "base"); tree_rev: only
+    that commit of it (its uncommitted changes left out), without checking it out there.
     progress: a rich Progress owned by the caller to add tasks to (else one on stderr).
     patches_root: where series directories live (default $BALLOON_TESTBED_PATCHES or kernel_patches/).
     """
     if tree is not None:
-        return _build_tree(spec, Path(tree), fragments, progress)
+        return build_tree(spec, Path(tree), fragments, progress, rev=tree_rev)
     if isinstance(spec, str):
         spec = parse_kernel_spec(spec)
     if spec.kind != "build":
@@ -256,41 +104,54 @@ def build_kernel(spec: KernelSpec | str, *, fragments: list[Path | str] | None =
     inputs = _inputs(spec, fragments, patches_root)
     base, series, flavours, frags, gcc, mod_sha, key = (inputs.base, inputs.series, inputs.flavours, inputs.frags,
                                                          inputs.gcc, inputs.mod_sha, inputs.key)
-    info = load_build(key)
+    info, damaged = check_build(key)
     if info is not None:
         return flavoured(guest_kernel(spec, info), flavours)
+    with Reporter(progress) as rep:
+        if damaged:
+            rep.log(f"kernel build: the cached build of {spec.text} (key {key[:12]}) is damaged: {damaged}; "
+                    f"building it again")
+        def waiting() -> None:
+            rep.log(f"kernel build: another process is building {spec.text} (key {key[:12]}): waiting for it")
 
-    with flock(key):
-        info = load_build(key)
-        if info is not None:
-            return flavoured(guest_kernel(spec, info), flavours)
-        with Reporter(progress) as rep:
-            _ensure_ccache()
+        with flock(key, waiting=waiting) as lock:
+            info = load_build(key)
+            if info is not None:
+                rep.log(f"kernel build: {spec.text} was built meanwhile by another process: using its build")
+                return flavoured(guest_kernel(spec, info), flavours)
+            below = reuse.find_below(base, series, frags, gcc, mod_sha)
+            if below is not None:
+                reuse.publish_reuse(key, spec.text, spec.slug, below, staging_dir(key), t_start, series=series,
+                                    frags=frags)
+                rep.log(f"kernel build: {spec.text}: not built, {below.describe()}")
+                return flavoured(guest_kernel(spec, load_build(key)), flavours)
+            ensure_ccache()
             timings: dict = {}
             t = time.monotonic()
             check_package(base, rep)
             src = ensure_base_repo(base, progress=rep.progress)
             timings["base_s"] = round(time.monotonic() - t, 2)
-            tmp = _staging_dir(key)
-            with _removed_on_error(tmp):
+            tmp = staging_dir(key)
+            with removed_on_error(tmp):
                 (tmp / "series").mkdir()
                 frag_paths, mod_copy = snapshot_inputs(tmp, series, frags, mod_sha)
                 t = time.monotonic()
                 wtree = prepare_tree(src, key, series, rep, snapshot=tmp / "series")
                 timings["tree_s"] = round(time.monotonic() - t, 2)
-            checkout = _Checkout(srcdir=wtree, make_args=[], objdir=wtree, ccache_basedir=wtree, label=spec.text,
+            checkout = Checkout(srcdir=wtree, make_args=[], objdir=wtree, ccache_basedir=wtree, label=spec.text,
                                  log_header=f"# harness kernel build {spec.text} key {key}\n# tree {wtree}\n")
-            built = _run_build(key, tmp, rep, checkout, frags, frag_paths, mod_copy, timings, t_start)
+            built = run_build(key, tmp, rep, checkout, frags, frag_paths, mod_copy, timings, t_start, (lock,))
             bdir = kernel_cache() / "builds" / key
             series_rec = [{"name": s.name, "patches": [{"file": p.file, "sha256": p.sha256} for p in s.patches],
                            "of": s.total} for s in series]
-            info = _build_info(key, spec.text, spec.slug, built, series_rec, frags, gcc, mod_sha, timings,
+            info = build_info(key, spec.text, spec.slug, built, series_rec, frags, gcc, mod_sha, timings,
                                record_base={"package": base.package, "version": base.version},
                                info_base={"package": base.package, "version": base.version,
                                           "kernel_version": base.kernel_version},
                                extra={"tree": str(wtree)})
             publish(key, tmp, info)
-            rep.log(f"built {spec.text} ({built.release}) in {timings['total_s']:.0f} s: {bdir / 'bzImage'}")
+            rep.log(f"built {spec.text} ({built.release}) in {timings['total_s']:.0f} s "
+                    f"(ccache: {built.ccache['hits']} hits, {built.ccache['misses']} misses): {bdir / 'bzImage'}")
     return flavoured(guest_kernel(spec, load_build(key)), flavours)
 
 
@@ -302,185 +163,3 @@ def flavoured(kernel: GuestKernel, flavours: list[Flavour]) -> GuestKernel:
         {"name": f.name, "fragment_sha256": hashlib.sha256(f.fragment.read_bytes()).hexdigest(),
          "boot": f.boot_params or None} for f in flavours])
     return replace(kernel, record=record, cmdline=" ".join(f.boot_params for f in flavours if f.boot_params))
-
-
-@dataclass(frozen=True)
-class _Checkout:
-    """What to build: make runs in srcdir with make_args and writes objdir (srcdir itself when in-tree)."""
-
-    srcdir: Path
-    make_args: list[str]
-    objdir: Path
-    ccache_basedir: Path | None
-    label: str  # names the build in status lines
-    log_header: str  # first lines of build.log
-
-
-@dataclass(frozen=True)
-class _Built:
-    """What _run_build produced, as build.json and the manifest record it."""
-
-    release: str  # make kernelrelease
-    modules: dict[str, str]  # guest path -> file under the build directory
-    compile_units: int
-    fragment_sha256: str
-    bzimage_sha256: str
-
-
-def _build_info(key: str, spec_text: str, slug: str, built: _Built, series: list[dict], frags: list[Fragment],
-                gcc: str, mod_sha: str | None, timings: dict, *, record_base: dict, info_base: dict | None,
-                extra: dict) -> dict:
-    """build.json for a finished build, with the manifest record it gives every bundle that boots it."""
-    record = {
-        "spec": spec_text,
-        "slug": slug,
-        "version": built.release,
-        "sha256": built.bzimage_sha256,
-        "cache_key": key,
-        "config": str(kernel_cache() / "builds" / key / "config"),
-        "config_fragment_sha256": built.fragment_sha256,
-        "series": series,
-        "base": record_base,
-    }
-    return {
-        "format": FORMAT_VERSION,
-        "spec": spec_text,
-        "key": key,
-        "built_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "timings": timings,
-        "base": info_base,
-        "gcc": gcc,
-        "make_flags": list(MAKE_FLAGS),
-        "kernelrelease": built.release,
-        "series": series,
-        "fragments": [{"path": str(f.path), "sha256": f.sha256} for f in frags],
-        "config_fragment_sha256": built.fragment_sha256,
-        "modules": sorted(built.modules.values()),
-        "extra_files": built.modules,
-        "contig_bench_sha256": mod_sha,
-        "compile_units": built.compile_units,
-        "bzimage_sha256": built.bzimage_sha256,
-        **extra,
-        "record": record,
-    }
-
-
-def _staging_dir(key: str) -> Path:
-    """A new, empty builds/.tmp-<key>."""
-    builds = kernel_cache() / "builds"
-    builds.mkdir(exist_ok=True)
-    tmp = builds / f".tmp-{key}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir()
-    return tmp
-
-
-@contextlib.contextmanager
-def _removed_on_error(tmp: Path):
-    """Remove the staging directory tmp if the block raises."""
-    try:
-        yield
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _run_build(key: str, tmp: Path, rep: Reporter, co: _Checkout, frags: list[Fragment], frag_paths: list[Path],
-               mod_copy: Path | None, timings: dict, t_start: float) -> _Built:
-    """Configure and compile the checkout, build contig_bench, copy bzImage, config and System.map into tmp.
-
-    A make failure moves tmp to failed/<key> and raises HarnessError with the log's error lines; any other
-    error removes tmp.  Records the step times and the total since t_start in timings.
-    """
-    b = None
-    try:
-        b = _Build(tmp / "build.log", _build_env(co.ccache_basedir), rep, _expected_units())
-        b.log.write(co.log_header)
-        release = _configure_and_compile(b, co.srcdir, co.make_args, co.objdir, frags, frag_paths, timings,
-                                         co.label)
-        mods = _build_contig_bench(b, co.objdir, mod_copy, timings)
-        rep.update(b.task, total=b.units, completed=b.units)
-        b.close()
-    except _MakeFailed as exc:
-        b.close()
-        _fail(key, tmp, exc, co.objdir / ".config")
-    except BaseException:
-        if b is not None:
-            b.close()
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    for name, dst in (("arch/x86/boot/bzImage", "bzImage"), (".config", "config"), ("System.map", "System.map")):
-        shutil.copy2(co.objdir / name, tmp / dst)
-    timings["total_s"] = round(time.monotonic() - t_start, 2)
-    return _Built(release, mods, b.units, fragment_sha256(frags),
-                  hashlib.sha256((tmp / "bzImage").read_bytes()).hexdigest())
-
-
-def _fail(key: str, tmp: Path, exc: _MakeFailed, config: Path | None):
-    fdir = kernel_cache() / "failed" / key
-    if fdir.exists():
-        shutil.rmtree(fdir)
-    fdir.parent.mkdir(exist_ok=True)
-    shutil.move(str(tmp), str(fdir))
-    log = fdir / "build.log"
-    if config is not None and config.is_file():
-        shutil.copy2(config, fdir / "config")
-    hint = ""
-    if "not clean" in exc.output or "mrproper" in exc.output:
-        hint = ("\nthe kernel source tree has in-tree build artifacts (.config, include/config, ...); "
-                "out-of-tree (O=) builds need a clean tree: run `make mrproper` in it first")
-    raise HarnessError(f"{exc.what} failed (exit {exc.rc}); last error lines:\n"
-                       f"{error_excerpt(log.read_text(errors='replace'))}{hint}\nfull log: {log}")
-
-
-# ---- --tree: a developer's own checkout, built out of tree
-
-
-def _build_tree(spec, path: Path, fragments, progress) -> GuestKernel:
-    if spec is not None:
-        text = spec.text if isinstance(spec, KernelSpec) else str(spec)
-        if text.strip() != "base":
-            raise InputError(f"--tree builds the checkout as it is: the spec must be omitted or 'base', "
-                             f"got {text!r} (apply series in your tree instead)")
-    path = path.expanduser().resolve()
-    if not (path / "Makefile").is_file() or not (path / "scripts/kconfig/merge_config.sh").is_file():
-        raise InputError(f"--tree {path}: not a kernel source tree (no Makefile / scripts/kconfig/merge_config.sh)")
-    if (path / ".config").exists() or (path / "include/config").exists():
-        raise InputError(f"--tree {path}: the tree has in-tree build artifacts (.config / include/config); "
-                         f"out-of-tree builds need a clean source tree: run `make mrproper` there first")
-    t_start = time.monotonic()
-    state = tree_state(path)
-    frags = load_fragments(fragments)
-    gcc = gcc_version()
-    mod_sha = module_source_sha256()
-    key = compute_key({"tree": state}, [], frags, gcc, mod_sha)
-    kspec = KernelSpec(f"tree:{path}@{state['head']}", "tree", path=path)
-    info = load_build(key)
-    if info is not None:
-        return guest_kernel(kspec, info)
-    with flock(key), Reporter(progress) as rep:
-        info = load_build(key)
-        if info is not None:
-            return guest_kernel(kspec, info)
-        _ensure_ccache()
-        timings: dict = {}
-        out = kernel_cache() / "trees" / f"ext-{key}"
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = _staging_dir(key)
-        with _removed_on_error(tmp):
-            frag_paths, mod_copy = snapshot_inputs(tmp, [], frags, mod_sha)
-        basedir = Path(os.path.commonpath([path, out]))
-        checkout = _Checkout(srcdir=path, make_args=["-C", str(path), f"O={out}"], objdir=out,
-                             ccache_basedir=None if basedir == Path("/") else basedir, label=f"tree {path.name}",
-                             log_header=f"# harness kernel build --tree {path} key {key}\n# O={out}\n")
-        built = _run_build(key, tmp, rep, checkout, frags, frag_paths, mod_copy, timings, t_start)
-        bdir = kernel_cache() / "builds" / key
-        slug = "tree-" + re.sub(r"[^A-Za-z0-9._-]", "_", path.name) + "-" + state["head"][:12]
-        info = _build_info(key, kspec.text, slug, built, [], frags, gcc, mod_sha, timings,
-                           record_base={"package": None, "version": None, "tree": str(path), "head": state["head"],
-                                        "dirty": state["dirty"]},
-                           info_base=None, extra={"tree": state, "objdir": str(out)})
-        publish(key, tmp, info)
-        rep.log(f"built tree {path} ({built.release}) in {timings['total_s']:.0f} s: {bdir / 'bzImage'}")
-    return guest_kernel(kspec, load_build(key))

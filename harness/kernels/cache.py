@@ -6,26 +6,38 @@ Layout under ``cache_root()/kernel/``::
                              pristine, never built in
     trees/<key>/             a git worktree per build key; the key's series are applied there with ``git am``
     trees/<key>.ready        written once every patch applied (a worktree without it is half-made: recreated)
-    trees/ext-<key>/         O= output directory for ``--tree`` builds of a developer's own checkout
-    builds/<key>/            published outputs: bzImage, config, System.map, series/, modules/, build.json, build.log
+    trees/user-<name>-<hash>/  a ``git clone --shared`` of a developer's checkout (``--tree``), synced to its
+                             state and built in-tree (see :mod:`harness.kernels.tree_build`)
+    builds/<key>/            published outputs: bzImage, config, System.map, series/, modules/, build.json, build.log,
+                             used-files.json (what the build read: see :mod:`harness.kernels.used`)
     builds/.tmp-<key>/       a build in progress (renamed to builds/<key> when complete, so never a cache hit)
     failed/<key>/            build.log (and config) of the last failed build of a key
     locks/                   flock files: one per key, one for the base repo
 
 The build key is the sha256 of every input that decides the output (see :func:`harness.kernels.inputs.compute_key`);
-a cache hit only hashes the inputs and reads ``builds/<key>/build.json``.
+a cache hit hashes the inputs, reads ``builds/<key>/build.json`` and checks the sha256 it records of every
+published file (bzImage, modules), so an image truncated or altered after its build is never served: it is
+rebuilt, and the build says so.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import hashlib
 import json
+import os
 import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import IO
 
 from harness.kernels.spec import GuestKernel, KernelSpec
 from harness.paths import cache_root
+
+# Written into an object tree while a build runs there; found at the start of a build, it means the last one
+# there was killed half-way, and its objects cannot be trusted.
+INCOMPLETE_MARKER = ".harness-build-incomplete"
 
 
 def kernel_cache() -> Path:
@@ -36,28 +48,77 @@ def kernel_cache() -> Path:
 
 
 @contextlib.contextmanager
-def flock(name: str):
-    """Hold locks/<name>.lock exclusively (one per build key, "src" for the base repo)."""
+def flock(name: str, waiting: Callable[[], None] | None = None) -> Iterator[IO]:
+    """Hold locks/<name>.lock exclusively (one per build key, "src" for the base repo); yields the open lock file.
+
+    waiting() is called once when another process holds the lock, before blocking until it is free.  The lock
+    is never released with LOCK_UN, only by closing: a build hands the file to make (pass_fds), so if the
+    harness is killed, the lock stays held until the last compiler it started has exited.
+    """
     d = kernel_cache() / "locks"
     d.mkdir(exist_ok=True)
     with open(d / f"{name}.lock", "w") as fh:
-        fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting is not None:
+                waiting()
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        yield fh
 
 
 def load_build(key: str) -> dict | None:
-    """builds/<key>/build.json if that build is complete (its bzImage is there), else None."""
+    """builds/<key>/build.json if that build is complete and intact, else None (see :func:`check_build`)."""
+    return check_build(key)[0]
+
+
+def check_build(key: str) -> tuple[dict | None, str | None]:
+    """(build.json, None) for a complete, intact build; (None, None) when there is none (or only half a one);
+    (None, PROBLEM) when one was published but a file it records is missing or is not what was built."""
     bdir = kernel_cache() / "builds" / key
     try:
         info = json.loads((bdir / "build.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
-    if not (bdir / "bzImage").is_file() or info.get("key") != key:
-        return None
-    return info
+    except FileNotFoundError:
+        return None, None
+    except (OSError, json.JSONDecodeError) as exc:
+        return None, f"its build.json cannot be read ({exc})"
+    if not isinstance(info, dict) or info.get("key") != key:
+        return None, "its build.json names another build"
+    expected = dict(info.get("file_sha256") or {})
+    if "bzImage" not in expected:  # builds published before file_sha256 existed record the image alone
+        if not info.get("bzimage_sha256"):
+            return None, "its build.json records no sha256 of the bzImage"
+        expected["bzImage"] = info["bzimage_sha256"]
+        expected.update({rel: "" for rel in info.get("extra_files", {}).values()})
+    for rel, want in sorted(expected.items()):
+        try:
+            got = file_sha256(bdir / rel)
+        except FileNotFoundError:
+            return None, f"{rel} is missing"
+        if want and got != want:
+            return None, f"{rel} is not the file that was built (sha256 {got[:12]}, build.json: {want[:12]})"
+    return info, None
+
+
+_digests: dict[tuple, str] = {}
+
+
+def file_sha256(path: Path) -> str:
+    """sha256 of a file, remembered per (inode, size, mtime) so a process hashes each published file once."""
+    st = path.stat()
+    ident = (str(path), st.st_ino, st.st_size, st.st_mtime_ns)
+    if ident not in _digests:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+        _digests[ident] = h.hexdigest()
+    return _digests[ident]
+
+
+def published_digests(bdir: Path, rels: list[str]) -> dict[str, str]:
+    """{relative path: sha256} of the files a build publishes, for build.json's file_sha256."""
+    return {rel: file_sha256(bdir / rel) for rel in rels}
 
 
 def guest_kernel(spec: KernelSpec, info: dict) -> GuestKernel:
@@ -97,11 +158,28 @@ def list_cached() -> list[dict]:
     return out
 
 
+def damaged_builds() -> list[tuple[str, str]]:
+    """(key, what is wrong) of every published build that is no longer what was built."""
+    bdir = kernel_cache() / "builds"
+    out = []
+    for d in sorted(bdir.iterdir()) if bdir.is_dir() else []:
+        if not d.name.startswith("."):
+            problem = check_build(d.name)[1]
+            if problem:
+                out.append((d.name, problem))
+    return out
+
+
 def publish(key: str, tmp: Path, info: dict):
-    """Write build.json into the finished builds/.tmp-<key> and rename it to builds/<key> (replacing any)."""
+    """Write build.json into the finished builds/.tmp-<key> and rename it to builds/<key>.
+
+    An existing builds/<key> (a damaged one being replaced) is first renamed aside, so at every instant
+    builds/<key> is either the old entry or the new one, never half of each."""
     (tmp / "build.json").write_text(json.dumps(info, indent=2) + "\n")
     final = tmp.parent / key
+    old = tmp.parent / f".old-{key}-{os.getpid()}"
     if final.exists():
-        shutil.rmtree(final)
+        final.rename(old)
     tmp.rename(final)
-
+    if old.exists():
+        shutil.rmtree(old, ignore_errors=True)

@@ -36,6 +36,17 @@ def resolve_kernel(spec: KernelSpec, progress=None) -> GuestKernel:
     )
 
 
+def image_digest(kernel: GuestKernel) -> str:
+    """One sha256 of what boots: the image, every file put into the guest's initramfs, the boot parameters.
+    Two kernels with the same digest behave the same (bisect reuses a verdict on it)."""
+    h = hashlib.sha256()
+    h.update(hashlib.sha256((kernel.boot_image or kernel.bzimage).read_bytes()).digest())
+    for guest, host in sorted(kernel.extra_files.items()):
+        h.update(guest.encode() + b"\0" + hashlib.sha256(host.read_bytes()).digest())
+    h.update(b"\0" + kernel.cmdline.encode())
+    return h.hexdigest()
+
+
 def check_available(spec: KernelSpec) -> None:
     """InputError when the spec names something that does not exist (a patch series), before anything starts."""
     if spec.kind == "build":

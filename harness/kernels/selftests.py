@@ -9,11 +9,13 @@ is recreated from the base and its series if it was deleted, and ``make headers`
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +24,7 @@ from harness.kernels.cache import flock, kernel_cache, load_build
 from harness.kernels.inputs import load_base, load_stack
 from harness.kernels.progress import Reporter
 from harness.kernels.spec import GuestKernel, KernelSpec
-from harness.kernels.tree import ensure_base_repo, prepare_tree, tree_state
+from harness.kernels.tree import ensure_base_repo, prepare_tree, sync_user_tree, tree_state, user_checkout
 from harness.process import run_command
 
 SELFTESTS_FORMAT = "1"
@@ -73,8 +75,9 @@ def _build_info(kernel: GuestKernel) -> dict:
     return info
 
 
-def _source_tree(kernel: GuestKernel, info: dict, rep: Reporter) -> tuple[Path, list[str], Path]:
-    """(source dir, make args for the headers, the directory `make headers` writes usr/include into)."""
+@contextlib.contextmanager
+def _source_tree(kernel: GuestKernel, info: dict, rep: Reporter) -> Iterator[Path]:
+    """The kernel's source tree, to run `make headers` and build the selftests in (held while in use)."""
     tree = info.get("tree")
     if isinstance(tree, dict):  # a developer's --tree: the checkout must still be what the kernel was built from
         path = Path(tree["path"])
@@ -82,12 +85,12 @@ def _source_tree(kernel: GuestKernel, info: dict, rep: Reporter) -> tuple[Path, 
         if now is None or any(now.get(k) != tree.get(k) for k in ("head", "diff_sha256", "untracked_sha256")):
             raise InputError(f"kernel {kernel.spec.text!r}: its tree {path} has changed since the kernel was built; "
                              f"rebuild it (harness kernel build --tree {path}) so the selftests match the kernel")
-        objdir = Path(info["objdir"])
-        return path, ["-C", str(path), f"O={objdir}"], objdir
+        with flock(user_checkout(path)[1]):
+            yield sync_user_tree(path, tree, rep)
+        return
     series = load_stack([f"{s['name']}@{len(s['patches'])}" for s in info.get("series", [])])
     src = ensure_base_repo(load_base(), progress=rep.progress)
-    wtree = prepare_tree(src, info["key"], series, rep)
-    return wtree, ["-C", str(wtree)], wtree
+    yield prepare_tree(src, info["key"], series, rep)
 
 
 def load_selftests(key: str) -> SelftestBuild | None:
@@ -112,8 +115,8 @@ def build_mm_selftests(kernel: GuestKernel, progress=None) -> SelftestBuild:
         cached = load_selftests(key)
         if cached is not None:
             return cached
-        with Reporter(progress) as rep:
-            src, make_args, hdr_root = _source_tree(kernel, info, rep)
+        with Reporter(progress) as rep, _source_tree(kernel, info, rep) as src:
+            make_args, hdr_root = ["-C", str(src)], src
             final = kernel_cache() / "builds" / key / SELFTESTS_DIR
             work = final.with_name(f".tmp-{SELFTESTS_DIR}")
             shutil.rmtree(work, ignore_errors=True)

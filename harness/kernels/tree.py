@@ -121,6 +121,7 @@ def _base_ready(src: Path) -> bool:
 
 
 def _remove_worktree(src: Path, tree: Path):
+    _git(src, "worktree", "unlock", str(tree), check=False)  # a `worktree add` killed half-way leaves it locked
     if tree.exists():
         _git(src, "worktree", "remove", "--force", "--force", str(tree), check=False)
         if tree.exists():
@@ -234,3 +235,61 @@ def tree_state(path: Path) -> dict:
             h.update(hashlib.sha256(p.read_bytes()).digest())
     return {"path": str(path), "head": head, "diff_sha256": hashlib.sha256(diff).hexdigest(),
             "untracked_sha256": h.hexdigest(), "untracked_files": len(names), "dirty": bool(diff or names)}
+
+
+def committed_state(path: Path, rev: str) -> dict:
+    """tree_state() of the checkout as it would be with `rev` checked out and nothing else changed."""
+    if run_command(["git", "-C", str(path), "rev-parse", "--git-dir"], check=False).returncode != 0:
+        raise InputError(f"--tree {path}: not a git checkout (the cache key needs git rev-parse HEAD / git diff)")
+    res = run_command(["git", "-C", str(path), "rev-parse", "--verify", f"{rev}^{{commit}}"], check=False)
+    if res.returncode != 0:
+        raise InputError(f"--tree {path}: no commit {rev!r}")
+    return {"path": str(path), "head": res.stdout.strip(), "diff_sha256": hashlib.sha256(b"").hexdigest(),
+            "untracked_sha256": hashlib.sha256().hexdigest(), "untracked_files": 0, "dirty": False}
+
+
+def user_checkout(path: Path) -> tuple[Path, str]:
+    """(the cache's in-tree build copy of a developer's checkout, the name of its lock)."""
+    name = f"user-{re.sub(r'[^A-Za-z0-9._-]', '_', path.name)}-{hashlib.sha256(str(path).encode()).hexdigest()[:12]}"
+    return kernel_cache() / "trees" / name, name
+
+
+def sync_user_tree(path: Path, state: dict, rep: Reporter | None = None, local_changes: bool = True) -> Path:
+    """The cache's copy of the developer's checkout `path`, holding exactly the sources `state` describes.
+
+    A ``git clone --shared`` (objects borrowed from the checkout, nothing copied) at HEAD, with the
+    checkout's uncommitted diff and untracked files on top.  Builds happen in it, in-tree, like the series
+    worktrees: the compiler sees the same relative paths, so ccache hits what series builds compiled, and
+    the developer's checkout is never written to.  Reused across commits (make rebuilds what a checkout
+    changed); the caller holds its lock (:func:`user_checkout`).  local_changes=False: the commit alone (a
+    bisect step), without the checkout's uncommitted diff and untracked files.
+    """
+    rep = rep or Reporter(quiet=True)
+    co, _ = user_checkout(path)
+    if not (co / ".git").is_dir():
+        tmp = co.with_name(f".tmp-{co.name}")
+        for d in (tmp, co):
+            shutil.rmtree(d, ignore_errors=True)
+        co.parent.mkdir(parents=True, exist_ok=True)
+        run_command(["git", "clone", "--quiet", "--shared", "--no-checkout", str(path), str(tmp)],
+                    what=f"git clone --shared {path}")
+        tmp.rename(co)
+    (co / ".git" / "index.lock").unlink(missing_ok=True)  # left by a git killed half-way; we hold co's lock
+    with rep.status(f"checking out {state['head'][:12]} of {path} into {co.name}"):
+        _git(co, "checkout", "--quiet", "--force", "--detach", state["head"], what=f"git checkout {state['head']}")
+        _git(co, "clean", "-fdq", what="git clean")  # untracked sources of an earlier sync, not build outputs
+        diff = run_command(["git", "-C", str(path), "diff", "--binary", "HEAD"], binary=True).stdout \
+            if local_changes else b""
+        if diff:
+            run_command(["git", "-C", str(co), "apply", "--index", "--binary", "--whitespace=nowarn", "-"], input=diff,
+                        binary=True, what=f"applying the uncommitted changes of {path}")
+        untracked = run_command(["git", "-C", str(path), "ls-files", "-z", "--others", "--exclude-standard"],
+                                binary=True).stdout.split(b"\0") if local_changes else []
+        for u in (u.decode(errors="surrogateescape") for u in untracked if u):
+            (co / u).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path / u, co / u)
+    now = run_command(["git", "-C", str(co), "diff", "--binary", "HEAD"], binary=True).stdout
+    if hashlib.sha256(now).hexdigest() != state["diff_sha256"]:
+        raise HarnessError(f"--tree {path}: its copy in {co} does not match it after the sync "
+                           f"(did the checkout change during the build?)")
+    return co

@@ -116,6 +116,12 @@ class QemuProcess:
             self._stderr.close()
             self._stderr = None
 
+    def send_kill(self) -> None:
+        """SIGKILL QEMU and nothing else: safe from another thread (stop() then reaps it)."""
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+
     def kill(self) -> None:
         """Stop at once (a failed migration's destination has nothing worth a clean exit)."""
         if self._proc is not None and self._proc.poll() is None:

@@ -74,6 +74,7 @@ class VM:
         self._attached: list[Closeable] = []
         self._qemu: QemuProcess | None = None
         self._incoming: QemuProcess | None = None  # a migration's destination until it takes over
+        self._killed = False
 
     # -- lifecycle ---------------------------------------------------------------------------
     def __enter__(self) -> VM:
@@ -105,6 +106,8 @@ class VM:
         return 0 if self._qemu is None else self._qemu.ssh_port
 
     def launch(self) -> None:
+        if self._killed:
+            raise GuestDied("stopped before QEMU started")
         self.logdir.mkdir(parents=True, exist_ok=True)
         sweep_stale_run_dirs()
         self.rundir = Path(tempfile.mkdtemp(prefix=f"vm-{os.getpid()}-", dir=run_dir_root()))
@@ -113,6 +116,8 @@ class VM:
                 check_hugepages(self.config.memory_mib)
             self._qemu = self._new_qemu()
             self._start(self._qemu)
+            if self._killed:  # kill() ran while QEMU was starting
+                self.kill()
             self.started_at = self._qemu.started_at
             self._qemu.connect_qmp(timeout=120, alive=self.check_alive)
         except BaseException:
@@ -141,6 +146,14 @@ class VM:
         assert self.rundir is not None, "launch() creates the run dir"
         return self.rundir
 
+    def kill(self) -> None:
+        """Kill QEMU now (both, during a migration); safe from another thread.  The thread that owns the VM then
+        finds it dead (check_alive, a broken SSH connection) and shuts it down as usual."""
+        self._killed = True
+        for qemu in (self._qemu, self._incoming):
+            if qemu is not None:
+                qemu.send_kill()
+
     def attach(self, thing: Closeable) -> None:
         """Close `thing` (a connection into the guest) when the VM shuts down, before QEMU stops."""
         self._attached.append(thing)
@@ -162,6 +175,12 @@ class VM:
         if self.rundir is not None:
             shutil.rmtree(self.rundir, ignore_errors=True)
             self.rundir = None
+
+    def cpu_seconds(self) -> float:
+        """CPU time QEMU has used so far (user + system, all its threads): what a boot cost the host, which
+        its load changes far less than the wall time."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     # -- migration ---------------------------------------------------------------------------
     def migrate(self, mode: str, precopy_s: float, timeout: float,
@@ -233,6 +252,8 @@ class VM:
         for qemu in (self._qemu, self._incoming):
             if qemu is None or qemu.returncode is None:
                 continue
+            if self._killed:
+                raise GuestDied("QEMU was stopped by the harness")
             if panic:
                 raise GuestDied(f"{qemu.label} exited with code {qemu.returncode} after a guest kernel failure: "
                                 f"{panic}")

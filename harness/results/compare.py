@@ -148,6 +148,7 @@ def compare_kernels(a: Bundle, ka: str, b: Bundle, kb: str, threshold_pct: float
                     threshold_for: Callable[[str, str], ThresholdLike] | None = None) -> KernelComparison:
     """threshold_for(name, phase): a per-metric threshold (A/A calibration) instead of threshold_pct."""
     comparable, reason = timing_comparability(a, b)
+    jobs_a, jobs_b = a.manifest.jobs or 1, b.manifest.jobs or 1
     sa, sb = a.samples(ka), b.samples(kb)
     cmp = KernelComparison(ka, kb, a, b, comparable, reason)
     for key, av in sa.items():
@@ -156,11 +157,16 @@ def compare_kernels(a: Bundle, ka: str, b: Bundle, kb: str, threshold_pct: float
             continue
         name, phase = key
         judge_it = comparable or definition(name).kind != TIME
+        if judge_it and jobs_a != jobs_b and definition(name).host_clock:
+            # Guests beside each other slow the host-time figures, not the guest-time ones (--jobs, icount).
+            judge_it, row_reason = False, f"host-time figure: the bundles ran {jobs_a} and {jobs_b} guests at once"
+        else:
+            row_reason = reason
         pct, source = threshold_pct, f"fixed {threshold_pct:g} %"
         if threshold_for is not None:
             t = threshold_for(name, phase)
             pct, source = t.pct, t.source
-        j = stats.judge(name, av, sb[key], threshold_pct=pct, comparable=judge_it, reason=reason,
+        j = stats.judge(name, av, sb[key], threshold_pct=pct, comparable=judge_it, reason=row_reason,
                         deterministic=comparable and a.timing == "icount")
         cmp.rows.append(Row(phase, j, av, sb[key], pct, source))
     cmp.only_other = [k for k in sb if k not in sa]

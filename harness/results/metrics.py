@@ -6,8 +6,15 @@ stages judge changes through :func:`definition`, never by guessing from the valu
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from harness.errors import InputError
+
+if TYPE_CHECKING:
+    from harness.scenario.schema import Scenario
 
 TIME = "time"  # wall or CPU time; only comparable on the same accelerator, QEMU and host CPU
 COUNTER = "counter"  # event counts (vmstat deltas, non-zero pages); comparable anywhere
@@ -22,12 +29,17 @@ class MetricDef:
     better: str | None  # "lower", "higher" or None (informational, never flagged)
     doc: str
     headline: bool = False  # what a scenario's card in the report shows first, and what its trends plot
+    # Timed on the host's clock also under icount: the host's load moves it, and so does how many guests ran at once.
+    host_clock: bool = False
+    recorded: bool = True  # False: only older bundles have it; a run today never records it
 
 
 _DEFS = [
-    MetricDef("boot_to_ssh_s", "s", TIME, "lower", "QEMU start until the guest's sshd answered"),
-    MetricDef("balloon_inflate_s", "s", TIME, "lower", "balloon target set until query-balloon reached it (inflate)"),
-    MetricDef("balloon_deflate_s", "s", TIME, "lower", "balloon target set until query-balloon reached it (deflate)"),
+    MetricDef("boot_to_ssh_s", "s", TIME, "lower", "QEMU start until the guest's sshd answered", host_clock=True),
+    MetricDef("balloon_inflate_s", "s", TIME, "lower", "balloon target set until query-balloon reached it (inflate)",
+              host_clock=True),
+    MetricDef("balloon_deflate_s", "s", TIME, "lower", "balloon target set until query-balloon reached it (deflate)",
+              host_clock=True),
     MetricDef("balloon_actual_mib", "MiB", MEMORY, None, "guest memory the balloon leaves to the guest after a step"),
     MetricDef("reporting_settle_s", "s", TIME, None,
               "guest time until free page reporting stopped (host RSS steady, page_reporting_pages flat)"),
@@ -61,7 +73,7 @@ _DEFS = [
     MetricDef("zeroing.thp_pages", "pages", COUNTER, "lower",
               "base pages zeroed by folio_zero_user() for THP, mTHP and hugetlb faults"),
     MetricDef("kprobe.*", "calls", COUNTER, "lower", "calls of a zeroing function counted by a kprobe event "
-              "(bundles before the zeroing.* metrics)"),
+              "(bundles before the zeroing.* metrics)", recorded=False),
     MetricDef("vmstat.*", "pages", COUNTER, None, "delta of a /proc/vmstat counter over a step"),
     MetricDef("zeroing_paths.*", "pages", COUNTER, None,
               "zeroed (or skipped) pages of a zeroing_paths step by the path they came from (zeroing-sources)"),
@@ -79,3 +91,31 @@ def definition(name: str) -> MetricDef:
             return d
     return MetricDef(name, "", COUNTER, None, "unknown metric")
 
+
+
+def _defined(name: str) -> MetricDef | None:
+    return next((d for d in _DEFS if fnmatch.fnmatchcase(name, d.name)), None)
+
+
+def is_recorded(name: str) -> bool:
+    """Whether a run can record a metric of this name: it has a definition here (tests/results/test_metrics.py
+    holds every name the steps record to one), and a vmstat.* delta is of a counter the steps track."""
+    d = _defined(name)
+    if d is None or not d.recorded:
+        return False
+    if name.startswith("vmstat."):
+        from harness.guest.probes import is_tracked  # lazily: the guest stage pulls in SSH
+
+        return is_tracked(name.removeprefix("vmstat."))
+    return True
+
+
+def check_expectation_metrics(scenario: Scenario) -> None:
+    """InputError for a metric or ratio check naming a metric no run records: it could only fail at the end."""
+    for group in ("metrics", "ratios"):
+        for i, check in enumerate(getattr(scenario.expect, group)):
+            if not is_recorded(check.name):
+                near = difflib.get_close_matches(check.name, [d.name for d in _DEFS if d.recorded], n=3)
+                raise InputError(f"{scenario.path}: expect.{group}[{i}].name: {check.name!r} is not a metric the "
+                                 "harness records" + (f" (did you mean {', '.join(near)}?)" if near else
+                                                      " (harness/results/metrics.py lists them)"))

@@ -122,6 +122,9 @@ class Manifest(Record):
     started: str | None = None
     ended: str | None = None
     reps: int | None = None
+    # Repetitions in their planned order ([{kernel, rep}]), and how many guests ran at once (icount only).
+    rep_order: list[dict[str, Any]] | None = None
+    jobs: int | None = None
 
     @property
     def scenario_name(self) -> str:

@@ -5,11 +5,15 @@ The records are those of harness.results.model; results/README.md describes the 
 
 from __future__ import annotations
 
+import errno
 import hashlib
+import itertools
 import os
 import platform
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 
 from harness import __version__
@@ -57,27 +61,45 @@ def git_commit() -> str | None:
 
 
 MAX_NAME = 160  # file names stop at 255 bytes; stacked series specs are long
+_writers = itertools.count()  # tells apart the temp dirs of writers in one process
 
 
-def bundle_name(stamp: str, scenario: str, kernel_slugs: list[str]) -> str:
-    """<stamp>-<scenario>-<slug>_vs_<slug>...; when that is too long for a file name, its start and a hash."""
+def bundle_name(stamp: str, scenario: str, kernel_slugs: list[str], n: int = 1) -> str:
+    """<stamp>-<scenario>-<slug>_vs_<slug>...; when that is too long for a file name, its start and a hash.
+    The `n`th run of that name in one results directory (started in the same second) ends in -<n>."""
     name = f"{stamp}-{scenario}-{'_vs_'.join(kernel_slugs)}"
-    if len(name) <= MAX_NAME:
-        return name
+    suffix = f"-{n}" if n > 1 else ""
+    if len(name) + len(suffix) <= MAX_NAME:
+        return name + suffix
     digest = hashlib.sha256(name.encode()).hexdigest()[:10]
-    return f"{name[:MAX_NAME - 11]}-{digest}"
+    return f"{name[:MAX_NAME - 11 - len(suffix)]}-{digest}{suffix}"
+
+
+def rename_unique(src: Path, name: Callable[[int], str]) -> Path:
+    """Rename directory `src` to the first free `name(n)` (n = 1, 2, ...) beside it, never over another run's
+    bundle: two runs started in the same second into one results directory both keep theirs."""
+    for n in itertools.count(1):
+        dest = src.parent / name(n)
+        if dest.exists():
+            continue
+        try:
+            src.rename(dest)  # onto a non-empty directory (another run's, renamed since) fails: try the next
+            return dest
+        except OSError as exc:
+            if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+    raise AssertionError("unreachable")
 
 
 class BundleWriter:
     """A bundle being written by a run (the scenario layer's RunSink): built in `path`, a hidden
-    ``.tmp-*`` directory, and renamed to `final_path` by :meth:`finish`."""
+    ``.tmp-*`` directory, and renamed to its bundle name by :meth:`finish` (the first one free then)."""
 
     def __init__(self, results_dir: Path, scenario_name: str, kernel_slugs: list[str]):
         stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-        name = bundle_name(stamp, scenario_name, kernel_slugs)
+        self._name = partial(bundle_name, stamp, scenario_name, kernel_slugs)
         results_dir.mkdir(parents=True, exist_ok=True)
-        self.final_path = results_dir / name
-        self.path = results_dir / f".tmp-{name}-{os.getpid()}"
+        self.path = results_dir / f".tmp-{self._name()}-{os.getpid()}-{next(_writers)}"
         self.path.mkdir()
         self.bundle = Bundle(self.path, Manifest(
             host=host_info(), harness=HarnessRecord(version=__version__, git_commit=git_commit()), started=utc_now()))
@@ -102,6 +124,10 @@ class BundleWriter:
         self.manifest.accel = accel
         self.manifest.timing = timing
         self.manifest.qemu = QemuRecord(version=qemu_version, binary=qemu_binary, argv=None)
+
+    def set_schedule(self, *, jobs: int, order: list[dict]) -> None:
+        self.manifest.jobs = jobs
+        self.manifest.rep_order = order
 
     def add_kernel(self, record: dict) -> None:
         self.manifest.kernels.append(KernelRecord.model_validate(record))
@@ -128,6 +154,5 @@ class BundleWriter:
         self.manifest.error = error
         self.manifest.ended = utc_now()
         self.bundle.write(self.path)
-        self.path.rename(self.final_path)
-        self.path = self.bundle.path = self.final_path
-        return self.final_path
+        self.path = self.bundle.path = rename_unique(self.path, self._name)
+        return self.path

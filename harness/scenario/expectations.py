@@ -10,7 +10,8 @@ import statistics
 
 from harness.errors import InputError
 from harness.numbers import fmt_num
-from harness.scenario.schema import MetricCheck, RatioCheck, Scenario
+from harness.scenario.expectation_models import MetricCheck, RatioCheck
+from harness.scenario.schema import Scenario
 from harness.scenario.sink import MetricValues
 from harness.scenario.steps import RepResult
 

@@ -11,6 +11,7 @@ from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 from harness.machine.config import FILE_BACKENDS
 from harness.machine.migration import MODES
 from harness.machine.vm import run_dir_root
+from harness.scenario.bounds import MiBPerS, Seconds, in_range, json_range
 from harness.validation import Strict, problem
 
 Number = int | float
@@ -30,11 +31,11 @@ class MigrateParams(Strict):
 
     shorthand = "mode"
     mode: Annotated[str, AfterValidator(_mode), WithJsonSchema({"enum": list(MODES)})] = MODES[0]
-    precopy_s: Annotated[Number, Field(ge=0, le=600)] | None = None  # postcopy: the precopy pass before it
+    precopy_s: Annotated[Number, in_range(0, 600), json_range(0, 600)] | None = None  # postcopy: the pass before
     # Throttle the stream (precopy passes and postcopy's background push) to stretch the window in which the
     # guest runs while pages are in flight; default: unthrottled (both QEMUs are on this host).
-    bandwidth_mib_s: Annotated[int, Field(ge=1)] | None = Field(None, alias="bandwidth")
-    timeout_s: Annotated[Number, Field(gt=0)] = 300
+    bandwidth_mib_s: MiBPerS | None = Field(None, alias="bandwidth")
+    timeout_s: Seconds = 300
 
     @model_validator(mode="after")
     def _precopy_s_for_postcopy(self) -> MigrateParams:
@@ -51,8 +52,8 @@ class BackgroundSnapshotParams(Strict):
     """`background_snapshot`: save the running guest to a file in the private run dir with QEMU's
     background-snapshot capability, while it goes on running."""
 
-    bandwidth_mib_s: Annotated[int, Field(ge=1)] | None = Field(None, alias="bandwidth")  # stretches the window
-    timeout_s: Annotated[Number, Field(gt=0)] = 300
+    bandwidth_mib_s: MiBPerS | None = Field(None, alias="bandwidth")  # stretches the window
+    timeout_s: Seconds = 300
 
 
 def migration_problem(memory_backend: str, mem_path: str | None) -> str | None:

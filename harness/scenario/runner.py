@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     Progress,
@@ -21,8 +22,9 @@ from harness.kernels.spec import KernelSpec
 from harness.machine import accel as accel_mod
 from harness.machine.qemu_argv import effective_timing
 from harness.scenario import expectations
+from harness.scenario.parallel import PlannedRep, RepOutcome, Scheduler, Tagged, choose_jobs, plan_order
 from harness.scenario.schema import Scenario
-from harness.scenario.sink import RunSink
+from harness.scenario.sink import BufferedSink, RunSink
 from harness.scenario.steps import RepResult, RepRunner
 
 
@@ -32,8 +34,11 @@ def make_progress(console: Console) -> Progress:
 
 
 def execute(scenario: Scenario, specs: list[KernelSpec], reps: int, sink: RunSink,
-            console: Console) -> list[RepResult]:
-    """Run every repetition on every kernel; returns the repetitions' results (expectations are in the sink)."""
+            console: Console, jobs: int | None = None) -> list[RepResult]:
+    """Run every repetition on every kernel; returns the repetitions' results (expectations are in the sink).
+
+    `jobs`: guests at once under icount (default: what the host allows, harness.scenario.parallel); realtime
+    runs always run one guest at a time."""
     choice = choose_accel()
     console.print(accel_mod.describe(choice))
     timing, note = effective_timing(scenario.qemu.timing, choice.accel)
@@ -52,21 +57,34 @@ def execute(scenario: Scenario, specs: list[KernelSpec], reps: int, sink: RunSin
             kit = prepare_boot(spec, progress, files=scenario.files, mm_selftests=scenario.mm_selftests)
             kits.append(kit)
             sink.add_kernel(dict(kit.kernel.record, zeroing_counters=None, guest_release=None, clocksource=None))
-        results = []
-        # Repetition-major order, reversed every other repetition (A B, B A, ...), so slow drift on the host
-        # and a kernel's position after another affect every kernel alike.
-        for rep in range(1, reps + 1):
-            order = list(enumerate(kits))
-            for i, kit in order if rep % 2 else reversed(order):
-                console.print(f"[bold]{scenario.name}[/] rep {rep}/{reps} on [cyan]{kit.kernel.spec.text}[/]")
-                runner = RepRunner(scenario=scenario, machine=machine, kit=kit, accel=choice.accel, sink=sink,
-                                   rep=rep, progress=progress, console=console)
-                try:
-                    results.append(runner.run())
-                finally:
-                    sink.update_kernel(i, zeroing_counters=runner.result.zeroing,
-                                       guest_release=runner.result.guest_release, qemu_argv=runner.result.qemu_argv,
-                                       clocksource=runner.result.clocksource,
-                                       zeroing=runner.result.zeroing_record)
+        planned = plan_order([k.kernel.spec.text for k in kits], reps)
+        jobs, jobs_note = choose_jobs(jobs, timing, machine.memory_mib, len(planned))
+        if jobs_note:
+            console.print(jobs_note)
+        sink.set_schedule(jobs=jobs, order=[{"kernel": p.kernel, "rep": p.rep} for p in planned])
+        if jobs > 1:
+            console.print(f"{jobs} guests at once (icount: each guest's timings are its own instruction counts)")
+        overall = progress.add_task(f"{scenario.name}: repetitions", total=len(planned)) if jobs > 1 else None
+
+        def start(p: PlannedRep) -> RepRunner:
+            tag = f"{p.kernel} rep {p.rep}"
+            verb = "starts" if jobs > 1 else "on"
+            console.print(f"[bold]{scenario.name}[/] rep {p.rep}/{reps} {verb} [cyan]{escape(p.kernel)}[/]")
+            return RepRunner(scenario=scenario, machine=machine, kit=kits[p.index], accel=choice.accel,
+                             sink=BufferedSink(sink), rep=p.rep, progress=Tagged(progress, tag) if jobs > 1 else progress,
+                             console=Tagged(console, tag) if jobs > 1 else console)
+
+        def finish(outcome: RepOutcome) -> None:
+            runner = outcome.runner
+            assert isinstance(runner, RepRunner) and isinstance(runner.sink, BufferedSink)
+            runner.sink.flush()
+            sink.update_kernel(outcome.planned.index, zeroing_counters=runner.result.zeroing,
+                               guest_release=runner.result.guest_release, qemu_argv=runner.result.qemu_argv,
+                               clocksource=runner.result.clocksource, zeroing=runner.result.zeroing_record)
+            if overall is not None:
+                progress.advance(overall)
+
+        scheduler = Scheduler(planned, jobs, start=start, finish=finish)
+        results = [r.result for r in scheduler.execute()]
     sink.set_expectations(expectations.evaluate(scenario, sink, results, [k.kernel.spec.text for k in kits]))
     return results

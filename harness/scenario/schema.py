@@ -27,6 +27,16 @@ from harness.guest.overlay import DEFAULT_DEST_DIR, overlay_files
 from harness.guest.zeroing import METHODS as ZEROING_METHODS
 from harness.kernels.spec import KernelSpec, parse_kernel_spec
 from harness.machine.config import BACKENDS, FILE_BACKENDS, TIMING_MODES, MachineConfig
+from harness.scenario.bounds import (
+    MAX_MIB,
+    IntervalS,
+    Iterations,
+    ProbeSeconds,
+    Repetitions,
+    Seconds,
+    SecondsOrZero,
+)
+from harness.scenario.expectation_models import Expectations, check_expectation_phases
 from harness.scenario.migration_params import (
     BackgroundSnapshotParams,
     MigrateParams,
@@ -48,6 +58,7 @@ NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 PHASE = re.compile(r"^[A-Za-z0-9_-]+$")
 MIN_GUEST_MIB = 256
 MIN_BALLOON_TARGET_MIB = 128
+BOOT_PHASE = "boot"  # the phase of boot_to_ssh_s, whatever the boot step's own phase
 SELFTEST_SUITES = ("mm",)
 
 
@@ -90,7 +101,6 @@ def _kernel_spec(text: str) -> str:
 SizeMiB = Annotated[int, BeforeValidator(_size_mib),
                     WithJsonSchema({"type": "string", "pattern": SIZE_JSON_PATTERN,
                                     "description": "a size with a unit: 512M, 2G"})]
-Number = int | float
 Backend = Annotated[str, AfterValidator(_one_of(BACKENDS)), WithJsonSchema({"enum": list(BACKENDS)})]
 Timing = Annotated[str, AfterValidator(_one_of(TIMING_MODES)), WithJsonSchema({"enum": list(TIMING_MODES)})]
 ZeroingMethod = Annotated[str, AfterValidator(_one_of(ZEROING_METHODS)), WithJsonSchema({"enum": list(ZEROING_METHODS)})]
@@ -109,7 +119,7 @@ KernelText = Annotated[str, AfterValidator(_kernel_spec)]
 class BalloonOptions(Strict):
     free_page_reporting: bool = True
     deflate_on_oom: bool = False
-    stats_interval_s: Annotated[int, Field(ge=0)] = 0  # 0: the guest sends no statistics
+    stats_interval_s: IntervalS = 0  # 0: the guest sends no statistics
 
 
 class QemuOptions(Strict):
@@ -137,7 +147,7 @@ class GuestFile(Strict):
 
 class GuestOptions(Strict):
     memory_mib: SizeMiB = Field(2048, alias="memory")
-    cpus: int = 2
+    cpus: Annotated[int, Field(ge=1, le=64)] = 2
     cmdline: str = ""
     zeroing: ZeroingMethod = "auto"  # how zeroing is counted (harness.guest.zeroing)
     files: list[GuestFile] = []
@@ -147,8 +157,9 @@ class GuestOptions(Strict):
         if self.memory_mib < MIN_GUEST_MIB:
             raise problem(f"{self.memory_mib} MiB is too small to boot a guest (at least {MIN_GUEST_MIB}M)",
                           "memory")
-        if not 1 <= self.cpus <= 64:
-            raise problem(f"{self.cpus} is not between 1 and 64", "cpus")
+        if self.memory_mib > MAX_MIB:
+            raise problem(f"{self.memory_mib} MiB is more than a guest can have here (at most {MAX_MIB // 1024}G)",
+                          "memory")
         return self
 
 
@@ -164,7 +175,7 @@ class BootParams(Strict):
 class BalloonParams(Strict):
     shorthand = "target"
     target_mib: SizeMiB = Field(alias="target")
-    timeout_s: Number = 300
+    timeout_s: Seconds = 300
 
     @model_validator(mode="after")
     def _leaves_room(self) -> BalloonParams:
@@ -191,7 +202,7 @@ class FaultScaleParams(Strict):
     mapping: FaultScaleMapping = FAULT_SCALE_MAPPINGS[0]
     workers: Annotated[int, Field(ge=1, le=64)] = 1
     tasks: FaultScaleTasks = FAULT_SCALE_TASKS[0]
-    seconds: Annotated[Number, Field(gt=0, le=600)] = 3  # guest time each worker loops for
+    seconds: ProbeSeconds = 3  # guest time each worker loops for
     region_mib: SizeMiB = Field(128, alias="region")  # mapped, faulted and unmapped per operation loop
 
     @property
@@ -201,13 +212,13 @@ class FaultScaleParams(Strict):
 
 
 class WaitReportingParams(Strict):
-    timeout_s: Number = 60
-    settle_s: Number = 3
+    timeout_s: Seconds = 60
+    settle_s: SecondsOrZero = 3
 
 
 class SleepParams(Strict):
     shorthand = "seconds"
-    seconds: Annotated[Number, Field(ge=0)]
+    seconds: SecondsOrZero
 
 
 class SnapshotParams(Strict):
@@ -216,14 +227,14 @@ class SnapshotParams(Strict):
 
 class ContigBenchParams(Strict):
     shorthand = "iterations"
-    iterations: Annotated[int, Field(ge=1)] = 2000
+    iterations: Iterations = 2000
     order: Annotated[int, Field(ge=0, le=10)] = 9
 
 
 class ShellParams(Strict):
     shorthand = "command"
     command: Annotated[str, Field(min_length=1)]
-    timeout_s: Number = 60
+    timeout_s: Seconds = 60
 
 
 class ZeroingPathsParams(Strict):
@@ -259,11 +270,11 @@ class StressParams(Strict):
     """For `seconds`: memdirty and memtouch loop in the guest while the host moves the balloon between
     `balloon_low` and the full guest memory every `balloon_period_s` (free page reporting runs meanwhile)."""
 
-    seconds: Annotated[Number, Field(gt=0)]
+    seconds: Seconds
     memdirty_mib: SizeMiB = Field(alias="memdirty")
     memtouch_mib: SizeMiB = Field(alias="memtouch")
     balloon_low_mib: SizeMiB = Field(alias="balloon_low")
-    balloon_period_s: Annotated[Number, Field(gt=0)] = 5
+    balloon_period_s: Seconds = 5
     thp: bool = False
 
     @model_validator(mode="after")
@@ -281,7 +292,7 @@ class SelftestEntry(Strict):
     shorthand = "name"
     name: Annotated[str, AfterValidator(_matches(NAME, "a selftest binary's name"))]
     args: str = ""
-    timeout_s: Number | None = None  # default: the step's timeout_s
+    timeout_s: Seconds | None = None  # default: the step's timeout_s
     skip: str | None = None  # a reason not to run it here: recorded as a skipped case with this reason
 
 
@@ -292,7 +303,7 @@ class KselftestParams(Strict):
     suite: Annotated[str, AfterValidator(_one_of(SELFTEST_SUITES)),
                      WithJsonSchema({"enum": list(SELFTEST_SUITES)})] = "mm"
     tests: Annotated[list[SelftestEntry], Field(min_length=1)]
-    timeout_s: Annotated[Number, Field(gt=0)] = 300
+    timeout_s: Seconds = 300
 
     @model_validator(mode="after")
     def _each_once(self) -> KselftestParams:
@@ -305,13 +316,15 @@ class KselftestParams(Strict):
 
 StepParams = (BootParams | BalloonParams | MemdirtyParams | MemtouchParams | WaitReportingParams | SleepParams
               | SnapshotParams | ContigBenchParams | ShellParams | ZeroingPathsParams | UploadParams
-              | KselftestParams | StressParams | FaultScaleParams | MigrateParams | BackgroundSnapshotParams)
+              | KselftestParams | StressParams | FaultScaleParams
+              | MigrateParams | BackgroundSnapshotParams)
 STEP_PARAMS: dict[str, type[Strict]] = {
     "boot": BootParams, "balloon": BalloonParams, "memdirty": MemdirtyParams, "memtouch": MemtouchParams,
     "wait_reporting": WaitReportingParams, "sleep": SleepParams, "snapshot": SnapshotParams,
     "contig_bench": ContigBenchParams, "shell": ShellParams, "zeroing_paths": ZeroingPathsParams,
     "upload": UploadParams, "kselftest": KselftestParams, "stress": StressParams,
-    "fault_scale": FaultScaleParams, "migrate": MigrateParams, "background_snapshot": BackgroundSnapshotParams,
+    "fault_scale": FaultScaleParams,
+    "migrate": MigrateParams, "background_snapshot": BackgroundSnapshotParams,
 }
 STEP_TYPES = tuple(STEP_PARAMS)
 
@@ -368,70 +381,6 @@ class StepEntry(Strict):
 ZeroingPathsParams.model_rebuild()
 
 
-# -- expectations ---------------------------------------------------------------------------------------
-class RssFellCheck(Strict):
-    min_mib: Number = 64
-
-
-class MetricCheck(Strict):
-    name: str
-    phase: str | None = None
-    kernel: str | None = None
-    min: Number | None = None
-    max: Number | None = None
-    equals: Number | None = None
-
-    @model_validator(mode="after")
-    def _has_a_bound(self) -> MetricCheck:
-        if self.min is None and self.max is None and self.equals is None:
-            raise problem("needs name and one of min, max, equals")
-        return self
-
-
-class RatioCheck(Strict):
-    name: str
-    kernel: str
-    baseline: str
-    phase: str | None = None
-    max_ratio: Number | None = None
-    min_ratio: Number | None = None
-
-    @model_validator(mode="after")
-    def _has_a_bound(self) -> RatioCheck:
-        if self.max_ratio is None and self.min_ratio is None:
-            raise problem("needs name, kernel, baseline and max_ratio or min_ratio")
-        return self
-
-
-class KernelLogCheck(Strict):
-    """Text every boot of a kernel must print (a refusal, a feature announced); `present: false` forbids it."""
-
-    kernel: str
-    contains: Annotated[str, Field(min_length=1)]
-    present: bool = True
-
-
-class ExpectedLeak(Strict):
-    """A kernel that is meant to hand out non-zero pages in this configuration: a negative control, or a
-    survey of unsafe configurations.  Its leaks are then reported, not failed on; no leak fails instead."""
-
-    kernel: str
-    why: Annotated[str, Field(min_length=1)]
-
-
-class Expectations(Strict):
-    expected_leaks: list[ExpectedLeak] = []
-    balloon_reached: bool = False
-    balloon_inflate_matches: bool = False
-    rss_fell_after_reporting: RssFellCheck | None = None
-    nonzero_pages: int | None = None
-    kernel_log_clean: bool = True
-    kernel_log: list[KernelLogCheck] = []
-    kselftests_pass: bool = True  # with kselftest steps: every case that ran passed (or was skipped)
-    metrics: list[MetricCheck] = []
-    ratios: list[RatioCheck] = []
-
-
 class ScenarioFile(Strict):
     """A scenario file as written."""
 
@@ -440,7 +389,7 @@ class ScenarioFile(Strict):
     guest: GuestOptions = GuestOptions()
     qemu: QemuOptions = QemuOptions()
     kernels: Annotated[list[KernelText], Field(min_length=1)] = ["stock"]
-    repetitions: Annotated[int, Field(ge=1)] = 1
+    repetitions: Repetitions = 1
     steps: Annotated[list[StepEntry], Field(min_length=1)]
     expect: Expectations = Expectations()
 
@@ -453,7 +402,7 @@ class ScenarioFile(Strict):
     @model_validator(mode="after")
     def _steps_fit_the_guest(self) -> ScenarioFile:
         memory = self.guest.memory_mib
-        phases: set[str] = set()
+        phases: list[str] = []
         for i, entry in enumerate(self.steps):
             kind, p = entry.measured.kind, entry.measured.params
             at = ("steps", i, kind) if entry.measured is entry else ("steps", i, "zeroing_paths", "step", kind)
@@ -463,7 +412,7 @@ class ScenarioFile(Strict):
             phase = entry.phase or f"{kind}{i}"
             if phase in phases:
                 raise problem(f"phase {phase!r} is used twice", "steps", i, "phase")
-            phases.add(phase)
+            phases.append(phase)
             if isinstance(p, BalloonParams) and p.target_mib > memory:
                 raise problem(f"{p.target_mib} MiB is above the guest memory ({memory} MiB)",
                               *at, "target")
@@ -482,6 +431,7 @@ class ScenarioFile(Strict):
                 raise problem(f"{p.workers} worker(s) x {p.region_mib} MiB"
                               + (" (and a tmpfs file each)" if p.mapping == "file" else "")
                               + f" do not fit in the guest's {memory} MiB", *at, "region")
+        check_expectation_phases(self.expect, [*phases, BOOT_PHASE])
         return self
 
 

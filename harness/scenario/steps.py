@@ -26,6 +26,7 @@ from harness.machine.vm import VM
 from harness.process import poll_until
 from harness.scenario import migration_steps
 from harness.scenario.schema import (
+    BOOT_PHASE,
     BalloonParams,
     ContigBenchParams,
     FaultScaleParams,
@@ -41,7 +42,7 @@ from harness.scenario.schema import (
     WaitReportingParams,
     ZeroingPathsParams,
 )
-from harness.scenario.sink import RunSink
+from harness.scenario.sink import MetricSink
 
 BOOT_TIMEOUT_S = 180
 # Under icount a boot executes every instruction on one host thread, about 3x the realtime boot; on a host
@@ -86,7 +87,7 @@ class RepResult:
 
 
 class RepRunner:
-    def __init__(self, *, scenario: Scenario, machine: MachineConfig, kit: BootKit, accel: str, sink: RunSink,
+    def __init__(self, *, scenario: Scenario, machine: MachineConfig, kit: BootKit, accel: str, sink: MetricSink,
                  rep: int, progress, console):
         self.scenario = scenario
         self.machine = machine
@@ -104,6 +105,7 @@ class RepRunner:
         self._rss: RssSampler | None = None
         self.previous_step_peak_kib = 0  # highest host RSS during the step before the current one
         self.zeroing: zeroing.Plan | None = None
+        self._aborted = False
 
     def metric(self, name: str, value: float, phase: str, unit: str | None = None) -> None:
         self.sink.add_metric(name, value, phase=phase, rep=self.rep, kernel=self.kernel.spec.text, unit=unit)
@@ -129,9 +131,17 @@ class RepRunner:
         assert self._rss is not None
         return self._rss
 
+    def abort(self) -> None:
+        """From another thread: stop this repetition's guest (QEMU is killed; run() then fails and cleans up)."""
+        self._aborted = True
+        if self._vm is not None:
+            self._vm.kill()
+
     def run(self) -> RepResult:
         vm = make_vm(self.kit, self.machine, self.accel, self.dir)
         self._vm = vm
+        if self._aborted:  # abort() came before the VM existed
+            vm.kill()
         try:
             with vm:
                 self.result.qemu_argv = vm.argv
@@ -166,7 +176,7 @@ class RepRunner:
             self._ssh, seconds = wait_ready(self.vm, self.kit.keys, timeout, self.dir / "transcript.log")
         finally:
             self.progress.remove_task(task)
-        self.metric("boot_to_ssh_s", round(seconds, 3), "boot")
+        self.metric("boot_to_ssh_s", round(seconds, 3), BOOT_PHASE)
         guest = self.ssh
         self.result.guest_release = guest.run("uname -r").stdout.strip()
         self.result.clocksource = probes.clocksource(guest)

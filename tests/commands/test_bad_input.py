@@ -102,3 +102,15 @@ def test_a_full_disk_when_the_bundle_is_written_leaves_nothing_marked_complete(t
         run_cmd.run_scenario(scenario, results_dir=tmp_path / "r")
     assert all(p.name.startswith(".tmp-") for p in (tmp_path / "r").iterdir())
     assert not list((tmp_path / "r").rglob("manifest.json"))
+
+
+@pytest.mark.parametrize("command", [["run", "{scenario}"], ["ablate", "{scenario}", "--series", "zeroing-stats"],
+                                     ["bisect", "{scenario}", "--good", "base", "--bad", "base+zeroing-stats"],
+                                     ["nightly", "{matrix}"], ["run-shard", "{plan}", "--shard", "s1"]])
+def test_jobs_below_one_is_bad_input(tmp_path, scenario, command):
+    args = [a.format(scenario=scenario, matrix=tmp_path / "m.yaml", plan=tmp_path / "plan.json") for a in command]
+    (tmp_path / "m.yaml").write_text(f"- scenario: {scenario}\n")
+    proc = harness(*args, "--jobs", "0", "--results", tmp_path / "r")
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == ["harness: error: --jobs must be at least 1, got 0"]
+    assert not (tmp_path / "r").exists()

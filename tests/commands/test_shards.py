@@ -84,7 +84,9 @@ def test_plan_estimates_from_earlier_bundles(tmp_path):
     (["--shards", "0"], MATRIX, "--shards must be at least 1"),
     (["--shards", "2"], ["kernels: [stock, base]\n  aa: true"], "an A/A entry names exactly one kernel"),
     (["--shards", "2"], ["kernels: [stock]", "kernels: [stock]"], "the same cell is listed twice"),
-    (["--shards", "2"], ["kernels: [base+no-such-series]"], "no-such-series"),
+    (["--shards", "2"], ["kernels: [base+no-such-series]"], "entry 0: kernel spec 'base+no-such-series': patch "
+                                                            "series 'no-such-series'"),
+    (["--shards", "1"], ["kernels: [stock]\n  reps: 5000"], "entry 0: key 'reps': must be at most 1000, got 5000"),
 ])
 def test_plan_bad_input_is_one_line_and_exit_2(tmp_path, args, entries, words):
     proc = harness("plan", write_matrix(tmp_path / "m.yaml", entries), *args)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import time
 from pathlib import Path
@@ -223,7 +224,10 @@ def _fake_cached_build(monkeypatch, tmp_path, spec_text="base"):
               "base": {"package": base.package, "version": base.version}}
     (bdir / "build.json").write_text(json.dumps({
         "key": key, "spec": "base", "kernelrelease": "6.12.117+", "built_at": "2026-01-01T00:00:00+00:00",
-        "extra_files": {kb.CONTIG_BENCH_GUEST_PATH: "modules/contig_bench.ko"}, "record": record}))
+        "extra_files": {kb.CONTIG_BENCH_GUEST_PATH: "modules/contig_bench.ko"}, "record": record,
+        "bzimage_sha256": hashlib.sha256(b"fake").hexdigest(),
+        "file_sha256": {"bzImage": hashlib.sha256(b"fake").hexdigest(),
+                        "modules/contig_bench.ko": hashlib.sha256(b"ko").hexdigest()}}))
     return spec, key, bdir
 
 
@@ -288,7 +292,7 @@ def test_cli_build_rejects_bad_specs():
             args.func(args)
 
 
-def test_tree_mode_rejects_series_and_dirty_trees(tmp_path):
+def test_tree_mode_rejects_series_and_non_trees(tmp_path):
     with pytest.raises(InputError, match="spec"):
         kb.build_kernel("base+A", tree=tmp_path)
     with pytest.raises(InputError, match="not a kernel source tree"):
@@ -296,9 +300,67 @@ def test_tree_mode_rejects_series_and_dirty_trees(tmp_path):
     (tmp_path / "Makefile").write_text("all:\n")
     (tmp_path / "scripts" / "kconfig").mkdir(parents=True)
     (tmp_path / "scripts" / "kconfig" / "merge_config.sh").write_text("")
-    (tmp_path / ".config").write_text("")
-    with pytest.raises(InputError, match="mrproper"):
+    (tmp_path / ".config").write_text("")  # in-tree artifacts are fine now: the build is never made in the tree
+    with pytest.raises(InputError, match="not a git checkout"):
         kb.build_kernel(None, tree=tmp_path)
+
+
+def test_sync_user_tree_copies_sources_not_build_outputs(monkeypatch, tmp_path):
+    """The cache's copy of a --tree checkout: HEAD, the uncommitted diff (staged new files included) and
+    untracked files; never its ignored build outputs, and nothing is written into the checkout."""
+    import subprocess
+
+    monkeypatch.setenv("BALLOON_TESTBED_CACHE", str(tmp_path / "cache"))
+    tree = tmp_path / "linux"
+    tree.mkdir()
+
+    def git(*a):
+        subprocess.run(["git", *kt.GIT_IDENTITY, "-C", str(tree), *a], check=True, capture_output=True)
+
+    (tree / ".gitignore").write_text(".config\n*.o\n")
+    (tree / "a.c").write_text("int a;\n")
+    (tree / "gone.c").write_text("int gone;\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("commit", "-qm", "one")
+    (tree / "a.c").write_text("int a = 2;\n")
+    (tree / "staged.c").write_text("int s;\n")
+    git("add", "staged.c")
+    (tree / "gone.c").unlink()
+    (tree / "new.h").write_text("#define N 1\n")
+    (tree / ".config").write_text("CONFIG_X=y\n")
+    (tree / "a.o").write_bytes(b"\0")
+    state = kt.tree_state(tree)
+    co = kt.sync_user_tree(tree, state)
+    assert co != tree and co.parent == kcache.kernel_cache() / "trees"
+    assert (co / "a.c").read_text() == "int a = 2;\n" and (co / "staged.c").is_file() and (co / "new.h").is_file()
+    assert not (co / "gone.c").exists() and not (co / ".config").exists() and not (co / "a.o").exists()
+    (co / "a.o").write_bytes(b"built")  # a build output in the copy survives the next sync ...
+    (tree / "new.h").unlink()  # ... the checkout's sources are followed
+    git("commit", "-qam", "two")
+    co2 = kt.sync_user_tree(tree, kt.tree_state(tree))
+    assert co2 == co and (co / "a.o").read_bytes() == b"built"
+    assert not (co / "new.h").exists() and not (co / "gone.c").exists() and (co / "staged.c").is_file()
+    assert kt.tree_state(tree)["head"] == subprocess.run(["git", "-C", str(co), "rev-parse", "HEAD"],
+                                                        capture_output=True, text=True).stdout.strip()
+    # a bisect step: one commit alone, the checkout's own uncommitted changes and untracked files left out
+    (tree / "a.c").write_text("int dirty;\n")
+    (tree / "untracked.c").write_text("int u;\n")
+    state = kt.committed_state(tree, "HEAD~1")
+    assert not state["dirty"] and state["diff_sha256"] == kt.tree_state(_clean_copy(tree, tmp_path))["diff_sha256"]
+    kt.sync_user_tree(tree, state, local_changes=False)
+    assert (co / "a.c").read_text() == "int a;\n" and (co / "gone.c").is_file() and not (co / "staged.c").exists()
+    assert not (co / "untracked.c").exists() and (tree / "a.c").read_text() == "int dirty;\n"
+    with pytest.raises(InputError, match="no commit"):
+        kt.committed_state(tree, "nosuchrev")
+
+
+def _clean_copy(tree: Path, tmp_path: Path) -> Path:
+    import subprocess
+
+    clean = tmp_path / "clean"
+    subprocess.run(["git", "clone", "-q", str(tree), str(clean)], check=True)
+    return clean
 
 
 def test_tree_state_tracks_diff_and_untracked(tmp_path):

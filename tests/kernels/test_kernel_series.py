@@ -23,6 +23,7 @@ SERIES_SPECS = [
     f"{STATS}+fpi-free-unref-page+pg-zeroed-core+balloon-opt-ins+deflate-zeroed-hint",
     f"{STATS}+thp-gfp-zero+fpi-free-unref-page+pg-zeroed-core+balloon-opt-ins+pg-zeroed",
     f"{STATS}+thp-gfp-zero+fpi-free-unref-page+pg-zeroed-core+balloon-opt-ins+pg-zeroed+pg-zeroed-reporting",
+    f"{STATS}+thp-gfp-zero+fpi-free-unref-page+pg-zeroed-core+balloon-opt-ins+pg-zeroed+init-on-free-thp",
     f"{STATS}+thp-gfp-zero+fpi-free-unref-page+pg-zeroed-core+balloon-opt-ins+pg-zeroed+free-contig-range",
     f"{STATS}+fpi-free-unref-page+free-contig-range",
 ]
@@ -76,7 +77,8 @@ def test_series_builds_boots_and_counts_zeroing(spec, tmp_path):
     assert m[("vmstat.thp_fault_alloc", "touchthp")] >= 1
 
 
-@pytest.mark.parametrize("name", ["reporting", "deflate", "init-on-free", "free-contig-range", "stale-data"])
+@pytest.mark.parametrize("name", ["reporting", "deflate", "init-on-free", "free-contig-range", "stale-data",
+                                  "reporting-unregister"])
 def test_scenario_shows_what_the_series_claims(name, tmp_path):
     outcome = run_scenario(REPO_ROOT / "scenarios" / f"{name}.yaml", results_dir=tmp_path)
     print(f"{name}: {outcome.bundle}")
@@ -91,6 +93,18 @@ def test_configuration_scenario_holds_in_one_repetition(name, tmp_path):
     outcome = run_scenario(REPO_ROOT / "scenarios" / f"{name}.yaml", reps=1, results_dir=tmp_path)
     print(f"{name}: {outcome.bundle}")
     assert outcome.ok, outcome.error
+
+
+def test_reporting_unregister_catches_a_kernel_that_keeps_trusting(tmp_path):
+    """pg-zeroed-reporting without its patch 2 keeps its PG_zeroed marks trusted after the reporting device
+    unregisters: the scenario that checks trust is withdrawn must fail on it (issue 20, item 13)."""
+    old = f"{STATS}+thp-gfp-zero+fpi-free-unref-page+pg-zeroed-core+balloon-opt-ins+pg-zeroed+pg-zeroed-reporting@1"
+    outcome = run_scenario(REPO_ROOT / "scenarios" / "reporting-unregister.yaml", kernels=[old],
+                           results_dir=tmp_path)
+    assert not outcome.ok
+    m = metrics_of(outcome.bundle)
+    assert m[("vmstat.page_reporting_pages", "reporting")] > 0
+    assert m[("vmstat.pgzero_skip_reported", "touch")] > 0, "the old kernel should still skip reported blocks"
 
 
 def test_negative_control_is_caught_by_the_stale_data_check(tmp_path):

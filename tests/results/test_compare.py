@@ -257,3 +257,25 @@ def test_old_bundles_leak_from_their_nonzero_pages_metric(tmp_path, capsys):
     b = synth.write_bundle(tmp_path / "b", {"base": samples(100, 1), "base+x": samples(100, 2, nonzero=5)})
     code, out = run([b, "--json"], capsys)
     assert code == 1 and json.loads(out)["leaks"] == ["LEAK on base+x (b): non-zero pages handed out in touch (5)"]
+
+
+def test_host_time_figures_are_not_judged_between_bundles_that_ran_different_numbers_of_guests(tmp_path):
+    from harness.results.bundle import load_bundle
+    from harness.results.compare import compare_kernels
+
+    def bundle(name, jobs, boot):
+        per = {("boot_to_ssh_s", "boot"): boot, ("fault_in_ms", "touch"): [192.7, 192.7, 192.8, 192.7]}
+        path = synth.write_bundle(tmp_path / name, {"stock": per}, accel="tcg", timing="icount")
+        manifest = json.loads((path / "manifest.json").read_text())
+        (path / "manifest.json").write_text(json.dumps({**manifest, "jobs": jobs}))
+        return load_bundle(path)
+
+    serial, parallel = bundle("a", 1, [20.1, 20.5, 20.9, 21.0]), bundle("b", 2, [28.0, 28.8, 29.1, 30.2])
+    rows = {r.judgement.name: r.judgement for r in compare_kernels(serial, "stock", parallel, "stock", 5.0).rows}
+    assert rows["boot_to_ssh_s"].verdict == "not-judged"
+    assert "ran 1 and 2 guests at once" in rows["boot_to_ssh_s"].reason
+    assert rows["fault_in_ms"].verdict == "unchanged"
+    # The same jobs on both sides: the host-time figure is judged as always.
+    again = bundle("c", 1, [28.0, 28.8, 29.1, 30.2])
+    rows = {r.judgement.name: r.judgement for r in compare_kernels(serial, "stock", again, "stock", 5.0).rows}
+    assert rows["boot_to_ssh_s"].verdict == "regression"

@@ -175,17 +175,17 @@ def test_report_real_bundles(smoke_bundles, tmp_path):
 # ------------------------------------------------------------------------------ harness nightly
 
 
-def fake_run_module(monkeypatch, calls, fail_scenario=None):
-    """Install a stand-in harness.commands.run whose run_scenario writes a synthetic bundle."""
-    import sys
-    import types
+def fake_runs(monkeypatch, calls, fail_scenario=None):
+    """Stand in for the runs of `harness run-shard` (which `harness nightly` takes, sharded or not): each cell
+    writes a synthetic bundle on a synthetic runner."""
+    from harness.commands import run_shard
+    from harness.results.shards import Runner
 
     class RunOutcome:
-        def __init__(self, bundle, ok):
-            self.bundle, self.ok = bundle, ok
+        def __init__(self, bundle, ok, error=None):
+            self.bundle, self.ok, self.error = bundle, ok, error
 
-    def run_scenario(scenario_path, kernels=None, reps=None, results_dir=None, junit=None, timing=None,
-                     require_accel=None):
+    def run_scenario(scenario_path, kernels=None, reps=None, results_dir=None, timing=None, require_accel=None, jobs=None):
         calls.append((Path(scenario_path).name, kernels, reps))
         name = Path(scenario_path).stem
         if name == "explodes":
@@ -194,11 +194,12 @@ def fake_run_module(monkeypatch, calls, fail_scenario=None):
         path = synth.write_bundle(results_dir / f"20261122T0{len(calls)}0000Z-{name}", {
             k: kernel_samples(100, len(calls)) for k in (kernels or ["stock"])}, scenario=name,
             status="failed" if failed else "complete", error="guest panicked" if failed else None)
-        return RunOutcome(path, not failed)
+        return RunOutcome(path, not failed, "guest panicked" if failed else None)
 
-    mod = types.ModuleType("harness.commands.run")
-    mod.run_scenario, mod.RunOutcome = run_scenario, RunOutcome
-    monkeypatch.setitem(sys.modules, "harness.commands.run", mod)
+    monkeypatch.setattr(run_shard, "run_scenario", run_scenario)
+    host = synth.manifest()
+    monkeypatch.setattr(run_shard, "runner_fingerprint", lambda: Runner(
+        cpu=host.host.cpu, cores=host.host.cores, accelerator=host.accel, qemu_version=host.qemu.version))
 
 
 def nightly(argv):
@@ -210,33 +211,52 @@ def nightly(argv):
     return args.func(args)
 
 
+def write_scenarios(directory: Path, *names: str) -> None:
+    for name in names:
+        (directory / f"{name}.yaml").write_text(f"name: {name}\nsteps: [boot]\n")
+
+
 def test_nightly_runs_matrix_and_reports(tmp_path, monkeypatch):
     calls = []
-    fake_run_module(monkeypatch, calls)
-    (tmp_path / "smoke.yaml").write_text("name: smoke\n")
+    fake_runs(monkeypatch, calls)
+    write_scenarios(tmp_path, "smoke")
     (tmp_path / "matrix.yaml").write_text("- scenario: smoke.yaml\n  kernels: [stock]\n  reps: 3\n")
     code = nightly([tmp_path / "matrix.yaml", "--results", tmp_path / "res", "--junit", tmp_path / "j.xml"])
     assert code == 0
     assert calls == [("smoke.yaml", ["stock"], 3)]
     assert (tmp_path / "res" / "report" / "index.html").is_file() and (tmp_path / "j.xml").is_file()
+    assert (tmp_path / "res" / "plan.json").is_file() and (tmp_path / "res" / "merged" / "merge.json").is_file()
 
 
 def test_nightly_failures_reported_not_fatal(tmp_path, monkeypatch):
     calls = []
-    fake_run_module(monkeypatch, calls, fail_scenario="deflate")
-    for name in ("smoke", "deflate", "explodes"):
-        (tmp_path / f"{name}.yaml").write_text(f"name: {name}\n")
+    fake_runs(monkeypatch, calls, fail_scenario="deflate")
+    write_scenarios(tmp_path, "smoke", "deflate", "explodes")
     (tmp_path / "matrix.yaml").write_text(
-        "- scenario: smoke.yaml\n- scenario: missing.yaml\n- scenario: deflate.yaml\n"
-        "- scenario: explodes.yaml\n- {scenario: smoke.yaml, kernels: [base, base+reporting]}\n")
+        "- scenario: smoke.yaml\n- scenario: deflate.yaml\n- scenario: explodes.yaml\n"
+        "- {scenario: smoke.yaml, kernels: [stock], reps: 2, aa: true}\n")
     out = tmp_path / "report"
-    code = nightly([tmp_path / "matrix.yaml", "--results", tmp_path / "res", "--out", out])
-    assert code == 1
-    assert [c[0] for c in calls] == ["smoke.yaml", "deflate.yaml", "explodes.yaml", "smoke.yaml"]
+    code = nightly([tmp_path / "matrix.yaml", "--results", tmp_path / "res", "--out", out,
+                    "--junit", tmp_path / "j.xml"])
+    assert code == 3  # a cell that left no bundle is an infrastructure error, as in the sharded CI nightly
+    assert sorted(c[0] for c in calls) == ["deflate.yaml", "explodes.yaml", "smoke.yaml", "smoke.yaml"]
     text = (out / "index.html").read_text()
-    assert "scenario file not found" in text and "missing.yaml" in text
-    assert "RuntimeError: qemu-system-x86_64 not found" in text
+    assert "RuntimeError: qemu-system-x86_64 not found" in text and "explodes" in text
     assert "guest panicked" in text
+    junit = (tmp_path / "j.xml").read_text()
+    assert "qemu-system-x86_64 not found" in junit and "guest panicked" in junit
+
+
+def test_nightly_with_a_missing_scenario_is_bad_input_before_any_run(tmp_path, monkeypatch):
+    from harness.errors import InputError
+
+    calls = []
+    fake_runs(monkeypatch, calls)
+    write_scenarios(tmp_path, "smoke")
+    (tmp_path / "matrix.yaml").write_text("- scenario: smoke.yaml\n- scenario: missing.yaml\n")
+    with pytest.raises(InputError, match=r"matrix.yaml: entry 1: scenario file not found: .*missing.yaml"):
+        nightly([tmp_path / "matrix.yaml", "--results", tmp_path / "res"])
+    assert calls == [] and not (tmp_path / "res").exists()
 
 
 def test_nightly_matrix_validation(tmp_path):

@@ -25,7 +25,10 @@ class Metrics:
 
 
 def scenario(expect: dict, kernels=("stock",)):
-    doc = {"name": "t", "kernels": list(kernels), "steps": ["snapshot"], "expect": expect}
+    """A scenario with a step for each phase its metric and ratio checks name."""
+    phases = {c["phase"] for group in ("metrics", "ratios") for c in expect.get(group, []) if c.get("phase")}
+    steps = ["snapshot", *({"snapshot": None, "phase": phase} for phase in sorted(phases))]
+    doc = {"name": "t", "kernels": list(kernels), "steps": steps, "expect": expect}
     return parse_scenario(doc, Path("t.yaml"))
 
 

@@ -199,7 +199,7 @@ def test_every_shipped_scenario_validates_against_the_exported_json_schema():
         ("[{kselftest: []}]", "steps[0].kselftest.tests: must not be empty"),
         ("[{kselftest: [cow, cow]}]", "steps[0].kselftest.tests: cow named twice"),
         ("[{kselftest: {suite: net, tests: [cow]}}]", "steps[0].kselftest.suite: 'net' is not one of mm"),
-        ("[{kselftest: {tests: [cow], timeout_s: 0}}]", "steps[0].kselftest.timeout_s: must be at least"),
+        ("[{kselftest: {tests: [cow], timeout_s: 0}}]", "steps[0].kselftest.timeout_s: must be more than 0, got 0"),
         ("[{upload: {src: x, dest: relative}}]", "steps[0].upload.dest"),
         ("[{stress: {seconds: 10, memdirty: 600M, memtouch: 100M, balloon_low: 640M}}]",
          "steps[0].stress.balloon_low: memdirty + memtouch (700 MiB) do not fit"),
