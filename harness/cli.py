@@ -40,6 +40,7 @@ SUBCOMMAND_MODULES = [
     "harness.commands.compare",
     "harness.commands.report",
     "harness.commands.table",
+    "harness.commands.trust",
     "harness.commands.ablate",
     "harness.commands.bisect",
     "harness.commands.nightly",

@@ -5,6 +5,9 @@
  * stale data a wrongly skipped zeroing would hand to the next user.  Plain 8-byte stores fault each
  * page (or THP) in with one write fault on any accelerator.  Prints one JSON line, with the page
  * faults the fill took so the harness can check it faulted what it claims.
+ *
+ * --hold: print the line, then keep the memory until killed, so the pages are freed at a chosen moment
+ * (`kill $(pidof memdirty)`): after a migration has switched to postcopy, for example.
  */
 #define _GNU_SOURCE
 #include <stdint.h>
@@ -42,11 +45,17 @@ int main(int argc, char **argv)
 	for (size_t i = 0; i < len / 8; i++)
 		buf[i] = MEMDIRTY_PATTERN;
 	long faults = process_faults() - f0;
-	munmap(raw, len + (2 << 20));
+	if (!a.hold)
+		munmap(raw, len + (2 << 20));
 	clock_gettime(CLOCK_MONOTONIC, &t1);
 
 	printf("{\"mib\": %zu, \"pages\": %zu, \"thp\": %s, \"mode\": \"store\", \"faults\": %ld, \"wall_ms\": %.3f}\n",
 	       a.mib, len / page, a.thp ? "true" : "false", faults,
 	       (t1.tv_sec - t0.tv_sec) * 1e3 + (t1.tv_nsec - t0.tv_nsec) / 1e6);
+	if (a.hold) {
+		fflush(stdout);
+		for (;;)
+			pause(); /* freed when a signal kills us */
+	}
 	return 0;
 }

@@ -12,9 +12,10 @@ struct probe_args {
 	size_t mib;
 	int thp;
 	int store; /* memtouch: fault pages in from user space with a plain store (default: MADV_POPULATE_WRITE) */
+	int hold; /* memdirty: keep the memory until killed */
 };
 
-/* "PROG MIB [--thp] [--store]": returns 0 after printing usage when the arguments are bad. */
+/* "PROG MIB [--thp] [--store] [--hold]": returns 0 after printing usage when the arguments are bad. */
 static inline int parse_probe_args(int argc, char **argv, struct probe_args *a)
 {
 	memset(a, 0, sizeof(*a));
@@ -23,11 +24,13 @@ static inline int parse_probe_args(int argc, char **argv, struct probe_args *a)
 			a->thp = 1;
 		else if (!strcmp(argv[i], "--store"))
 			a->store = 1;
+		else if (!strcmp(argv[i], "--hold"))
+			a->hold = 1;
 		else
 			a->mib = strtoull(argv[i], NULL, 10);
 	}
 	if (!a->mib)
-		fprintf(stderr, "usage: %s MIB [--thp] [--store]\n", argv[0]);
+		fprintf(stderr, "usage: %s MIB [--thp] [--store] [--hold]\n", argv[0]);
 	return a->mib != 0;
 }
 

@@ -81,6 +81,17 @@ def wait_ready(vm: VM, keys: SshKeys, timeout: float = 120, transcript: Path | N
     return ssh, time.monotonic() - vm.started_at
 
 
+def reconnect(vm: VM, keys: SshKeys, old: Guest, timeout: float = 60) -> Guest:
+    """After a migration: close the connection through the old QEMU, log in again on the VM's new port."""
+    vm.detach(old)
+    ssh = Guest(vm.ssh_port, keys, old.transcript)
+    vm.attach(ssh)
+    deadline = time.monotonic() + timeout
+    ssh.connect(deadline=deadline, alive=vm.check_alive)
+    ssh.run("true", timeout=max(5.0, deadline - time.monotonic()))
+    return ssh
+
+
 def probe_kvm() -> tuple[bool, str]:
     """Boot the stock kernel under KVM; True if it reached userspace within the timeout."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-BACKENDS = ("ram", "memfd", "file", "hugetlb")
+# file: a shared (MAP_SHARED) file mapping; file-private: the same file mapped MAP_PRIVATE (share=off), where the
+# guest's writes are anonymous copies and a discarded page reads the file again (see kernel_patches/README.md).
+BACKENDS = ("ram", "memfd", "file", "file-private", "hugetlb")
+FILE_BACKENDS = ("file", "file-private")
 # How guest time runs: "realtime" (host clock) or "icount" (TCG only: 1 guest instruction = 1 ns of guest
 # time, -icount shift=0,sleep=off,align=off, so timings measure executed work and repeat exactly).
 TIMING_MODES = ("realtime", "icount")
@@ -18,7 +21,7 @@ class MachineConfig:
     memory_backend: str = "ram"  # one of BACKENDS
     prealloc: bool = False
     mem_lock: bool = False
-    mem_path: str | None = None  # file backend: a directory or file path (default: the private run dir)
+    mem_path: str | None = None  # file backends: a directory or file path (default: the private run dir)
     free_page_reporting: bool = True
     deflate_on_oom: bool = False
     stats_interval_s: int = 0  # balloon guest statistics polling; 0 = off

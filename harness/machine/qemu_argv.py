@@ -52,9 +52,10 @@ def memory_backend_args(config: MachineConfig, rundir: Path) -> list[str]:
         obj = f"memory-backend-memfd,id=mem0,{size},share=on"
     elif backend == "hugetlb":
         obj = f"memory-backend-memfd,id=mem0,{size},share=on,hugetlb=on,hugetlbsize=2M"
-    elif backend == "file":
+    elif backend in ("file", "file-private"):
         path = Path(config.mem_path) if config.mem_path else rundir
-        obj = f"memory-backend-file,id=mem0,{size},share=on,mem-path={path}"
+        share = "on" if backend == "file" else "off"
+        obj = f"memory-backend-file,id=mem0,{size},share={share},mem-path={path}"
     else:
         raise HarnessError(f"unknown memory backend {backend}")
     if config.prealloc:
@@ -75,8 +76,11 @@ def qemu_argv(
     serial_log: Path,
     ssh_port: int,
     qemu_binary: str = QEMU_BINARY,
+    qmp_socket: Path | None = None,
+    incoming: str | None = None,
 ) -> list[str]:
-    """The full QEMU command line for one guest."""
+    """The full QEMU command line for one guest.  `incoming` makes it a migration destination (`-incoming`);
+    such a QEMU appends to the serial log, so the log reads on across the migration."""
     balloon = (
         "virtio-balloon-pci,id=balloon0,"
         f"free-page-reporting={'on' if config.free_page_reporting else 'off'},"
@@ -96,9 +100,9 @@ def qemu_argv(
         "-kernel", str(kernel),
         "-initrd", str(initrd),
         "-append", cmdline,
-        "-chardev", f"file,id=serial0,path={serial_log}",
+        "-chardev", f"file,id=serial0,path={serial_log}" + (",append=on" if incoming else ""),
         "-serial", "chardev:serial0",
-        "-chardev", f"socket,id=qmp0,path={rundir / 'qmp.sock'},server=on,wait=off",
+        "-chardev", f"socket,id=qmp0,path={qmp_socket or rundir / 'qmp.sock'},server=on,wait=off",
         "-mon", "chardev=qmp0,mode=control",
         "-netdev", f"user,id=net0,hostfwd=tcp:127.0.0.1:{ssh_port}-:22",
         "-device", "virtio-net-pci,netdev=net0,romfile=",
@@ -111,6 +115,8 @@ def qemu_argv(
         if accel != "tcg":
             raise HarnessError(f"timing icount needs TCG; the accelerator is {accel} (see effective_timing)")
         argv += ICOUNT_ARGS
+    if incoming:
+        argv += ["-incoming", incoming]
     return argv
 
 

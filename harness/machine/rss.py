@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 PAGE_KIB = os.sysconf("SC_PAGE_SIZE") // 1024
@@ -20,10 +21,12 @@ def read_rss_kib(pid: int) -> int | None:
 
 
 class RssSampler:
-    """Samples at `hz` on a thread from start() to stop(); time is seconds since `t0` (monotonic)."""
+    """Samples at `hz` on a thread from start() to stop(); time is seconds since `t0` (monotonic).
 
-    def __init__(self, pid: int, csv_path: Path, t0: float, hz: float = 20.0):
-        self.pid = pid
+    `pid` may be a callable: the process it names is sampled, so the samples follow a migrated guest."""
+
+    def __init__(self, pid: int | Callable[[], int], csv_path: Path, t0: float, hz: float = 20.0):
+        self._pid = pid
         self.csv_path = csv_path
         self.t0 = t0
         self.period = 1.0 / hz
@@ -48,8 +51,11 @@ class RssSampler:
             f.write("t_s,rss_kib\n")
             next_at = time.monotonic()
             while not self._stop.is_set():
-                rss = read_rss_kib(self.pid)
+                pid = self.pid
+                rss = read_rss_kib(pid)
                 if rss is None:
+                    if self.pid != pid:
+                        continue  # the guest moved to another QEMU while we read the old one
                     return
                 t = time.monotonic() - self.t0
                 with self._lock:
@@ -57,6 +63,10 @@ class RssSampler:
                 f.write(f"{t:.3f},{rss}\n")
                 next_at += self.period
                 self._stop.wait(max(0.0, next_at - time.monotonic()))
+
+    @property
+    def pid(self) -> int:
+        return self._pid() if callable(self._pid) else self._pid
 
     def current_kib(self) -> int | None:
         return read_rss_kib(self.pid)

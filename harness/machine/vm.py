@@ -8,22 +8,22 @@ layer attaches (its SSH connection) is closed before QEMU stops.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
-import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import IO, Protocol
+from typing import Protocol
 
 from harness.constants import READY_MARKER
 from harness.errors import HarnessError
+from harness.machine import migration
 from harness.machine.config import MachineConfig
-from harness.machine.qemu_argv import check_hugepages, free_local_port, qemu_argv
+from harness.machine.qemu_argv import check_hugepages, qemu_argv
+from harness.machine.qemu_process import QemuProcess, QemuStartFailed
 from harness.machine.qmp import QMP
 from harness.paths import cache_root, private_dir
-from harness.process import die_with_parent, poll_until
+from harness.process import poll_until
 
 SERIAL_POLL_S = 0.02  # how often the serial log is read while waiting for a marker
 PANIC_MARKERS = ("Kernel panic", "BUG: unable to handle", "Oops:", "general protection fault")
@@ -56,7 +56,10 @@ def sweep_stale_run_dirs() -> None:
 
 
 class VM:
-    """A guest under QEMU.  Use as a context manager; logs go to `logdir`."""
+    """A guest under QEMU.  Use as a context manager; logs go to `logdir`.
+
+    `migrate()` moves the running guest to a fresh QEMU; from then on `qmp`, `pid`, `ssh_port` and `argv` are
+    the destination's, and the source's logs stay in `logdir` beside them."""
 
     def __init__(self, *, kernel_image: Path, initrd: Path, config: MachineConfig, accel: str, logdir: Path):
         self.kernel_image = kernel_image
@@ -66,13 +69,11 @@ class VM:
         self.logdir = logdir
         self.serial_log = logdir / "serial.log"
         self.rundir: Path | None = None
-        self.argv: list[str] = []
-        self.ssh_port = 0
-        self.started_at = 0.0
-        self.qmp: QMP | None = None
+        self.started_at = 0.0  # when the first QEMU started: the clock of rss.csv and of every step
+        self.migrations = 0
         self._attached: list[Closeable] = []
-        self._proc: subprocess.Popen | None = None
-        self._stderr: IO[bytes] | None = None
+        self._qemu: QemuProcess | None = None
+        self._incoming: QemuProcess | None = None  # a migration's destination until it takes over
         self._killed = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -84,9 +85,25 @@ class VM:
         self.shutdown()
 
     @property
+    def qemu(self) -> QemuProcess:
+        assert self._qemu is not None, "launch() starts QEMU"
+        return self._qemu
+
+    @property
     def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
+        return self.qemu.pid
+
+    @property
+    def qmp(self) -> QMP | None:
+        return None if self._qemu is None else self._qemu.qmp
+
+    @property
+    def argv(self) -> list[str]:
+        return [] if self._qemu is None else self._qemu.argv
+
+    @property
+    def ssh_port(self) -> int:
+        return 0 if self._qemu is None else self._qemu.ssh_port
 
     def launch(self) -> None:
         if self._killed:
@@ -97,77 +114,64 @@ class VM:
         try:
             if self.config.memory_backend == "hugetlb":
                 check_hugepages(self.config.memory_mib)
-            self._start_qemu()
+            self._qemu = self._new_qemu()
+            self._start(self._qemu)
             if self._killed:  # kill() ran while QEMU was starting
                 self.kill()
-            self.qmp = QMP(self._rundir() / "qmp.sock", self.logdir / "qmp.jsonl")
-            self.qmp.connect(timeout=120, alive=self.check_alive)
+            self.started_at = self._qemu.started_at
+            self._qemu.connect_qmp(timeout=120, alive=self.check_alive)
         except BaseException:
             self.shutdown()
             raise
 
-    def _start_qemu(self) -> None:
-        for _attempt in range(3):
-            self.ssh_port = free_local_port()
-            self.argv = qemu_argv(
-                kernel=self.kernel_image,
-                initrd=self.initrd,
-                config=self.config,
-                accel=self.accel,
-                rundir=self._rundir(),
-                serial_log=self.serial_log,
-                ssh_port=self.ssh_port,
-            )
-            (self.logdir / "qemu-argv.json").write_text(json.dumps(self.argv, indent=1))
-            self._stderr = (self.logdir / "qemu.stderr").open("wb")
-            self.started_at = time.monotonic()
-            self._proc = subprocess.Popen(
-                self.argv, stdin=subprocess.DEVNULL, stdout=self._stderr, stderr=self._stderr,
-                preexec_fn=die_with_parent,
-            )
-            # A port taken between our probe and QEMU's bind is the only retryable start failure.
-            time.sleep(0.05)
-            if self._proc.poll() is None or "host forwarding" not in self._stderr_text():
-                return
-            self._stderr.close()
-        raise GuestDied(f"QEMU could not forward SSH to a free local port: {self._stderr_text()}")
+    def _new_qemu(self, incoming: str | None = None) -> QemuProcess:
+        suffix = f"-mig{self.migrations}" if incoming else ""
+        rundir = self._rundir()
+
+        def argv_for(ssh_port: int) -> list[str]:
+            return qemu_argv(kernel=self.kernel_image, initrd=self.initrd, config=self.config, accel=self.accel,
+                             rundir=rundir, serial_log=self.serial_log, ssh_port=ssh_port,
+                             qmp_socket=rundir / f"qmp{suffix}.sock", incoming=incoming)
+
+        label = f"destination QEMU (migration {self.migrations})" if incoming else "QEMU"
+        return QemuProcess(argv_for, self.logdir, rundir / f"qmp{suffix}.sock", suffix, label)
+
+    def _start(self, qemu: QemuProcess) -> None:
+        try:
+            qemu.start()
+        except QemuStartFailed as exc:
+            raise GuestDied(str(exc)) from None
 
     def _rundir(self) -> Path:
         assert self.rundir is not None, "launch() creates the run dir"
         return self.rundir
 
     def kill(self) -> None:
-        """Kill QEMU now; safe from another thread.  The thread that owns the VM then finds it dead (check_alive,
-        a broken SSH connection) and shuts it down as usual."""
+        """Kill QEMU now (both, during a migration); safe from another thread.  The thread that owns the VM then
+        finds it dead (check_alive, a broken SSH connection) and shuts it down as usual."""
         self._killed = True
-        proc = self._proc
-        if proc is not None and proc.poll() is None:
-            proc.kill()
+        for qemu in (self._qemu, self._incoming):
+            if qemu is not None:
+                qemu.send_kill()
 
     def attach(self, thing: Closeable) -> None:
         """Close `thing` (a connection into the guest) when the VM shuts down, before QEMU stops."""
         self._attached.append(thing)
 
+    def detach(self, thing: Closeable) -> None:
+        """Close `thing` now (a connection through a QEMU that is going away)."""
+        if thing in self._attached:
+            self._attached.remove(thing)
+        thing.close()
+
     def shutdown(self) -> None:
-        """Stop QEMU for sure and release everything; safe to call twice."""
+        """Stop every QEMU for sure and release everything; safe to call twice."""
         while self._attached:
             self._attached.pop().close()
-        if self._proc is not None and self._proc.poll() is None and self.qmp is not None:
-            try:
-                self.qmp.execute("quit", timeout=3)
-            except HarnessError:
-                pass  # QEMU is dying or hung: the kill below handles it
-        if self._proc is not None:
-            try:
-                self._proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-        if self.qmp is not None:
-            self.qmp.close()
-            self.qmp = None
-        if self._stderr is not None:
-            self._stderr.close()
+        for qemu in (self._incoming, self._qemu):
+            if qemu is not None:
+                qemu.stop()
+        self._incoming = None
         if self.rundir is not None:
             shutil.rmtree(self.rundir, ignore_errors=True)
             self.rundir = None
@@ -178,13 +182,58 @@ class VM:
         fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
-    # -- health ------------------------------------------------------------------------------
-    def _stderr_text(self) -> str:
-        try:
-            return (self.logdir / "qemu.stderr").read_text(errors="replace").strip()
-        except FileNotFoundError:
-            return ""
+    # -- migration ---------------------------------------------------------------------------
+    def migrate(self, mode: str, precopy_s: float, timeout: float,
+                bandwidth_mib_s: int | None = None) -> migration.MigrationStats:
+        """Live-migrate the guest to a fresh QEMU (the same command line, its own SSH port, `-incoming defer`)
+        over a unix socket in the private run dir.  On success the source has quit and this VM is the
+        destination; on failure the destination is gone and the source still owns the guest (or, when
+        postcopy failed after the switch-over, the step's error says so and shutdown stops both)."""
+        self.migrations += 1
+        dest = self._new_qemu(incoming="defer")
+        self._incoming = dest
 
+        def alive() -> None:
+            if dest.returncode is not None:  # a refused migration, not a dead guest: the source still runs it
+                raise migration.MigrationFailed(f"{mode} migration failed: the destination QEMU exited with code "
+                                                f"{dest.returncode}")
+            self.check_alive()
+
+        try:
+            self._start(dest)
+            dest.connect_qmp(timeout=120, alive=alive)
+            assert dest.qmp is not None and self.qmp is not None
+            uri = f"unix:{self._rundir() / f'migrate-{self.migrations}.sock'}"
+            stats = migration.live_migrate(self.qmp, dest.qmp, uri, mode, precopy_s, timeout, alive=alive,
+                                           bandwidth_mib_s=bandwidth_mib_s)
+        except migration.MigrationFailed as exc:
+            dest.kill()
+            self._incoming = None
+            # The source often sees only a broken socket: the destination's own error says why.
+            said = [line.split(": ", 1)[-1] for line in dest.stderr_text().splitlines() if line.strip()]
+            raise migration.MigrationFailed(f"{exc}" + (f"; the destination said: {' / '.join(said[-3:])}"
+                                                        if said else "")) from None
+        except BaseException:
+            dest.kill()
+            self._incoming = None
+            raise
+        source, self._qemu, self._incoming = self._qemu, dest, None
+        assert source is not None
+        source.stop()
+        return stats
+
+    def background_snapshot(self, timeout: float, bandwidth_mib_s: int | None = None) -> migration.MigrationStats:
+        """Save the running guest to a file in the run dir with QEMU's background-snapshot (write-protect
+        tracking: the guest keeps running); the file is removed again, its size is in the result."""
+        assert self.qmp is not None
+        path = self._rundir() / f"snapshot-{time.monotonic_ns()}.bin"
+        try:
+            return migration.background_snapshot(self.qmp, path, timeout, alive=self.check_alive,
+                                                 bandwidth_mib_s=bandwidth_mib_s)
+        finally:
+            path.unlink(missing_ok=True)
+
+    # -- health ------------------------------------------------------------------------------
     def serial_text(self) -> str:
         try:
             return self.serial_log.read_text(errors="replace")
@@ -200,25 +249,22 @@ class VM:
     def check_alive(self) -> None:
         """Raise GuestDied with the best explanation if QEMU exited or the guest panicked."""
         panic = self.panic_line()
-        if self._proc is not None and self._proc.poll() is not None:
+        for qemu in (self._qemu, self._incoming):
+            if qemu is None or qemu.returncode is None:
+                continue
             if self._killed:
                 raise GuestDied("QEMU was stopped by the harness")
-            why = f"QEMU exited with code {self._proc.returncode}"
             if panic:
-                why += f" after a guest kernel failure: {panic}"
-            elif self._stderr_text():
-                why += f": {self._stderr_text().splitlines()[-1]}"
-            raise GuestDied(why)
+                raise GuestDied(f"{qemu.label} exited with code {qemu.returncode} after a guest kernel failure: "
+                                f"{panic}")
+            raise GuestDied(qemu.exit_reason() or "")
         if panic:
             raise GuestDied(f"guest kernel failure: {panic}")
 
     def explain_failure(self, grace_s: float = 2.0) -> None:
         """After a failed step: raise GuestDied if a dead QEMU or a panicked guest is the real cause."""
-        if self._proc is not None:
-            try:
-                self._proc.wait(timeout=grace_s)
-            except subprocess.TimeoutExpired:
-                pass  # still running: the step's own error stands, unless the guest panicked
+        if self._qemu is not None:
+            self._qemu.wait(grace_s)  # still running after it: the step's own error stands, unless the guest panicked
         self.check_alive()
 
     # -- readiness ---------------------------------------------------------------------------

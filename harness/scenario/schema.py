@@ -26,7 +26,7 @@ from harness.errors import InputError
 from harness.guest.overlay import DEFAULT_DEST_DIR, overlay_files
 from harness.guest.zeroing import METHODS as ZEROING_METHODS
 from harness.kernels.spec import KernelSpec, parse_kernel_spec
-from harness.machine.config import BACKENDS, TIMING_MODES, MachineConfig
+from harness.machine.config import BACKENDS, FILE_BACKENDS, TIMING_MODES, MachineConfig
 from harness.scenario.bounds import (
     MAX_MIB,
     IntervalS,
@@ -37,6 +37,12 @@ from harness.scenario.bounds import (
     SecondsOrZero,
 )
 from harness.scenario.expectation_models import Expectations, check_expectation_phases
+from harness.scenario.migration_params import (
+    BackgroundSnapshotParams,
+    MigrateParams,
+    background_snapshot_problem,
+    migration_problem,
+)
 from harness.validation import Strict, problem, validate
 from harness.yamlfile import DuplicateKeyError, describe_error, parse_yaml
 
@@ -120,14 +126,14 @@ class QemuOptions(Strict):
     memory_backend: Backend = "ram"
     prealloc: bool = False
     mem_lock: bool = False
-    mem_path: str | None = None  # file backend: a directory or file path (default: the private run dir)
+    mem_path: str | None = None  # file backends: a directory or file path (default: the private run dir)
     balloon: BalloonOptions = BalloonOptions()
     timing: Timing = "realtime"
 
     @model_validator(mode="after")
     def _mem_path_needs_file(self) -> QemuOptions:
-        if self.mem_path is not None and self.memory_backend != "file":
-            raise problem("only meaningful with memory_backend: file", "mem_path")
+        if self.mem_path is not None and self.memory_backend not in FILE_BACKENDS:
+            raise problem(f"only meaningful with memory_backend: {' or '.join(FILE_BACKENDS)}", "mem_path")
         return self
 
 
@@ -310,13 +316,15 @@ class KselftestParams(Strict):
 
 StepParams = (BootParams | BalloonParams | MemdirtyParams | MemtouchParams | WaitReportingParams | SleepParams
               | SnapshotParams | ContigBenchParams | ShellParams | ZeroingPathsParams | UploadParams
-              | KselftestParams | StressParams | FaultScaleParams)
+              | KselftestParams | StressParams | FaultScaleParams
+              | MigrateParams | BackgroundSnapshotParams)
 STEP_PARAMS: dict[str, type[Strict]] = {
     "boot": BootParams, "balloon": BalloonParams, "memdirty": MemdirtyParams, "memtouch": MemtouchParams,
     "wait_reporting": WaitReportingParams, "sleep": SleepParams, "snapshot": SnapshotParams,
     "contig_bench": ContigBenchParams, "shell": ShellParams, "zeroing_paths": ZeroingPathsParams,
     "upload": UploadParams, "kselftest": KselftestParams, "stress": StressParams,
     "fault_scale": FaultScaleParams,
+    "migrate": MigrateParams, "background_snapshot": BackgroundSnapshotParams,
 }
 STEP_TYPES = tuple(STEP_PARAMS)
 
@@ -339,6 +347,8 @@ class StepEntry(Strict):
     upload: UploadParams | None = None
     kselftest: KselftestParams | None = None
     stress: StressParams | None = None
+    migrate: MigrateParams | None = None
+    background_snapshot: BackgroundSnapshotParams | None = None
 
     @classmethod
     def _shorthand(cls, data: Any) -> Any:
@@ -411,6 +421,12 @@ class ScenarioFile(Strict):
                               *at, "balloon_low")
             if isinstance(p, MemdirtyParams) and p.size_mib >= memory:
                 raise problem(f"{p.size_mib} MiB does not fit in the guest's {memory} MiB", *at, "size")
+            if isinstance(p, MigrateParams) and (why := migration_problem(self.qemu.memory_backend,
+                                                                          self.qemu.mem_path)):
+                raise problem(f"this machine cannot be migrated: {why}", *at)
+            if isinstance(p, BackgroundSnapshotParams) and (why := background_snapshot_problem(
+                    self.qemu.memory_backend, self.qemu.mem_path)):
+                raise problem(f"QEMU cannot take a background snapshot of this machine: {why}", *at)
             if isinstance(p, FaultScaleParams) and p.resident_mib >= memory:
                 raise problem(f"{p.workers} worker(s) x {p.region_mib} MiB"
                               + (" (and a tmpfs file each)" if p.mapping == "file" else "")

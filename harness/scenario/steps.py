@@ -24,6 +24,7 @@ from harness.machine.qmp import QMP
 from harness.machine.rss import RssSampler
 from harness.machine.vm import VM
 from harness.process import poll_until
+from harness.scenario import migration_steps
 from harness.scenario.schema import (
     BOOT_PHASE,
     BalloonParams,
@@ -144,7 +145,8 @@ class RepRunner:
         try:
             with vm:
                 self.result.qemu_argv = vm.argv
-                self._rss = RssSampler(vm.pid, self.dir / "rss.csv", vm.started_at).start()
+                # A callable: after a migrate step the samples are the destination QEMU's.
+                self._rss = RssSampler(lambda: vm.pid, self.dir / "rss.csv", vm.started_at).start()
                 try:
                     self._boot()
                     for step in self.scenario.steps:
@@ -272,6 +274,16 @@ class RepRunner:
                            events=res.events, inflate=inflate)
         self.console.print(f"  {step.phase}: balloon {res.start_mib:.0f} -> {res.actual_mib:.0f} MiB "
                            f"in {res.seconds:.1f} s ({res.events} BALLOON_CHANGE events)")
+
+    def _step_migrate(self, step: Step, record: StepRecord) -> None:
+        migration_steps.run_migrate(self, step, record)
+
+    def _step_background_snapshot(self, step: Step, record: StepRecord) -> None:
+        migration_steps.run_background_snapshot(self, step, record)
+
+    def follow_migration(self, ssh: Guest) -> None:
+        """The guest moved to another QEMU: from now on talk to it over `ssh`."""
+        self._ssh = ssh
 
     def _step_memdirty(self, step: Step, record: StepRecord) -> None:
         p: MemdirtyParams = step.params

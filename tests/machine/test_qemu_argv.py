@@ -27,6 +27,16 @@ def test_ssh_forward_is_loopback_only_and_qmp_in_run_dir():
     assert "-no-reboot" in a and "-nodefaults" in a
 
 
+def test_a_migration_destination_listens_and_appends_to_the_serial_log():
+    a = qemu_argv(kernel=Path("/k/bzImage"), initrd=Path("/k/initrd"), config=MachineConfig(), accel="tcg",
+                  rundir=Path("/run/x"), serial_log=Path("/b/serial.log"), ssh_port=2223,
+                  qmp_socket=Path("/run/x/qmp-mig1.sock"), incoming="defer")
+    assert a[-2:] == ["-incoming", "defer"]
+    assert "file,id=serial0,path=/b/serial.log,append=on" in value_after(a, "-chardev")
+    assert any("path=/run/x/qmp-mig1.sock" in c for c in value_after(a, "-chardev"))
+    assert "-incoming" not in argv() and "file,id=serial0,path=/b/serial.log" in value_after(argv(), "-chardev")
+
+
 def test_balloon_device_options():
     a = argv(free_page_reporting=True, deflate_on_oom=True)
     assert "virtio-balloon-pci,id=balloon0,free-page-reporting=on,deflate-on-oom=on" in value_after(a, "-device")
@@ -40,6 +50,10 @@ def test_memory_backends():
         "memory-backend-memfd,id=mem0,size=2048M,share=on,prealloc=on"]
     assert "hugetlb=on" in value_after(argv(memory_backend="hugetlb"), "-object")[0]
     assert "mem-path=/tmp/m" in value_after(argv(memory_backend="file", mem_path="/tmp/m"), "-object")[0]
+    assert value_after(argv(memory_backend="file-private", mem_path="/tmp/m"), "-object") == [
+        "memory-backend-file,id=mem0,size=2048M,share=off,mem-path=/tmp/m"]
+    assert value_after(argv(memory_backend="file"), "-object") == [
+        "memory-backend-file,id=mem0,size=2048M,share=on,mem-path=/run/x"]
     assert value_after(argv(mem_lock=True), "-overcommit") == ["mem-lock=on"]
     assert "memory-backend=mem0" in value_after(argv(), "-machine")[0]
 

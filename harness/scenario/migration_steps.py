@@ -1,0 +1,88 @@
+"""The `migrate` and `background_snapshot` steps: the windows in which QEMU acknowledges free page reports
+without discarding the pages (virtio_balloon_inhibited()), measured as metrics of the step's phase."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from rich.console import Console
+
+from harness.guest import probes
+from harness.guest.launch import BootKit, reconnect
+from harness.guest.ssh import Guest
+from harness.machine import balloon
+from harness.machine.config import MachineConfig
+from harness.machine.migration import MigrationStats
+from harness.machine.qmp import QMP
+from harness.machine.vm import VM
+from harness.scenario.migration_params import BackgroundSnapshotParams, MigrateParams
+from harness.scenario.schema import Step
+
+
+class Record(Protocol):
+    data: dict
+
+
+class Runner(Protocol):
+    """What these steps use of the repetition's runner (harness.scenario.steps.RepRunner)."""
+
+    kit: BootKit
+    machine: MachineConfig
+    console: Console
+
+    @property
+    def vm(self) -> VM: ...
+
+    @property
+    def ssh(self) -> Guest: ...
+
+    @property
+    def qmp(self) -> QMP: ...
+
+    def metric(self, name: str, value: float, phase: str, unit: str | None = None) -> None: ...
+
+    def follow_migration(self, ssh: Guest) -> None: ...
+
+
+def reported_pages(guest: Guest) -> int | None:
+    """page_reporting_pages of the guest's vmstat (None on kernels without the counter)."""
+    return probes.vmstat(guest).get("page_reporting_pages")
+
+
+def _record(runner: Runner, phase: str, record: Record, stats: MigrationStats,
+            before: int | None, after: int | None) -> None:
+    reported = None if before is None or after is None else after - before
+    record.data.update(migration=stats.to_json(), page_reporting_pages=reported)
+    prefix = "snapshot" if stats.mode == "background-snapshot" else "migration"
+    figures = {"total_ms": stats.total_ms, "downtime_ms": stats.downtime_ms, "wall_s": stats.wall_s,
+               "transferred_mib": stats.transferred_mib, "postcopy_requests": stats.postcopy_requests,
+               "reported_pages": reported}
+    for name, value in figures.items():
+        if value is not None:
+            runner.metric(f"{prefix}_{name}", value, phase)
+    what = stats.mode if stats.postcopy_after_s is not None or stats.mode != "postcopy" else \
+        "postcopy (the precopy pass completed before postcopy was switched on)"
+    runner.console.print(
+        f"  {phase}: {what} in {stats.wall_s:.2f} s (QEMU: total {stats.total_ms} ms, downtime "
+        f"{stats.downtime_ms} ms, {stats.transferred_mib:.0f} MiB sent"
+        + (f", {stats.postcopy_requests} postcopy page requests" if stats.postcopy_requests else "")
+        + f"); {'?' if reported is None else reported} pages reported meanwhile")
+
+
+def run_migrate(runner: Runner, step: Step, record: Record) -> None:
+    p: MigrateParams = step.params
+    before = reported_pages(runner.ssh)
+    stats = runner.vm.migrate(p.mode, p.precopy_pass_s, p.timeout_s, p.bandwidth_mib_s)
+    runner.follow_migration(reconnect(runner.vm, runner.kit.keys, runner.ssh))
+    if runner.machine.stats_interval_s:
+        balloon.enable_stats(runner.qmp, runner.machine.stats_interval_s)
+    record.data.update(ssh_port=runner.vm.ssh_port, bandwidth_mib_s=p.bandwidth_mib_s)
+    _record(runner, step.phase, record, stats, before, reported_pages(runner.ssh))
+
+
+def run_background_snapshot(runner: Runner, step: Step, record: Record) -> None:
+    p: BackgroundSnapshotParams = step.params
+    before = reported_pages(runner.ssh)
+    stats = runner.vm.background_snapshot(p.timeout_s, p.bandwidth_mib_s)
+    record.data["bandwidth_mib_s"] = p.bandwidth_mib_s
+    _record(runner, step.phase, record, stats, before, reported_pages(runner.ssh))

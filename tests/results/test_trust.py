@@ -1,0 +1,53 @@
+"""The trust matrix: leaks, skipped zeroing and checks per design and host condition; a design that skipped
+zeroing where nothing was checked makes the matrix fail."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from bundle_synth import write_bundle
+
+from harness.results.bundle import load_bundle
+from harness.results.trust import render
+
+BASE, SEED = "base+zeroing-stats", "base+zeroing-stats+balloon-opt-ins+host-zeroed-reporting"
+
+
+def test_cells_say_leak_safe_and_never_skipped(tmp_path):
+    discard = write_bundle(tmp_path / "a", {
+        BASE: {("nonzero_pages", "touch"): [0]},
+        SEED: {("nonzero_pages", "touch"): [0], ("vmstat.pgzero_skip_reported", "touch"): [900]}},
+        scenario="stale-data", reps=1)
+    postcopy = write_bundle(tmp_path / "b", {
+        BASE: {("nonzero_pages", "touch"): [0]},
+        SEED: {("nonzero_pages", "touch"): [74], ("vmstat.pgzero_skip_reported", "touch"): [80],
+               ("vmstat.pgzero_skip_deflated", "touch2"): [20]}},
+        scenario="stale-data-postcopy", reps=1)
+    text, sound = render([load_bundle(discard), load_bundle(postcopy)])
+    assert sound
+    rows = {line.split(" | ")[0].strip("| `"): line for line in text.splitlines() if line.startswith("| `")}
+    assert "| design | `stale-data` | `stale-data-postcopy` |" in text
+    assert rows[BASE].count("safe (never skipped; 1 checks)") == 2
+    assert "safe (skipped 900; 1 checks)" in rows[SEED] and "**LEAK** 74 (skipped 100; 1 checks)" in rows[SEED]
+
+
+def test_bundles_of_one_condition_share_a_column(tmp_path):
+    one = write_bundle(tmp_path / "a", {BASE: {("nonzero_pages", "touch"): [0]}}, scenario="stale-data-postcopy",
+                       reps=1)
+    two = write_bundle(tmp_path / "b", {SEED: {("nonzero_pages", "touch"): [56],
+                                               ("vmstat.pgzero_skip_reported", "touch"): [60]}},
+                       scenario="stale-data-postcopy", reps=1)
+    text, sound = render([load_bundle(one), load_bundle(two)])
+    assert sound and "| design | `stale-data-postcopy` |" in text
+    assert f"| `{BASE}` | safe (never skipped; 1 checks) |" in text
+    assert f"| `{SEED}` | **LEAK** 56 (skipped 60; 1 checks) |" in text
+
+
+def test_skipping_with_nothing_checked_fails_the_matrix(tmp_path):
+    b = write_bundle(tmp_path / "a", {SEED: {("vmstat.pgzero_skip_reported", "reporting"): [512]}},
+                     scenario="stale-data-bgsnapshot", reps=1)
+    text, sound = render([load_bundle(b)])
+    assert not sound and "**UNCHECKED** (skipped 512; 0 checks)" in text
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "trust", str(b)], capture_output=True, text=True)
+    assert proc.returncode == 1 and "UNCHECKED" in proc.stderr and "**UNCHECKED**" in proc.stdout
