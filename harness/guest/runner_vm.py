@@ -155,13 +155,15 @@ class RunnerVM:
         log.close()
         poll_until(lambda: all(sock.exists() for _tag, sock in sockets), timeout=10, interval=0.02,
                    alive=self._daemons_alive,
-                   on_timeout=lambda: HarnessError(f"virtiofsd did not start (see {self.logdir / 'virtiofsd.log'})"))
+                   on_timeout=lambda: RunnerUnusable(f"virtiofsd did not start (see {self.logdir / 'virtiofsd.log'})"))
         return sockets
 
     def _daemons_alive(self) -> None:
         for p in self._procs:
             if p.poll() is not None:
-                raise HarnessError(f"virtiofsd exited with code {p.returncode} (see {self.logdir / 'virtiofsd.log'})")
+                why = (self.logdir / "virtiofsd.log").read_text(errors="replace").strip().splitlines()
+                raise RunnerUnusable(f"virtiofsd cannot share this host's files (exit {p.returncode}"
+                                     f"{': ' + why[-1] if why else ''})")
 
     def argv(self, kernel: GuestKernel, initrd: Path, rundir: Path, sockets: list[tuple[str, Path]]) -> list[str]:
         argv = [
