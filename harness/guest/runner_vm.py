@@ -13,10 +13,12 @@ reports the x87+SSE size: the runner's KVM never learns of the XSETBV (QEMU 7.2'
 raise SVM's XSETBV intercept).  Without XSAVE in the runner there is none in the nested guest either, and it boots
 clean; the harness itself passes `-cpu host` as it does on a real KVM runner.
 
-The runner's TCG runs one thread per vCPU (MTTCG).  Once in a few runs a nested guest double-faulted in
-exc_page_fault while the balloon inflated (its page tables read back wrong: a stale translation in the
-emulated nested paging, we believe).  One thread for all vCPUs (`thread=single`) was too slow to try it:
-the smoke scenario's memdirty timed out and the KVM probe's guest went quiet for 30 s.
+The runner's TCG runs one thread per vCPU (MTTCG).  In some runs a nested guest crashed after its balloon
+inflated or deflated: a double fault in exc_page_fault (its page tables read back wrong), or a silent reset
+(QEMU exits 0 under -no-reboot); 2 of 10 balloon runs here on 2026-12-06.  We believe the emulated
+nested paging keeps a stale translation of a page the nested QEMU discarded; no real KVM host has shown it.
+One thread for all vCPUs (`thread=single`) was too slow to tell: the smoke scenario's memdirty timed out and
+the KVM probe's guest went quiet for 30 s.
 """
 
 from __future__ import annotations
