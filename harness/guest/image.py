@@ -104,6 +104,7 @@ def build_image(kernel: GuestKernel, extra_files: dict[str, Path] | None = None)
     texts = _etc_files(keys, kernel)
     sources = sorted((GUEST_DIR / "probes").iterdir())
     key = _digest(files, texts, sources)
+
     def make(root: Path) -> None:
         probes = _compile_probes(root.parent)
         _stage(root, {**files, **probes}, texts)

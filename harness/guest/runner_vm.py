@@ -197,15 +197,15 @@ class RunnerVM:
             qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, preexec_fn=die_with_parent)
         self._procs.append(qemu)
         reader = _MarkerReader(out_path, on_output)
-        while True:
+
+        def exited() -> bool:
             reader.pump()
-            if qemu.poll() is not None:
-                reader.pump(final=True)
-                break
-            if time.monotonic() - started > timeout_s:
-                raise HarnessError(f"the KVM runner VM's job did not finish within {timeout_s:.0f} s "
-                                   f"(console: {self.logdir / 'console.log'})")
-            time.sleep(0.1)
+            return qemu.poll() is not None
+
+        poll_until(exited, timeout=timeout_s, interval=0.1, started=started,
+                   on_timeout=lambda: HarnessError(f"the KVM runner VM's job did not finish within {timeout_s:.0f} s "
+                                                   f"(console: {self.logdir / 'console.log'})"))
+        reader.pump(final=True)
         if reader.unusable:
             raise RunnerUnusable(f"KVM runner VM: {reader.unusable}")
         if reader.exit_code is None:
