@@ -14,6 +14,13 @@ TEST_SERIES = Path(__file__).resolve().parent / "data" / "series"  # test-only p
 SMOKE = REPO_ROOT / "scenarios" / "smoke.yaml"
 
 
+def write_scenario(tmp_path: Path, text: str) -> Path:
+    """`text` as the scenario file s.yaml in `tmp_path`."""
+    p = tmp_path / "s.yaml"
+    p.write_text(text)
+    return p
+
+
 def qemu_pids_matching(text: str) -> list[int]:
     """PIDs of QEMU processes whose command line mentions `text`."""
     out = subprocess.run(["pgrep", "-f", f"qemu-system-x86_64.*{text}"], capture_output=True, text=True).stdout

@@ -13,12 +13,7 @@ from harness.errors import InputError
 from harness.scenario import migration_params
 from harness.scenario.migration_params import filesystem_type
 from harness.scenario.schema import load_scenario
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    p = tmp_path / "s.yaml"
-    p.write_text(text)
-    return p
+from tests.conftest import write_scenario as write
 
 
 def test_migrate_steps_parse(tmp_path):

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from harness.errors import InputError
 from harness.paths import REPO_ROOT
 from harness.scenario.schema import load_scenario
+from tests.conftest import write_scenario as write
 
 GOOD = """
 name: t
@@ -20,12 +20,6 @@ steps:
   - memtouch: {size: 256M, thp: true}
 expect: {nonzero_pages: 0}
 """
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    p = tmp_path / "s.yaml"
-    p.write_text(text)
-    return p
 
 
 def test_good_scenario_parses(tmp_path):

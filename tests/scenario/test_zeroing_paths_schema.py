@@ -4,19 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from harness.errors import InputError
 from harness.paths import REPO_ROOT
 from harness.scenario.schema import MemtouchParams, load_scenario
-
-
-def write(tmp_path: Path, text: str) -> Path:
-    p = tmp_path / "s.yaml"
-    p.write_text(text)
-    return p
+from tests.conftest import write_scenario as write
 
 
 def test_zeroing_paths_wraps_one_step(tmp_path):
