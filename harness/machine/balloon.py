@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 
 from harness.errors import HarnessError
 from harness.machine.qmp import QMP
@@ -69,3 +69,30 @@ def enable_stats(qmp: QMP, interval_s: int) -> None:
 
 def guest_stats(qmp: QMP) -> dict:
     return qmp.execute("qom-get", {"path": BALLOON_PATH, "property": "guest-stats"})
+
+
+@dataclass
+class WindowTarget:
+    """A balloon target set `at_s` seconds into a migration or snapshot window, on the QEMU that runs the guest
+    at that moment (the source before a postcopy switch-over, the destination after it), so the guest inflates
+    or deflates while QEMU may not discard.  `tick` is called from the window's poll loop."""
+
+    target_mib: int
+    at_s: float
+    start: float = field(default_factory=time.monotonic)
+    sent_s: float | None = None  # when the target was set, seconds into the window
+
+    def tick(self, qmps: Iterable[QMP | None]) -> None:
+        if self.sent_s is not None or time.monotonic() - self.start < self.at_s:
+            return
+        for qmp in qmps:
+            if qmp is not None and qmp.execute("query-status", timeout=10).get("status") == "running":
+                qmp.execute("balloon", {"value": self.target_mib * MIB})
+                self.sent_s = round(time.monotonic() - self.start, 3)
+                return
+
+    def check_sent(self, what: str) -> None:
+        """After the window: it is a failed step if the window closed before the target was due."""
+        if self.sent_s is None:
+            raise HarnessError(f"the {what} ended {time.monotonic() - self.start:.1f} s in, before its balloon "
+                               f"target was due at {self.at_s:g} s: the balloon never moved inside the window")

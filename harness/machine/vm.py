@@ -17,7 +17,7 @@ from typing import Protocol
 
 from harness.constants import READY_MARKER
 from harness.errors import HarnessError
-from harness.machine import migration
+from harness.machine import balloon, migration
 from harness.machine.config import MachineConfig
 from harness.machine.qemu_argv import check_hugepages, qemu_argv
 from harness.machine.qemu_process import QemuProcess, QemuStartFailed
@@ -183,8 +183,8 @@ class VM:
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
     # -- migration ---------------------------------------------------------------------------
-    def migrate(self, mode: str, precopy_s: float, timeout: float,
-                bandwidth_mib_s: int | None = None) -> migration.MigrationStats:
+    def migrate(self, mode: str, precopy_s: float, timeout: float, bandwidth_mib_s: int | None = None,
+                window_balloon: balloon.WindowTarget | None = None) -> migration.MigrationStats:
         """Live-migrate the guest to a fresh QEMU (the same command line, its own SSH port, `-incoming defer`)
         over a unix socket in the private run dir.  On success the source has quit and this VM is the
         destination; on failure the destination is gone and the source still owns the guest (or, when
@@ -198,6 +198,8 @@ class VM:
                 raise migration.MigrationFailed(f"{mode} migration failed: the destination QEMU exited with code "
                                                 f"{dest.returncode}")
             self.check_alive()
+            if window_balloon is not None:
+                window_balloon.tick([dest.qmp, self.qmp])
 
         try:
             self._start(dest)
@@ -222,14 +224,19 @@ class VM:
         source.stop()
         return stats
 
-    def background_snapshot(self, timeout: float, bandwidth_mib_s: int | None = None) -> migration.MigrationStats:
+    def background_snapshot(self, timeout: float, bandwidth_mib_s: int | None = None,
+                            window_balloon: balloon.WindowTarget | None = None) -> migration.MigrationStats:
         """Save the running guest to a file in the run dir with QEMU's background-snapshot (write-protect
         tracking: the guest keeps running); the file is removed again, its size is in the result."""
         assert self.qmp is not None
         path = self._rundir() / f"snapshot-{time.monotonic_ns()}.bin"
         try:
-            return migration.background_snapshot(self.qmp, path, timeout, alive=self.check_alive,
-                                                 bandwidth_mib_s=bandwidth_mib_s)
+            def alive() -> None:
+                self.check_alive()
+                if window_balloon is not None:
+                    window_balloon.tick([self.qmp])
+
+            return migration.background_snapshot(self.qmp, path, timeout, alive=alive, bandwidth_mib_s=bandwidth_mib_s)
         finally:
             path.unlink(missing_ok=True)
 

@@ -64,6 +64,22 @@ _DEFS = [
     MetricDef("stress_touch_runs", "runs", COUNTER, None, "memtouch runs completed during a stress step"),
     MetricDef("stress_dirty_runs", "runs", COUNTER, None, "memdirty runs completed during a stress step"),
     MetricDef("balloon_cycles", "cycles", COUNTER, None, "inflate/deflate cycles the host drove during a stress step"),
+    *(d for prefix, window in (("migration", "the live migration"), ("snapshot", "the background snapshot"))
+      for d in (
+        MetricDef(f"{prefix}_wall_s", "s", TIME, None, f"{window}, from its start until the guest ran on (or the "
+                  "file was written)", host_clock=True),
+        MetricDef(f"{prefix}_total_ms", "ms", TIME, None, f"QEMU's total-time of {window}", host_clock=True),
+        MetricDef(f"{prefix}_downtime_ms", "ms", TIME, "lower", f"QEMU's downtime of {window}", host_clock=True),
+        MetricDef(f"{prefix}_transferred_mib", "MiB", MEMORY, None, f"guest RAM QEMU sent in {window}"),
+        MetricDef(f"{prefix}_postcopy_requests", "pages", COUNTER, None,
+                  f"pages the destination faulted in from the source during {window} (postcopy)"),
+        MetricDef(f"{prefix}_reported_pages", "pages", COUNTER, None,
+                  f"pages the guest reported by free page reporting during {window} (page_reporting_pages)"))),
+    MetricDef("window_balloon_sent_s", "s", TIME, None,
+              "when the balloon target of a migrate or background_snapshot step was set, seconds into the window",
+              host_clock=True),
+    MetricDef("window_balloon_actual_mib", "MiB", MEMORY, None,
+              "guest memory the balloon left to the guest when the window closed"),
     MetricDef("vmstat.pgzero_skip_*", "pages", COUNTER, "higher", "zeroings skipped because the page was known zero", headline=True),
     MetricDef("vmstat.pgzero_*", "pages", COUNTER, "lower", "base pages zeroed by the kernel"),
     MetricDef("zeroing.alloc_pages", "pages", COUNTER, "lower",

@@ -1,11 +1,14 @@
 """The trust matrix: each design (kernel) under each host condition (one bundle per condition, named by its
-scenario) -> pages handed out non-zero, pages whose zeroing it skipped, and how many pages were checked.
+scenario) -> pages handed out non-zero, pages whose zeroing it skipped, how many pages were checked, and
+whether the design refused to trust the host (its boot log says so).
 
+A design is its spec without flavours: `X%page-poison` is design X under the page_poison condition.
 A design that skipped zeroing where no page was checked proves nothing: that cell is a failure of the
 scenario (UNCHECKED), never "safe"."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from harness.numbers import fmt_num
@@ -14,6 +17,9 @@ from harness.results.compare import md_escape
 from harness.results.table import provenance
 
 SKIP_PREFIX = "vmstat.pgzero_skip_"  # the zeroing-stats counters of pages a design did not zero
+# What balloon-opt-ins and pg-zeroed-reporting print when they turn an opt-in down (page poisoning), or take
+# their trust back (the reporting device went away).
+REFUSAL = re.compile(r"page poisoning active, not (trusting|freeing)|no longer trusting reported pages")
 
 
 @dataclass(frozen=True)
@@ -22,6 +28,8 @@ class Cell:
     skipped: float  # pages whose zeroing was skipped (zeroing-stats kernels), over every repetition and phase
     checks: int  # memtouch runs that checked their pages
     status: str  # the bundle's status
+    refused: int = 0  # repetitions whose guest log says the design refused (or withdrew) its trust
+    flavours: str = ""  # the flavours the design ran with under this condition ("%page-poison")
 
     @property
     def unchecked(self) -> bool:
@@ -36,26 +44,54 @@ class Cell:
             verdict = "not checked"
         else:
             verdict = "safe"
-        detail = f"skipped {fmt_num(self.skipped)}" if self.skipped else "never skipped"
-        return f"{verdict} ({detail}; {self.checks} checks)" + ("" if self.status == "complete" else f" [{self.status}]")
+        details = [f"skipped {fmt_num(self.skipped)}" if self.skipped else "never skipped", f"{self.checks} checks"]
+        if self.refused:
+            details.insert(0, "refused to trust")
+        if self.flavours:
+            details.append(f"as `{self.flavours}`")
+        return f"{verdict} ({'; '.join(details)})" + ("" if self.status == "complete" else f" [{self.status}]")
 
 
-def cell(group: list[Bundle], kernel: str) -> Cell | None:
-    """One design under one condition: every bundle of that condition (scenario) that ran the design."""
+def design(kernel: str) -> tuple[str, str]:
+    """(the design, the flavours it ran with) of a kernel label: `base+X%page-poison` -> (`base+X`, `%page-poison`)."""
+    if not kernel.startswith("base"):
+        return kernel, ""
+    name, sep, flavours = kernel.partition("%")
+    return name, sep + flavours
+
+
+def refusals(b: Bundle, kernel: str) -> int:
+    """Repetitions of `kernel` whose guest kernel log (dmesg.txt, else the serial log) has a refusal line."""
+    count = 0
+    for rep in sorted((b.path / b.kernel_slug(kernel)).glob("rep*")):
+        log = rep / "dmesg.txt" if (rep / "dmesg.txt").exists() else rep / "serial.log"
+        if log.exists() and REFUSAL.search(log.read_text(errors="replace")):
+            count += 1
+    return count
+
+
+def cell(group: list[Bundle], row: str) -> Cell | None:
+    """One design under one condition: every bundle of that condition (scenario) that ran the design, with
+    whatever flavours."""
     leaks: list[float] = []
     skipped = 0.0
-    statuses = []
+    statuses, flavours = [], []
+    refused = 0
     for b in group:
-        samples = b.samples(kernel)
-        if not samples:
-            continue
-        leaks += [v for (name, _), vals in samples.items() if name == "nonzero_pages" for v in vals]
-        skipped += sum(v for (name, _), vals in samples.items() if name.startswith(SKIP_PREFIX) for v in vals)
-        statuses.append(b.status)
+        for kernel in b.kernels:
+            name, flavour = design(kernel)
+            samples = b.samples(kernel) if name == row else None
+            if not samples:
+                continue
+            leaks += [v for (metric, _), vals in samples.items() if metric == "nonzero_pages" for v in vals]
+            skipped += sum(v for (metric, _), vals in samples.items() if metric.startswith(SKIP_PREFIX) for v in vals)
+            refused += refusals(b, kernel)
+            statuses.append(b.status)
+            flavours += [flavour] if flavour and flavour not in flavours else []
     if not statuses:
         return None
     status = next((s for s in statuses if s != "complete"), "complete")
-    return Cell(sum(leaks), skipped, len(leaks), status)
+    return Cell(sum(leaks), skipped, len(leaks), status, refused, ", ".join(flavours))
 
 
 def render(bundles: list[Bundle]) -> tuple[str, bool]:
@@ -65,12 +101,13 @@ def render(bundles: list[Bundle]) -> tuple[str, bool]:
     kernels: list[str] = []
     for b in bundles:
         groups.setdefault(b.scenario, []).append(b)
-        kernels += [k for k in b.kernels if k not in kernels]
+        kernels += [d for d, _ in map(design, b.kernels) if d not in kernels]
     columns = list(groups)
     cells = {(k, c): x for c in columns for k in kernels if (x := cell(groups[c], k)) is not None}
     lines = ["From " + "; ".join(provenance(b).replace(", medians", "") for b in bundles)
              + ". Cells, summed over repetitions and phases: pages handed out non-zero (a LEAK), pages whose zeroing "
-               "the design skipped (`vmstat.pgzero_skip_*`), memtouch runs that checked.", "",
+               "the design skipped (`vmstat.pgzero_skip_*`), memtouch runs that checked; *refused to trust*: its guest "
+               "log says it turned its opt-in down.", "",
              "| design | " + " | ".join(f"`{md_escape(c)}`" for c in columns) + " |",
              "|---|" + "---|" * len(columns)]
     for k in kernels:

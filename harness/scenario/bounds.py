@@ -10,6 +10,7 @@ ends of every number's range in the exported JSON Schema).
 from __future__ import annotations
 
 import math
+import re
 from typing import Annotated, Any
 
 from pydantic import BeforeValidator, WithJsonSchema
@@ -63,3 +64,24 @@ Finite = Annotated[Number, in_range(-math.inf, math.inf), WithJsonSchema({"type"
 Ratio = Annotated[Number, in_range(0, 1e9, above=True), json_range(0, 1e9, above=True)]
 # A rate of memory: more than 0 MiB/s, at most 1 TiB/s (a migration's bandwidth cap).
 MiBPerS = Annotated[int, in_range(1, MAX_MIB, whole=True), json_range(1, MAX_MIB, whole=True)]
+
+SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT])(?:i?B)?\s*$", re.IGNORECASE)
+SIZE_JSON_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*[KMGTkmgt]([iI]?[bB])?\s*$"  # SIZE for JSON Schema (no flags)
+UNIT_MIB = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
+
+
+def _size_mib(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise problem(f"expected a size like 512M or 2G, got {value!r}")
+    m = SIZE.match(str(value))
+    if not m:
+        raise problem(f"expected a size with a unit like 512M or 2G, got {value!r}")
+    mib = float(m.group(1)) * UNIT_MIB[m.group(2).upper()]
+    if mib < 1 or mib != int(mib):
+        raise problem(f"size {value!r} is not a whole number of MiB")
+    return int(mib)
+
+
+SizeMiB = Annotated[int, BeforeValidator(_size_mib),
+                    WithJsonSchema({"type": "string", "pattern": SIZE_JSON_PATTERN,
+                                    "description": "a size with a unit: 512M, 2G"})]

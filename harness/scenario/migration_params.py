@@ -11,7 +11,7 @@ from pydantic import AfterValidator, Field, WithJsonSchema, model_validator
 from harness.machine.config import FILE_BACKENDS
 from harness.machine.migration import MODES
 from harness.machine.vm import run_dir_root
-from harness.scenario.bounds import MiBPerS, Seconds, in_range, json_range
+from harness.scenario.bounds import MiBPerS, Seconds, SecondsOrZero, SizeMiB, in_range, json_range
 from harness.validation import Strict, problem
 
 Number = int | float
@@ -25,6 +25,17 @@ def _mode(value: str) -> str:
     return value
 
 
+class WindowBalloon(Strict):
+    """`balloon: 1G` or `balloon: {target: 1G, at_s: 5}` inside a window: set the balloon target (the guest's
+    memory, as in the `balloon` step) that many seconds in, so the guest inflates while QEMU does not discard
+    (postcopy, background snapshot) or discards pages the destination already holds (precopy).  The window
+    does not wait for the target: a later `balloon` step to the same target does."""
+
+    shorthand = "target"
+    target_mib: SizeMiB = Field(alias="target")
+    at_s: SecondsOrZero = 3
+
+
 class MigrateParams(Strict):
     """`migrate: postcopy` or `migrate: {mode: postcopy, precopy_s: 0.5}`: live-migrate the running guest to a
     fresh QEMU on this host; every later step runs on the destination."""
@@ -35,6 +46,7 @@ class MigrateParams(Strict):
     # Throttle the stream (precopy passes and postcopy's background push) to stretch the window in which the
     # guest runs while pages are in flight; default: unthrottled (both QEMUs are on this host).
     bandwidth_mib_s: MiBPerS | None = Field(None, alias="bandwidth")
+    balloon: WindowBalloon | None = None
     timeout_s: Seconds = 300
 
     @model_validator(mode="after")
@@ -53,6 +65,7 @@ class BackgroundSnapshotParams(Strict):
     background-snapshot capability, while it goes on running."""
 
     bandwidth_mib_s: MiBPerS | None = Field(None, alias="bandwidth")  # stretches the window
+    balloon: WindowBalloon | None = None
     timeout_s: Seconds = 300
 
 

@@ -18,6 +18,10 @@ from harness.machine.vm import VM
 from harness.scenario.migration_params import BackgroundSnapshotParams, MigrateParams
 from harness.scenario.schema import Step
 
+# The metrics of a window are named PREFIX_FIGURE (migration_wall_s, snapshot_reported_pages).
+MIGRATION, SNAPSHOT = "migration", "snapshot"
+FIGURES = ("total_ms", "downtime_ms", "wall_s", "transferred_mib", "postcopy_requests", "reported_pages")
+
 
 class Record(Protocol):
     data: dict
@@ -53,10 +57,11 @@ def _record(runner: Runner, phase: str, record: Record, stats: MigrationStats,
             before: int | None, after: int | None) -> None:
     reported = None if before is None or after is None else after - before
     record.data.update(migration=stats.to_json(), page_reporting_pages=reported)
-    prefix = "snapshot" if stats.mode == "background-snapshot" else "migration"
+    prefix = SNAPSHOT if stats.mode == "background-snapshot" else MIGRATION
     figures = {"total_ms": stats.total_ms, "downtime_ms": stats.downtime_ms, "wall_s": stats.wall_s,
                "transferred_mib": stats.transferred_mib, "postcopy_requests": stats.postcopy_requests,
                "reported_pages": reported}
+    assert tuple(figures) == FIGURES
     for name, value in figures.items():
         if value is not None:
             runner.metric(f"{prefix}_{name}", value, phase)
@@ -69,20 +74,42 @@ def _record(runner: Runner, phase: str, record: Record, stats: MigrationStats,
         + f"); {'?' if reported is None else reported} pages reported meanwhile")
 
 
+def _window_balloon(p: MigrateParams | BackgroundSnapshotParams) -> balloon.WindowTarget | None:
+    return balloon.WindowTarget(p.balloon.target_mib, p.balloon.at_s) if p.balloon else None
+
+
+def _record_window_balloon(runner: Runner, phase: str, record: Record, target: balloon.WindowTarget | None,
+                           what: str) -> None:
+    """The balloon as the window closed: how far the guest got towards the target set inside it."""
+    if target is None:
+        return
+    target.check_sent(what)
+    actual = round(balloon.actual_mib(runner.qmp), 2)
+    record.data["window_balloon"] = {"target_mib": target.target_mib, "sent_s": target.sent_s, "actual_mib": actual}
+    runner.metric("window_balloon_sent_s", target.sent_s or 0.0, phase)
+    runner.metric("window_balloon_actual_mib", actual, phase)
+    runner.console.print(f"  {phase}: balloon target {target.target_mib} MiB set {target.sent_s:.1f} s into the "
+                         f"{what}; {actual:.0f} MiB when it ended")
+
+
 def run_migrate(runner: Runner, step: Step, record: Record) -> None:
     p: MigrateParams = step.params
     before = reported_pages(runner.ssh)
-    stats = runner.vm.migrate(p.mode, p.precopy_pass_s, p.timeout_s, p.bandwidth_mib_s)
+    target = _window_balloon(p)
+    stats = runner.vm.migrate(p.mode, p.precopy_pass_s, p.timeout_s, p.bandwidth_mib_s, window_balloon=target)
     runner.follow_migration(reconnect(runner.vm, runner.kit.keys, runner.ssh))
     if runner.machine.stats_interval_s:
         balloon.enable_stats(runner.qmp, runner.machine.stats_interval_s)
     record.data.update(ssh_port=runner.vm.ssh_port, bandwidth_mib_s=p.bandwidth_mib_s)
     _record(runner, step.phase, record, stats, before, reported_pages(runner.ssh))
+    _record_window_balloon(runner, step.phase, record, target, f"{p.mode} migration")
 
 
 def run_background_snapshot(runner: Runner, step: Step, record: Record) -> None:
     p: BackgroundSnapshotParams = step.params
     before = reported_pages(runner.ssh)
-    stats = runner.vm.background_snapshot(p.timeout_s, p.bandwidth_mib_s)
+    target = _window_balloon(p)
+    stats = runner.vm.background_snapshot(p.timeout_s, p.bandwidth_mib_s, window_balloon=target)
     record.data["bandwidth_mib_s"] = p.bandwidth_mib_s
     _record(runner, step.phase, record, stats, before, reported_pages(runner.ssh))
+    _record_window_balloon(runner, step.phase, record, target, "background snapshot")

@@ -16,7 +16,6 @@ from typing import Annotated, Any
 import yaml
 from pydantic import (
     AfterValidator,
-    BeforeValidator,
     Field,
     WithJsonSchema,
     model_validator,
@@ -35,6 +34,7 @@ from harness.scenario.bounds import (
     Repetitions,
     Seconds,
     SecondsOrZero,
+    SizeMiB,
 )
 from harness.scenario.expectation_models import Expectations, check_expectation_phases
 from harness.scenario.migration_params import (
@@ -46,9 +46,6 @@ from harness.scenario.migration_params import (
 from harness.validation import Strict, problem, validate
 from harness.yamlfile import DuplicateKeyError, describe_error, parse_yaml
 
-SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([KMGT])(?:i?B)?\s*$", re.IGNORECASE)
-SIZE_JSON_PATTERN = r"^\s*[0-9]+(\.[0-9]+)?\s*[KMGTkmgt]([iI]?[bB])?\s*$"  # SIZE for JSON Schema (no flags)
-UNIT_MIB = {"K": 1 / 1024, "M": 1, "G": 1024, "T": 1024 * 1024}
 # memtouch's ways to fault pages in: MADV_POPULATE_WRITE (the default) or a user-space store per page.
 FAULT_MODES = ("populate", "store")
 # faultscale's mappings: private anonymous (will-it-scale page_fault1) or a private tmpfs file (page_fault2).
@@ -60,18 +57,6 @@ MIN_GUEST_MIB = 256
 MIN_BALLOON_TARGET_MIB = 128
 BOOT_PHASE = "boot"  # the phase of boot_to_ssh_s, whatever the boot step's own phase
 SELFTEST_SUITES = ("mm",)
-
-
-def _size_mib(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, str | int):
-        raise problem(f"expected a size like 512M or 2G, got {value!r}")
-    m = SIZE.match(str(value))
-    if not m:
-        raise problem(f"expected a size with a unit like 512M or 2G, got {value!r}")
-    mib = float(m.group(1)) * UNIT_MIB[m.group(2).upper()]
-    if mib < 1 or mib != int(mib):
-        raise problem(f"size {value!r} is not a whole number of MiB")
-    return int(mib)
 
 
 def _one_of(values: tuple[str, ...]) -> Callable[[str], str]:
@@ -98,9 +83,6 @@ def _kernel_spec(text: str) -> str:
     return text
 
 
-SizeMiB = Annotated[int, BeforeValidator(_size_mib),
-                    WithJsonSchema({"type": "string", "pattern": SIZE_JSON_PATTERN,
-                                    "description": "a size with a unit: 512M, 2G"})]
 Backend = Annotated[str, AfterValidator(_one_of(BACKENDS)), WithJsonSchema({"enum": list(BACKENDS)})]
 Timing = Annotated[str, AfterValidator(_one_of(TIMING_MODES)), WithJsonSchema({"enum": list(TIMING_MODES)})]
 ZeroingMethod = Annotated[str, AfterValidator(_one_of(ZEROING_METHODS)), WithJsonSchema({"enum": list(ZEROING_METHODS)})]
@@ -416,6 +398,10 @@ class ScenarioFile(Strict):
             if isinstance(p, BalloonParams) and p.target_mib > memory:
                 raise problem(f"{p.target_mib} MiB is above the guest memory ({memory} MiB)",
                               *at, "target")
+            window = p.balloon if isinstance(p, MigrateParams | BackgroundSnapshotParams) else None
+            if window is not None and not MIN_BALLOON_TARGET_MIB <= window.target_mib <= memory:
+                raise problem(f"{window.target_mib} MiB is not between {MIN_BALLOON_TARGET_MIB} MiB and the guest "
+                              f"memory ({memory} MiB)", *at, "balloon", "target")
             if isinstance(p, StressParams) and p.balloon_low_mib >= memory:
                 raise problem(f"{p.balloon_low_mib} MiB is not below the guest memory ({memory} MiB)",
                               *at, "balloon_low")

@@ -12,15 +12,16 @@ from harness.guest import kselftest, probes, zeroing, zeroing_paths
 from harness.paths import REPO_ROOT
 from harness.results.bundle import load_bundle
 from harness.results.metrics import definition, is_recorded
+from harness.scenario import migration_steps
 from harness.scenario.steps import PROBE_METRICS
 
-STEPS = REPO_ROOT / "harness" / "scenario" / "steps.py"
+STEPS = [REPO_ROOT / "harness" / "scenario" / name for name in ("steps.py", "migration_steps.py")]
 
 
 def metric_calls() -> tuple[set[str], list[str]]:
-    """(names written literally, source of every name computed) in steps.py's self.metric(...) calls."""
+    """(names written literally, source of every name computed) in the steps' metric(...) calls."""
     literal, computed = set(), []
-    for node in ast.walk(ast.parse(STEPS.read_text())):
+    for node in (n for path in STEPS for n in ast.walk(ast.parse(path.read_text()))):
         if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "metric"
                 and node.args):
             arg = node.args[0]
@@ -40,6 +41,8 @@ def computed_names() -> set[str]:
     names |= set(zeroing_paths.breakdown({}, 0)) | {f"{zeroing_paths.PREFIX}.start.pcp_pages"}
     out = {"wall_ms": 1, "user_ms": 1, "sys_ms": 1, "ops_per_s": 1}
     names |= {n for probe in PROBE_METRICS.values() for n in probe(out)}
+    names |= {f"{prefix}_{figure}" for prefix in (migration_steps.MIGRATION, migration_steps.SNAPSHOT)
+              for figure in migration_steps.FIGURES}
     return names
 
 
@@ -47,7 +50,8 @@ def test_every_metric_the_steps_record_is_defined_and_recordable():
     literal, computed = metric_calls()
     assert {"boot_to_ssh_s", "nonzero_pages", "rss_drop_mib", "balloon_inflate_s", "balloon_deflate_s"} <= literal
     # A new computed name must be added to computed_names() above, or this test cannot see it.
-    assert sorted(computed) == ["f'kselftest_{result}'", "f'vmstat.{name}'", "name", "name", "name"]
+    assert sorted(computed) == ["f'kselftest_{result}'", "f'vmstat.{name}'", "f'{prefix}_{name}'", "name", "name",
+                                "name"]
     for name in literal | computed_names():
         assert is_recorded(name), name
         assert definition(name).doc != "unknown metric", name

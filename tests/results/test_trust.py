@@ -51,3 +51,19 @@ def test_skipping_with_nothing_checked_fails_the_matrix(tmp_path):
     assert not sound and "**UNCHECKED** (skipped 512; 0 checks)" in text
     proc = subprocess.run([sys.executable, "-m", "harness.cli", "trust", str(b)], capture_output=True, text=True)
     assert proc.returncode == 1 and "UNCHECKED" in proc.stderr and "**UNCHECKED**" in proc.stdout
+
+
+def test_a_flavoured_kernel_is_its_design_and_a_refusal_in_its_log_is_shown(tmp_path):
+    poison = write_bundle(tmp_path / "p", {f"{BASE}%page-poison": {("nonzero_pages", "touch"): [0]},
+                                           f"{SEED}%page-poison": {("nonzero_pages", "touch"): [0]}},
+                          scenario="stale-data-page-poison", reps=1)
+    (poison / f"{SEED}%page-poison" / "rep0" / "dmesg.txt").write_text(
+        "virtio_balloon virtio0: page poisoning active, not trusting host to zero reported pages\n")
+    (poison / f"{BASE}%page-poison" / "rep0" / "dmesg.txt").write_text("Free page reporting enabled\n")
+    discard = write_bundle(tmp_path / "d", {SEED: {("nonzero_pages", "touch"): [0]}}, scenario="stale-data", reps=1)
+    text, sound = render([load_bundle(discard), load_bundle(poison)])
+    rows = {line.split(" | ")[0].strip("| `"): line for line in text.splitlines() if line.startswith("| `")}
+    assert sound and set(rows) == {BASE, SEED}, text
+    assert "safe (refused to trust; never skipped; 1 checks; as `%page-poison`)" in rows[SEED]
+    assert "safe (never skipped; 1 checks; as `%page-poison`)" in rows[BASE] and "refused" not in rows[BASE]
+    assert rows[BASE].startswith(f"| `{BASE}` | not run |")
