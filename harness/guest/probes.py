@@ -84,17 +84,44 @@ def faultscale(guest: Guest, mode: str, workers: int, seconds: float, region_mib
     return json.loads(guest.run(cmd, timeout=timeout).stdout.strip().splitlines()[-1])
 
 
+def _run_module(guest: Guest, name: str, params: str, timeout: float) -> str:
+    """Load a test module (it does its work in its init function and stays loaded), remove it again, and
+    return the kernel log it printed."""
+    path = f"/lib/modules/{name}.ko"
+    guest.run(f"test -f {path} || {{ echo 'this kernel has no {name} module' >&2; exit 1; }}")
+    guest.run("dmesg -c > /dev/null")
+    guest.run(f"insmod {path} {params}", timeout=timeout)
+    out = guest.run("dmesg").stdout
+    guest.run(f"rmmod {name}", check=False)
+    return out
+
+
 CONTIG_BENCH_LINE = re.compile(r"contig_bench: iterations=(\d+) order=(\d+) elapsed_us=(\d+)")
 
 
 def contig_bench(guest: Guest, iterations: int, order: int, timeout: float) -> dict:
     """Load the free_contig_range microbenchmark module once and read its result line."""
-    guest.run("test -f /lib/modules/contig_bench.ko || { echo 'this kernel has no contig_bench module' >&2; exit 1; }")
-    guest.run("dmesg -c > /dev/null")
-    guest.run(f"insmod /lib/modules/contig_bench.ko iterations={iterations} order={order}", timeout=timeout)
-    out = guest.run("dmesg").stdout
-    guest.run("rmmod contig_bench", check=False)
+    out = _run_module(guest, "contig_bench", f"iterations={iterations} order={order}", timeout)
     m = CONTIG_BENCH_LINE.search(out)
     if not m:
         raise HarnessError(f"contig_bench printed no result line; dmesg: {out.strip()[-300:]}")
     return {"iterations": int(m.group(1)), "order": int(m.group(2)), "elapsed_us": int(m.group(3))}
+
+
+ZERO_SCAN_ORDER = re.compile(r"zero_scan: order=(\d+) blocks=(\d+) nonzero=(\d+)")
+ZERO_SCAN_TOTAL = re.compile(r"zero_scan: pages=(\d+) nonzero=(\d+) pattern=(\d+) first=(-?\d+) head=([0-9a-f]{32})")
+
+
+def zero_scan(guest: Guest, reserve_mib: int, timeout: float) -> dict:
+    """Allocate __GFP_ZERO blocks of every order in the guest kernel until free memory is down to
+    `reserve_mib`, and count the 4 KiB pages that were not zero (kernel_patches/modules/zero_scan.c).
+    The result has memtouch's leak fields: nonzero_pages, pattern_pages, first_nonzero_page, samples."""
+    out = _run_module(guest, "zero_scan", f"reserve_mib={reserve_mib}", timeout)
+    total = ZERO_SCAN_TOTAL.search(out)
+    if not total:
+        raise HarnessError(f"zero_scan printed no result line; dmesg: {out.strip()[-300:]}")
+    pages, nonzero, pattern, first = (int(total.group(i)) for i in range(1, 5))
+    orders = {int(m.group(1)): {"blocks": int(m.group(2)), "nonzero_pages": int(m.group(3))}
+              for m in ZERO_SCAN_ORDER.finditer(out)}
+    return {"pages": pages, "nonzero_pages": nonzero, "pattern_pages": pattern, "first_nonzero_page": first,
+            "samples": [{"page": first, "head": total.group(5)}] if nonzero else [], "orders": orders}

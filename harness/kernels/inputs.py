@@ -1,5 +1,5 @@
 """What decides a guest kernel build: the pinned base, the patch series, the config fragments, the compiler, the
-make flags and environment, and the contig_bench module sources.
+make flags and environment, and the sources of the test modules (contig_bench, zero_scan).
 
 The build key is the sha256 of all of them (see :func:`compute_key`); a cache hit only hashes these inputs.
 :func:`snapshot_inputs` copies the exact bytes that were hashed into the build directory, so a build uses what
@@ -30,7 +30,7 @@ PATCHES_ENV = "BALLOON_TESTBED_PATCHES"
 DEFAULT_PATCHES_ROOT = REPO_ROOT / "kernel_patches"
 BASE_YAML = DEFAULT_PATCHES_ROOT / "base.yaml"
 DEFAULT_FRAGMENT = DEFAULT_PATCHES_ROOT / "config" / "guest.config"
-CONTIG_BENCH_DIR = DEFAULT_PATCHES_ROOT / "modules" / "contig_bench"
+MODULES_DIR = DEFAULT_PATCHES_ROOT / "modules"  # the out-of-tree test modules, built against every kernel
 
 CC = "ccache gcc"
 # Extra make arguments for every make invocation; part of the key.
@@ -194,8 +194,8 @@ def gcc_version() -> str:
     return out.splitlines()[0].strip()
 
 
-def module_source_sha256(mod_dir: Path | None = CONTIG_BENCH_DIR) -> str | None:
-    """Hash of the contig_bench module sources (relative names + contents), or None if absent."""
+def module_source_sha256(mod_dir: Path | None = MODULES_DIR) -> str | None:
+    """Hash of the test modules' sources (relative names + contents), or None if absent."""
     if mod_dir is None or not mod_dir.is_dir():
         return None
     h = hashlib.sha256()
@@ -233,17 +233,17 @@ def compute_key(
         "gcc": gcc,
         "make_flags": list(make_flags),
         "env": BUILD_ENV,
-        "contig_bench": module_sha,
+        "modules": module_sha,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
 def snapshot_inputs(tmp: Path, series: list[Series], frags: list[Fragment], module_sha: str | None,
-                    mod_dir: Path = CONTIG_BENCH_DIR) -> tuple[list[Path], Path | None]:
+                    mod_dir: Path = MODULES_DIR) -> tuple[list[Path], Path | None]:
     """Write the exact bytes that were hashed into the build dir, so the build uses what the key says.
 
     tmp/series/<name>/ (series file + patches, applied from here), tmp/fragments/NN-<name> (merged from here),
-    tmp/modules/contig_bench-build/ (the module is built from this copy; its hash must still match the key).
+    tmp/modules/build/ (the modules are built from this copy; its hash must still match the key).
     Returns the fragment paths and the module copy (None when there is no module).
     """
     for s in series:
@@ -262,7 +262,7 @@ def snapshot_inputs(tmp: Path, series: list[Series], frags: list[Fragment], modu
         frag_paths.append(fp)
     mod_copy = None
     if module_sha is not None:
-        mod_copy = tmp / "modules" / "contig_bench-build"
+        mod_copy = tmp / "modules" / "build"
         shutil.copytree(mod_dir, mod_copy,
                         ignore=lambda d, names: [n for n in names if _is_build_artifact(Path(d) / n)])
         if module_source_sha256(mod_copy) != module_sha:

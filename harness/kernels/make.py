@@ -1,4 +1,4 @@
-"""Running one kernel build: configure and compile a checkout with make (ccache), build contig_bench, and
+"""Running one kernel build: configure and compile a checkout with make (ccache), build the test modules, and
 stage what a cache entry publishes (bzImage, config, System.map, modules, build.json, used-files.json).
 
 Used by :mod:`harness.kernels.build` (base + series, built in their worktrees) and
@@ -27,7 +27,8 @@ from harness.kernels.tree import apt_install
 from harness.paths import cache_root
 from harness.process import run_command
 
-CONTIG_BENCH_GUEST_PATH = "/lib/modules/contig_bench.ko"
+GUEST_MODULE_DIR = "/lib/modules"  # where the guest finds the test modules: /lib/modules/NAME.ko
+CONTIG_BENCH_GUEST_PATH = f"{GUEST_MODULE_DIR}/contig_bench.ko"
 
 # Compile units counted for the progress bar: kbuild's quiet-mode lines ("  CC      mm/page_alloc.o").
 UNIT_LINE = re.compile(r"^\s+(CC|CC \[M\]|AS|LD|LD \[M\]|AR|HOSTCC|HOSTLD|CPP|LDS|OBJCOPY|MODPOST|GEN|"
@@ -158,21 +159,23 @@ def _configure_and_compile(b: _Build, srcdir: Path, tree_args: list[str], cfgdir
     return rel.strip().splitlines()[-1].strip()
 
 
-def _build_contig_bench(b: _Build, objdir: Path, work: Path | None, timings: dict) -> dict:
-    """Build the snapshot copy `work` of the contig_bench module against objdir; keep only the .ko."""
+def _build_modules(b: _Build, objdir: Path, work: Path | None, timings: dict) -> dict:
+    """Build the snapshot copy `work` of the test modules against objdir; keep only the .ko files."""
     if work is None:
         return {}
     t = time.monotonic()
     mdir = work.parent
-    with b.rep.status("building contig_bench.ko"):
+    with b.rep.status("building the test modules"):
         b.run(["make", f"-j{os.cpu_count() or 1}", "-C", str(objdir), *MAKE_FLAGS, f"M={work}", "modules"],
-              objdir, "building contig_bench.ko", count=True)
-    ko = work / "contig_bench.ko"
-    if not ko.is_file():
-        raise HarnessError(f"building contig_bench: make succeeded but {ko} was not produced")
-    shutil.copy2(ko, mdir / "contig_bench.ko")
-    timings["contig_bench_s"] = round(time.monotonic() - t, 2)
-    return {CONTIG_BENCH_GUEST_PATH: "modules/contig_bench.ko"}
+              objdir, "building the test modules", count=True)
+    wanted = re.findall(r"(\w+)\.o", (work / "Makefile").read_text())
+    missing = [name for name in wanted if not (work / f"{name}.ko").is_file()]
+    if missing:
+        raise HarnessError(f"building the test modules: make succeeded but {', '.join(missing)} .ko not produced")
+    for name in wanted:
+        shutil.copy2(work / f"{name}.ko", mdir / f"{name}.ko")
+    timings["modules_out_of_tree_s"] = round(time.monotonic() - t, 2)
+    return {f"{GUEST_MODULE_DIR}/{name}.ko": f"modules/{name}.ko" for name in wanted}
 
 
 @dataclass(frozen=True)
@@ -230,7 +233,7 @@ def build_info(key: str, spec_text: str, slug: str, built: Built, series: list[d
         "config_fragment_sha256": built.fragment_sha256,
         "modules": sorted(built.modules.values()),
         "extra_files": built.modules,
-        "contig_bench_sha256": mod_sha,
+        "modules_sha256": mod_sha,
         "compile_units": built.compile_units,
         "bzimage_sha256": built.bzimage_sha256,
         "file_sha256": built.files,
@@ -263,7 +266,7 @@ def removed_on_error(tmp: Path):
 
 def run_build(key: str, tmp: Path, rep: Reporter, co: Checkout, frags: list[Fragment], frag_paths: list[Path],
                mod_copy: Path | None, timings: dict, t_start: float, locks: tuple[IO, ...] = ()) -> Built:
-    """Configure and compile the checkout, build contig_bench, copy bzImage, config and System.map into tmp.
+    """Configure and compile the checkout, build the test modules, copy bzImage, config and System.map into tmp.
 
     A make failure moves tmp to failed/<key> and raises HarnessError with the log's error lines; any other
     error removes tmp.  Records the step times and the total since t_start in timings.  make inherits the
@@ -281,7 +284,7 @@ def run_build(key: str, tmp: Path, rep: Reporter, co: Checkout, frags: list[Frag
                           f"(pid {os.getpid()}); it has not finished\n")
         release = _configure_and_compile(b, co.srcdir, co.make_args, co.objdir, frags, frag_paths, timings,
                                          co.label)
-        mods = _build_contig_bench(b, co.objdir, mod_copy, timings)
+        mods = _build_modules(b, co.objdir, mod_copy, timings)
         t = time.monotonic()
         used_files = used.collect(co.objdir, co.srcdir, [mod_copy] if mod_copy is not None else [])
         timings["used_files_s"] = round(time.monotonic() - t, 2)

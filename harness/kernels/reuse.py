@@ -70,8 +70,8 @@ def used_by(key: str, info: dict) -> dict | None:
             or (tree / INCOMPLETE_MARKER).exists() or isinstance(info.get("tree"), dict):
         return None
     found = used.collect(tree, tree)
-    if info.get("contig_bench_sha256"):
-        found["all_headers"] = True  # the module's own includes were not kept: count every header
+    if info.get("modules_sha256") or info.get("contig_bench_sha256"):
+        found["all_headers"] = True  # the modules' own includes were not kept: count every header
     used.save(bdir, found)
     return found
 

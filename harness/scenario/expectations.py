@@ -31,8 +31,9 @@ def _steps(results: list[RepResult], kernel: str, kind: str):
 
 
 def _touches(results: list[RepResult], kernel: str) -> list:
-    """Every step that handed pages to memtouch and counted the non-zero ones: memtouch and stress."""
-    return list(_steps(results, kernel, "memtouch")) + list(_steps(results, kernel, "stress"))
+    """Every step that handed out pages and counted the non-zero ones: memtouch and stress (to userspace),
+    kernel_zero_scan (to the kernel, __GFP_ZERO)."""
+    return [s for kind in ("memtouch", "stress", "kernel_zero_scan") for s in _steps(results, kernel, kind)]
 
 
 def evaluate(scenario: Scenario, bundle: MetricValues, results: list[RepResult], kernels: list[str]) -> list[dict]:

@@ -213,6 +213,14 @@ class ContigBenchParams(Strict):
     order: Annotated[int, Field(ge=0, le=10)] = 9
 
 
+class KernelZeroScanParams(Strict):
+    """`kernel_zero_scan`: the guest kernel allocates __GFP_ZERO blocks of orders 0 to 10 until free memory is
+    down to `reserve`, and every page that is not zero is a leak, as in memtouch (kernel_patches/modules/)."""
+
+    shorthand = "reserve"
+    reserve_mib: SizeMiB = Field(64, alias="reserve")
+
+
 class ShellParams(Strict):
     shorthand = "command"
     command: Annotated[str, Field(min_length=1)]
@@ -298,14 +306,14 @@ class KselftestParams(Strict):
 
 StepParams = (BootParams | BalloonParams | MemdirtyParams | MemtouchParams | WaitReportingParams | SleepParams
               | SnapshotParams | ContigBenchParams | ShellParams | ZeroingPathsParams | UploadParams
-              | KselftestParams | StressParams | FaultScaleParams
+              | KselftestParams | StressParams | FaultScaleParams | KernelZeroScanParams
               | MigrateParams | BackgroundSnapshotParams)
 STEP_PARAMS: dict[str, type[Strict]] = {
     "boot": BootParams, "balloon": BalloonParams, "memdirty": MemdirtyParams, "memtouch": MemtouchParams,
     "wait_reporting": WaitReportingParams, "sleep": SleepParams, "snapshot": SnapshotParams,
     "contig_bench": ContigBenchParams, "shell": ShellParams, "zeroing_paths": ZeroingPathsParams,
     "upload": UploadParams, "kselftest": KselftestParams, "stress": StressParams,
-    "fault_scale": FaultScaleParams,
+    "fault_scale": FaultScaleParams, "kernel_zero_scan": KernelZeroScanParams,
     "migrate": MigrateParams, "background_snapshot": BackgroundSnapshotParams,
 }
 STEP_TYPES = tuple(STEP_PARAMS)
@@ -324,6 +332,7 @@ class StepEntry(Strict):
     sleep: SleepParams | None = None
     snapshot: SnapshotParams | None = None
     contig_bench: ContigBenchParams | None = None
+    kernel_zero_scan: KernelZeroScanParams | None = None
     shell: ShellParams | None = None
     zeroing_paths: ZeroingPathsParams | None = None
     upload: UploadParams | None = None
@@ -405,6 +414,9 @@ class ScenarioFile(Strict):
             if isinstance(p, StressParams) and p.balloon_low_mib >= memory:
                 raise problem(f"{p.balloon_low_mib} MiB is not below the guest memory ({memory} MiB)",
                               *at, "balloon_low")
+            if isinstance(p, KernelZeroScanParams) and p.reserve_mib >= memory:
+                raise problem(f"a reserve of {p.reserve_mib} MiB leaves nothing to scan in the guest's {memory} MiB",
+                              *at, "reserve")
             if isinstance(p, MemdirtyParams) and p.size_mib >= memory:
                 raise problem(f"{p.size_mib} MiB does not fit in the guest's {memory} MiB", *at, "size")
             if isinstance(p, MigrateParams) and (why := migration_problem(self.qemu.memory_backend,

@@ -30,6 +30,7 @@ from harness.scenario.schema import (
     BalloonParams,
     ContigBenchParams,
     FaultScaleParams,
+    KernelZeroScanParams,
     KselftestParams,
     MemdirtyParams,
     MemtouchParams,
@@ -378,6 +379,16 @@ class RepRunner:
         record.data.update(out)
         self.console.print(f"  {step.phase}: contig_bench {out['iterations']} x order-{out['order']}: "
                            f"{out['elapsed_us']} us")
+
+    def _step_kernel_zero_scan(self, step: Step, record: StepRecord) -> None:
+        p: KernelZeroScanParams = step.params
+        out = probes.zero_scan(self.ssh, p.reserve_mib, timeout=1800)
+        record.data.update(out)
+        self.metric("nonzero_pages", out["nonzero_pages"], step.phase)
+        self.metric("stale_pattern_pages", out["pattern_pages"], step.phase)
+        self.metric("kernel_scanned_pages", out["pages"], step.phase)
+        self.console.print(f"  {step.phase}: kernel __GFP_ZERO scan: {out['pages']} pages, "
+                           f"{out['nonzero_pages']} not zero ({out['pattern_pages']} with memdirty's pattern)")
 
     def _step_shell(self, step: Step, record: StepRecord) -> None:
         p: ShellParams = step.params
