@@ -26,6 +26,7 @@ from harness.results.writer import BundleWriter
 from harness.scenario.bounds import MAX_REPETITIONS
 from harness.scenario.expectations import EXPECTED_LEAK, LEAK, check_kernel_names
 from harness.scenario.runner import execute
+from harness.scenario.saved_boot import FROM_BOOT, REPETITIONS_FROM
 from harness.scenario.schema import Scenario, load_scenario
 
 from .jobs_option import add_jobs_option, check_jobs
@@ -59,19 +60,28 @@ class RunOutcome:
 def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, reps: int | None = None,
                  results_dir: Path | None = None, junit: Path | None = None,
                  console: Console | None = None, timing: str | None = None,
-                 require_accel: str | None = None, jobs: int | None = None) -> RunOutcome:
+                 require_accel: str | None = None, jobs: int | None = None,
+                 repetitions_from: str | None = None) -> RunOutcome:
     """Run a scenario end to end; bad input raises InputError before anything starts.
 
     `timing` ("realtime" or "icount") overrides the scenario's qemu.timing.  `require_accel` ("kvm"): an
     InputError when that accelerator is not usable here instead of falling back, and the run fails unless
     every kernel ran under it with its clock (kvm-clock).  `jobs`: guests at once under icount (None: what
-    the host allows; realtime runs always run one at a time)."""
+    the host allows; realtime runs always run one at a time).  `repetitions_from` ("boot" or "snapshot")
+    overrides the scenario's."""
     console = console or Console(stderr=True)
     scenario = load_scenario(scenario_path)
     if timing is not None:
         if timing not in TIMING_MODES:
             raise InputError(f"--timing {timing!r} is not one of {', '.join(TIMING_MODES)}")
         scenario = replace(scenario, qemu=scenario.qemu.model_copy(update={"timing": timing}))
+    if repetitions_from is not None:
+        if repetitions_from not in REPETITIONS_FROM:
+            raise InputError(f"--repetitions-from {repetitions_from!r} is not one of {', '.join(REPETITIONS_FROM)}")
+        if repetitions_from != FROM_BOOT and any(s.kind == "boot" for s in scenario.steps):
+            raise InputError(f"{scenario.path}: --repetitions-from {repetitions_from}: its boot step measures the "
+                             "boot, which repetitions from a saved boot skip")
+        scenario = replace(scenario, repetitions_from=repetitions_from)
     specs = [parse_kernel_spec(k) for k in kernels] if kernels else scenario.kernels
     check_jobs(jobs)
     if reps is not None and not 1 <= reps <= MAX_REPETITIONS:
@@ -97,6 +107,7 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
                            f"{exc.strerror or exc}") from None
     bundle.manifest.scenario = ScenarioRecord(name=scenario.name, path=str(scenario.path), content=scenario.content)
     bundle.manifest.reps = reps
+    bundle.manifest.repetitions_from = scenario.repetitions_from
     status, error = "failed", None
     try:
         results = execute(scenario, specs, reps, bundle, console, jobs=jobs)
@@ -189,7 +200,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     outcome = run_scenario(args.scenario, kernels=args.kernel, reps=args.reps,
                            results_dir=Path(args.results) if args.results else None,
                            junit=Path(args.junit) if args.junit else None, timing=args.timing,
-                           require_accel=args.require_accel, jobs=args.jobs)
+                           require_accel=args.require_accel, jobs=args.jobs,
+                           repetitions_from=args.repetitions_from)
     print(outcome.bundle)
     sys.stdout.flush()
     return 0 if outcome.ok else 1
@@ -200,6 +212,9 @@ def register(sub) -> None:
     p.add_argument("scenario", help="scenario YAML file")
     p.add_argument("--kernel", action="append", help="kernel spec (repeatable); overrides the scenario's kernels")
     p.add_argument("--reps", type=int, help="repetitions per kernel (overrides the scenario)")
+    p.add_argument("--repetitions-from", choices=REPETITIONS_FROM,
+                   help="boot: every repetition boots; snapshot: each kernel boots once and its other repetitions "
+                        "start from the saved booted guest (overrides the scenario's repetitions_from)")
     p.add_argument("--results", help=f"results directory (default {DEFAULT_RESULTS})")
     p.add_argument("--junit", help="also write JUnit XML with one test case per expectation")
     add_timing_option(p)

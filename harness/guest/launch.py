@@ -60,12 +60,14 @@ def prepare_boot(spec: KernelSpec, progress=None, files: dict[str, Path] | None 
     return BootKit(kernel, build_image(kernel, extra), ssh_keys(), not_built)
 
 
-def make_vm(kit: BootKit, config: MachineConfig, accel_name: str, logdir: Path) -> VM:
-    """The VM for `kit` (not started: use it as a context manager)."""
+def make_vm(kit: BootKit, config: MachineConfig, accel_name: str, logdir: Path,
+            restore_from: Path | None = None) -> VM:
+    """The VM for `kit` (not started: use it as a context manager); `restore_from`: a guest saved after
+    its boot (VM.save_state) to start from instead of booting."""
     if kit.kernel.cmdline:
         config = replace(config, cmdline=" ".join(filter(None, [config.cmdline, kit.kernel.cmdline])))
     return VM(kernel_image=kit.kernel.boot_image or kit.kernel.bzimage, initrd=kit.initrd, config=config,
-              accel=accel_name, logdir=logdir)
+              accel=accel_name, logdir=logdir, restore_from=restore_from)
 
 
 def wait_ready(vm: VM, keys: SshKeys, timeout: float = 120, transcript: Path | None = None) -> tuple[Guest, float]:
@@ -81,15 +83,20 @@ def wait_ready(vm: VM, keys: SshKeys, timeout: float = 120, transcript: Path | N
     return ssh, time.monotonic() - vm.started_at
 
 
-def reconnect(vm: VM, keys: SshKeys, old: Guest, timeout: float = 60) -> Guest:
-    """After a migration: close the connection through the old QEMU, log in again on the VM's new port."""
-    vm.detach(old)
-    ssh = Guest(vm.ssh_port, keys, old.transcript)
+def connect(vm: VM, keys: SshKeys, transcript: Path, timeout: float = 60) -> Guest:
+    """Log in to a guest that is already up (loaded from a saved boot, or migrated) on the VM's port."""
+    ssh = Guest(vm.ssh_port, keys, transcript)
     vm.attach(ssh)
     deadline = time.monotonic() + timeout
     ssh.connect(deadline=deadline, alive=vm.check_alive)
     ssh.run("true", timeout=max(5.0, deadline - time.monotonic()))
     return ssh
+
+
+def reconnect(vm: VM, keys: SshKeys, old: Guest, timeout: float = 60) -> Guest:
+    """After a migration: close the connection through the old QEMU, log in again on the VM's new port."""
+    vm.detach(old)
+    return connect(vm, keys, old.transcript, timeout)
 
 
 def probe_kvm() -> tuple[bool, str]:

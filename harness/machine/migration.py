@@ -159,3 +159,41 @@ def background_snapshot(qmp: QMP, path: Path, timeout: float, alive: Callable[[]
     stats = _stats(mode, info, wall)
     stats.file_mib = round(path.stat().st_size / MIB, 2) if path.exists() else None
     return stats
+
+
+def save_state(qmp: QMP, path: Path, timeout: float, alive: Callable[[], None]) -> MigrationStats:
+    """Pause the guest, write its whole state to `path` (a migration to a file), and let it run on: the
+    booted guest every later repetition starts from (load_state)."""
+    mode = "save"
+    try:
+        qmp.execute("stop")
+        set_capabilities(qmp, {"events": True})
+        qmp.execute("migrate-set-parameters", {"max-bandwidth": MAX_BANDWIDTH})
+        t0 = time.monotonic()
+        qmp.execute("migrate", {"uri": f"exec:cat > {shlex.quote(str(path))}"})
+        info = _wait_done(qmp, timeout, alive, "saving the guest")
+        wall = time.monotonic() - t0
+        qmp.execute("cont")
+    except QMPError as exc:
+        raise MigrationFailed(f"saving the guest failed: {exc}") from None
+    stats = _stats(mode, info, wall)
+    stats.file_mib = round(path.stat().st_size / MIB, 2)
+    return stats
+
+
+def load_state(qmp: QMP, path: Path, timeout: float, alive: Callable[[], None]) -> float:
+    """Load a state save_state() wrote into a QEMU started with `-incoming defer`, and run the guest;
+    the seconds it took.  The pages land in the QEMU's own RAM (anonymous, or its memory backend), never in
+    a mapping of the file, so a discard gives back what it gives back after a boot."""
+    t0 = time.monotonic()
+    try:
+        qmp.execute("migrate-incoming", {"uri": f"exec:cat {shlex.quote(str(path))}"})
+        _wait_done(qmp, timeout, alive, "loading the saved guest")
+        if qmp.execute("query-status", timeout=10).get("status") != "running":
+            qmp.execute("cont")
+        poll_until(lambda: qmp.execute("query-status", timeout=10).get("status") == "running",
+                   timeout=timeout, interval=POLL_S, alive=alive,
+                   on_timeout=lambda: MigrationFailed(f"the loaded guest did not run within {timeout:g} s"))
+    except QMPError as exc:
+        raise MigrationFailed(f"loading the saved guest failed: {exc}") from None
+    return time.monotonic() - t0

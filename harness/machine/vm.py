@@ -29,6 +29,9 @@ SERIAL_POLL_S = 0.02  # how often the serial log is read while waiting for a mar
 PANIC_MARKERS = ("Kernel panic", "BUG: unable to handle", "Oops:", "general protection fault")
 
 
+RESTORE_TIMEOUT_S = 300  # to save or load a guest's state (a file of its non-zero pages)
+
+
 class Closeable(Protocol):
     def close(self) -> None: ...
 
@@ -61,7 +64,10 @@ class VM:
     `migrate()` moves the running guest to a fresh QEMU; from then on `qmp`, `pid`, `ssh_port` and `argv` are
     the destination's, and the source's logs stay in `logdir` beside them."""
 
-    def __init__(self, *, kernel_image: Path, initrd: Path, config: MachineConfig, accel: str, logdir: Path):
+    def __init__(self, *, kernel_image: Path, initrd: Path, config: MachineConfig, accel: str, logdir: Path,
+                 restore_from: Path | None = None):
+        self.restore_from = restore_from  # a saved guest (save_state) this VM starts from instead of booting
+        self.restore_s: float | None = None  # how long loading it took
         self.kernel_image = kernel_image
         self.initrd = initrd
         self.config = config
@@ -114,18 +120,23 @@ class VM:
         try:
             if self.config.memory_backend == "hugetlb":
                 check_hugepages(self.config.memory_mib)
-            self._qemu = self._new_qemu()
+            self._qemu = self._new_qemu(incoming="defer" if self.restore_from else None)
             self._start(self._qemu)
             if self._killed:  # kill() ran while QEMU was starting
                 self.kill()
             self.started_at = self._qemu.started_at
             self._qemu.connect_qmp(timeout=120, alive=self.check_alive)
+            if self.restore_from is not None:
+                assert self.qmp is not None
+                self.restore_s = migration.load_state(self.qmp, self.restore_from, RESTORE_TIMEOUT_S,
+                                                      alive=self.check_alive)
         except BaseException:
             self.shutdown()
             raise
 
     def _new_qemu(self, incoming: str | None = None) -> QemuProcess:
-        suffix = f"-mig{self.migrations}" if incoming else ""
+        destination = incoming is not None and self._qemu is not None  # else: the first QEMU (maybe restoring)
+        suffix = f"-mig{self.migrations}" if destination else ""
         rundir = self._rundir()
 
         def argv_for(ssh_port: int) -> list[str]:
@@ -133,7 +144,7 @@ class VM:
                              rundir=rundir, serial_log=self.serial_log, ssh_port=ssh_port,
                              qmp_socket=rundir / f"qmp{suffix}.sock", incoming=incoming)
 
-        label = f"destination QEMU (migration {self.migrations})" if incoming else "QEMU"
+        label = f"destination QEMU (migration {self.migrations})" if destination else "QEMU"
         return QemuProcess(argv_for, self.logdir, rundir / f"qmp{suffix}.sock", suffix, label)
 
     def _start(self, qemu: QemuProcess) -> None:
@@ -223,6 +234,11 @@ class VM:
         assert source is not None
         source.stop()
         return stats
+
+    def save_state(self, path: Path) -> migration.MigrationStats:
+        """Write the running guest's whole state to `path` (paused meanwhile); it then runs on."""
+        assert self.qmp is not None
+        return migration.save_state(self.qmp, path, RESTORE_TIMEOUT_S, alive=self.check_alive)
 
     def background_snapshot(self, timeout: float, bandwidth_mib_s: int | None = None,
                             window_balloon: balloon.WindowTarget | None = None) -> migration.MigrationStats:

@@ -36,6 +36,10 @@ class MetricDef:
 
 _DEFS = [
     MetricDef("boot_to_ssh_s", "s", TIME, "lower", "QEMU start until the guest's sshd answered", host_clock=True),
+    MetricDef("save_state_s", "s", TIME, None, "saving the booted guest for the kernel's next repetitions "
+              "(repetitions_from: snapshot)", host_clock=True),
+    MetricDef("restore_s", "s", TIME, "lower", "loading the kernel's saved boot into a fresh QEMU instead of "
+              "booting (repetitions_from: snapshot)", host_clock=True),
     MetricDef("balloon_inflate_s", "s", TIME, "lower", "balloon target set until query-balloon reached it (inflate)",
               host_clock=True),
     MetricDef("balloon_deflate_s", "s", TIME, "lower", "balloon target set until query-balloon reached it (deflate)",

@@ -122,8 +122,10 @@ class Manifest(Record):
     started: str | None = None
     ended: str | None = None
     reps: int | None = None
-    # Repetitions in their planned order ([{kernel, rep}]), and how many guests ran at once (icount only).
+    # Repetitions in their planned order ([{kernel, rep, from}]; from: "boot", or "snapshot" when it started from
+    # the kernel's saved boot), and how many guests ran at once (icount only).
     rep_order: list[dict[str, Any]] | None = None
+    repetitions_from: str | None = None  # "boot" or "snapshot" (harness.scenario.saved_boot); null in older bundles
     jobs: int | None = None
 
     @property

@@ -1,8 +1,9 @@
 """A scenario on several kernels and repetitions: pick the accelerator, prepare every kernel, run each
-repetition in a fresh guest, check the expectations.  What it measures goes to a RunSink (the bundle)."""
+repetition in a fresh guest (booted, or loaded from the kernel's saved boot), check the expectations.  What it measures goes to a RunSink (the bundle)."""
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import replace
 
 from rich.console import Console
@@ -23,6 +24,7 @@ from harness.machine import accel as accel_mod
 from harness.machine.qemu_argv import effective_timing
 from harness.scenario import expectations
 from harness.scenario.parallel import PlannedRep, RepOutcome, Scheduler, Tagged, choose_jobs, plan_order
+from harness.scenario.saved_boot import FROM_BOOT, FROM_SNAPSHOT, SavedBoots
 from harness.scenario.schema import Scenario
 from harness.scenario.sink import BufferedSink, RunSink
 from harness.scenario.steps import RepResult, RepRunner
@@ -51,7 +53,8 @@ def execute(scenario: Scenario, specs: list[KernelSpec], reps: int, sink: RunSin
     machine = scenario.machine()
     sink.set_environment(accel=choice.accel, timing=timing, qemu_version=accel_mod.qemu_version(),
                          qemu_binary=QEMU_BINARY)
-    with make_progress(console) as progress:
+    saved_boots = SavedBoots() if scenario.repetitions_from == FROM_SNAPSHOT and reps > 1 else None
+    with make_progress(console) as progress, saved_boots or contextlib.nullcontext():
         kits: list[BootKit] = []
         for spec in specs:
             kit = prepare_boot(spec, progress, files=scenario.files, mm_selftests=scenario.mm_selftests)
@@ -72,7 +75,8 @@ def execute(scenario: Scenario, specs: list[KernelSpec], reps: int, sink: RunSin
             console.print(f"[bold]{scenario.name}[/] rep {p.rep}/{reps} {verb} [cyan]{escape(p.kernel)}[/]")
             return RepRunner(scenario=scenario, machine=machine, kit=kits[p.index], accel=choice.accel,
                              sink=BufferedSink(sink), rep=p.rep, progress=Tagged(progress, tag) if jobs > 1 else progress,
-                             console=Tagged(console, tag) if jobs > 1 else console)
+                             console=Tagged(console, tag) if jobs > 1 else console,
+                             saved_boot=saved_boots.for_kernel(p.index) if saved_boots else None)
 
         def finish(outcome: RepOutcome) -> None:
             runner = outcome.runner
@@ -86,5 +90,8 @@ def execute(scenario: Scenario, specs: list[KernelSpec], reps: int, sink: RunSin
 
         scheduler = Scheduler(planned, jobs, start=start, finish=finish)
         results = [r.result for r in scheduler.execute()]
+        started = {(r.kernel, r.rep): r.started_from for r in results}
+        sink.set_schedule(jobs=jobs, order=[{"kernel": p.kernel, "rep": p.rep,
+                                             "from": started.get((p.kernel, p.rep), FROM_BOOT)} for p in planned])
     sink.set_expectations(expectations.evaluate(scenario, sink, results, [k.kernel.spec.text for k in kits]))
     return results

@@ -43,6 +43,7 @@ from harness.scenario.migration_params import (
     background_snapshot_problem,
     migration_problem,
 )
+from harness.scenario.saved_boot import FROM_BOOT, REPETITIONS_FROM
 from harness.validation import Strict, problem, validate
 from harness.yamlfile import DuplicateKeyError, describe_error, parse_yaml
 
@@ -83,6 +84,8 @@ def _kernel_spec(text: str) -> str:
     return text
 
 
+RepetitionsFrom = Annotated[str, AfterValidator(_one_of(REPETITIONS_FROM)),
+                           WithJsonSchema({"enum": list(REPETITIONS_FROM)})]
 Backend = Annotated[str, AfterValidator(_one_of(BACKENDS)), WithJsonSchema({"enum": list(BACKENDS)})]
 Timing = Annotated[str, AfterValidator(_one_of(TIMING_MODES)), WithJsonSchema({"enum": list(TIMING_MODES)})]
 ZeroingMethod = Annotated[str, AfterValidator(_one_of(ZEROING_METHODS)), WithJsonSchema({"enum": list(ZEROING_METHODS)})]
@@ -381,6 +384,8 @@ class ScenarioFile(Strict):
     qemu: QemuOptions = QemuOptions()
     kernels: Annotated[list[KernelText], Field(min_length=1)] = ["stock"]
     repetitions: Repetitions = 1
+    # snapshot: boot each kernel once, save the booted guest, and start every later repetition from it
+    repetitions_from: RepetitionsFrom = FROM_BOOT
     steps: Annotated[list[StepEntry], Field(min_length=1)]
     expect: Expectations = Expectations()
 
@@ -400,6 +405,9 @@ class ScenarioFile(Strict):
             if kind == "boot" and i != 0:
                 raise problem("boot can only be the first step (every repetition starts with a fresh boot)",
                               "steps", i)
+            if kind == "boot" and self.repetitions_from != FROM_BOOT:
+                raise problem("a boot step measures the boot, which repetitions from a saved boot skip: "
+                              f"use repetitions_from: {FROM_BOOT}", "steps", i)
             phase = entry.phase or f"{kind}{i}"
             if phase in phases:
                 raise problem(f"phase {phase!r} is used twice", "steps", i, "phase")
@@ -452,6 +460,7 @@ class Scenario:
     repetitions: int
     steps: list[Step]
     expect: Expectations = field(default_factory=Expectations)
+    repetitions_from: str = FROM_BOOT  # or FROM_SNAPSHOT (harness.scenario.saved_boot)
     files: dict[str, Path] = field(default_factory=dict)  # guest path -> host file, added to the image
 
     @property
@@ -505,7 +514,7 @@ def parse_scenario(data: Any, path: Path, content: str = "") -> Scenario:
             steps[i] = Step(e.kind, steps[i].phase, e.params.model_copy(update={"src": str(src.resolve())}))
     return Scenario(name=f.name, path=path, content=content, description=f.description, guest=f.guest, qemu=f.qemu,
                     kernels=[parse_kernel_spec(k) for k in f.kernels], repetitions=f.repetitions, steps=steps,
-                    expect=f.expect, files=files)
+                    expect=f.expect, files=files, repetitions_from=f.repetitions_from)
 
 
 def scenario_json_schema() -> dict:

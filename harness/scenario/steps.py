@@ -15,7 +15,7 @@ from rich.markup import escape
 from harness.constants import SELFTEST_FILE
 from harness.errors import HarnessError
 from harness.guest import kselftest, probes, zeroing, zeroing_paths
-from harness.guest.launch import SELFTESTS_GUEST_DIR, BootKit, make_vm, wait_ready
+from harness.guest.launch import SELFTESTS_GUEST_DIR, BootKit, connect, make_vm, wait_ready
 from harness.guest.probe_check import check_fault_scale, check_faults
 from harness.guest.ssh import Guest
 from harness.machine import balloon
@@ -25,6 +25,7 @@ from harness.machine.rss import RssSampler
 from harness.machine.vm import VM
 from harness.process import poll_until
 from harness.scenario import migration_steps
+from harness.scenario.saved_boot import FROM_BOOT, FROM_SNAPSHOT, BootFacts, SavedBoot
 from harness.scenario.schema import (
     BOOT_PHASE,
     BalloonParams,
@@ -81,6 +82,7 @@ class RepResult:
     kernel_problems: list[str] = field(default_factory=list)  # WARNING/BUG/bad page lines from dmesg
     kernel_log: str = ""  # the guest's dmesg at the end of the repetition
     selftest_failures: list[str] = field(default_factory=list)  # "test: case" of every failed selftest case
+    started_from: str = FROM_BOOT  # or FROM_SNAPSHOT: loaded from the kernel's saved boot
 
     @property
     def invalid_steps(self) -> list[str]:
@@ -89,7 +91,8 @@ class RepResult:
 
 class RepRunner:
     def __init__(self, *, scenario: Scenario, machine: MachineConfig, kit: BootKit, accel: str, sink: MetricSink,
-                 rep: int, progress, console):
+                 rep: int, progress, console, saved_boot: SavedBoot | None = None):
+        self.saved_boot = saved_boot  # repetitions_from: snapshot: the booted guest this kernel's reps share
         self.scenario = scenario
         self.machine = machine
         self.kit = kit
@@ -139,7 +142,10 @@ class RepRunner:
             self._vm.kill()
 
     def run(self) -> RepResult:
-        vm = make_vm(self.kit, self.machine, self.accel, self.dir)
+        saves = self.saved_boot is not None and self.saved_boot.claim()
+        facts = self.saved_boot.wait() if self.saved_boot is not None and not saves else None
+        vm = make_vm(self.kit, self.machine, self.accel, self.dir,
+                     restore_from=self.saved_boot.path if facts is not None and self.saved_boot else None)
         self._vm = vm
         if self._aborted:  # abort() came before the VM existed
             vm.kill()
@@ -149,7 +155,12 @@ class RepRunner:
                 # A callable: after a migrate step the samples are the destination QEMU's.
                 self._rss = RssSampler(lambda: vm.pid, self.dir / "rss.csv", vm.started_at).start()
                 try:
-                    self._boot()
+                    if facts is not None:
+                        self._resume(facts)
+                    else:
+                        self._boot()
+                        if saves:
+                            self._save_boot()
                     for step in self.scenario.steps:
                         if step.kind != "boot":
                             self._run_step(step)
@@ -159,6 +170,8 @@ class RepRunner:
                     vm.explain_failure()
                     raise
         finally:
+            if saves and self.saved_boot is not None and self.saved_boot.facts is None:
+                self.saved_boot.failed()  # the others boot
             if self._rss is not None:
                 self._rss.stop()
             self._save_steps()
@@ -189,6 +202,30 @@ class RepRunner:
         self._snapshot("boot")
         self.console.print(f"  booted {self.kernel.spec.text} ({self.result.guest_release}) in {seconds:.1f} s; "
                            f"zeroing counted by {escape(self.zeroing.describe())}")
+
+    def _save_boot(self) -> None:
+        """Save the booted guest for this kernel's other repetitions (repetitions_from: snapshot)."""
+        assert self.saved_boot is not None and self.zeroing is not None
+        stats = self.vm.save_state(self.saved_boot.path)
+        self.metric("save_state_s", round(stats.wall_s, 3), BOOT_PHASE)
+        self.saved_boot.saved(BootFacts(self.result.guest_release, self.result.clocksource, self.zeroing))
+        self.console.print(f"  saved the booted guest for the next repetitions ({stats.file_mib:.0f} MiB in "
+                           f"{stats.wall_s:.1f} s)")
+
+    def _resume(self, facts: BootFacts) -> None:
+        """Instead of a boot: the guest the first repetition saved, loaded into this fresh QEMU."""
+        assert isinstance(facts.zeroing, zeroing.Plan)
+        self.result.started_from = FROM_SNAPSHOT
+        self._ssh = connect(self.vm, self.kit.keys, self.dir / "transcript.log")
+        self.metric("restore_s", round(self.vm.restore_s or 0.0, 3), BOOT_PHASE)
+        self.result.guest_release, self.result.clocksource = facts.guest_release, facts.clocksource
+        if self.machine.stats_interval_s:
+            balloon.enable_stats(self.qmp, self.machine.stats_interval_s)
+        self.zeroing = facts.zeroing
+        self.result.zeroing = self.zeroing.summary()
+        self.result.zeroing_record = self.zeroing.record()
+        self._snapshot("boot")
+        self.console.print(f"  started {self.kernel.spec.text} from the saved boot in {self.vm.restore_s or 0:.1f} s")
 
     # -- steps -------------------------------------------------------------------------------
     def _counters(self) -> tuple[dict, dict]:
