@@ -127,6 +127,8 @@ def guest_kernel(spec: KernelSpec, info: dict) -> GuestKernel:
     extra = {guest: bdir / rel for guest, rel in info.get("extra_files", {}).items()}
     record = dict(info["record"])
     record["spec"] = spec.text
+    if spec.stack is not None:
+        record.update(stack=spec.stack, expanded=spec.expanded)
     record["slug"] = info["record"]["slug"] if spec.kind == "tree" else spec.slug
     record["config"] = str(bdir / "config")
     return GuestKernel(

@@ -6,7 +6,9 @@ A kernel spec string names a guest kernel:
 * ``base`` or ``base+SERIES[+SERIES...]`` -- the pinned base from kernel_patches/base.yaml with the
   named patch series applied in order, built and cached (see build.py); ``SERIES@N`` applies only the
   first N patches of a series (``base+zeroing-stats+pg-zeroed@3``; ``@0`` none of them);
-* a path to a bzImage or an ELF vmlinux (it must exist; contains a ``/``).
+* a path to a bzImage or an ELF vmlinux (it must exist; contains a ``/``);
+* a named stack from kernel_patches/stacks.yaml (``seed002``), alone or extended like a spec
+  (``seed002+my-fix``, ``seed002%debug-vm``): it stands for the stack's spec (see stacks.py).
 
 A built spec may end in flavours, ``base+pg-zeroed%debug-vm%page-poison``: each names a config fragment
 (and maybe boot parameters) in kernel_patches/config/flavours/ (see flavours.py), part of the build key.
@@ -20,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import InputError
+from harness.kernels.stacks import expand
 
 FLAVOUR_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 SERIES_REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:@(?P<count>\d+))?$")
@@ -40,6 +43,8 @@ class KernelSpec:
     series: tuple[str, ...] = ()
     path: Path | None = None
     flavours: tuple[str, ...] = ()
+    stack: str | None = None  # the named stack the spec starts with (kernel_patches/stacks.yaml), if any
+    expanded: str | None = None  # the spec with that name replaced by the stack's spec
 
     @property
     def slug(self) -> str:
@@ -94,6 +99,8 @@ def parse_kernel_spec(text: str) -> KernelSpec:
             raise InputError(f"kernel spec {text!r}: no such kernel image file")
         check_kernel_image(path)
         return KernelSpec(text, "file", path=path.resolve())
+    typed = text
+    text, stack = expand(text)
     text, *flavours = text.split("%")
     if flavours and not text.startswith("base"):
         raise InputError(f"kernel spec {'%'.join([text, *flavours])!r}: flavours (%NAME) apply only to "
@@ -107,7 +114,8 @@ def parse_kernel_spec(text: str) -> KernelSpec:
     parts = text.split("+")
     if parts[0] != "base":
         raise InputError(
-            f"kernel spec {full!r}: expected 'stock', 'base', 'base+SERIES[+SERIES...]' or a path to a bzImage"
+            f"kernel spec {full!r}: expected 'stock', 'base', 'base+SERIES[+SERIES...]', a named stack "
+            "(harness kernel list --stacks) or a path to a bzImage"
         )
     series = tuple(parts[1:])
     try:
@@ -116,4 +124,6 @@ def parse_kernel_spec(text: str) -> KernelSpec:
         raise InputError(f"kernel spec {full!r}: {exc}") from None
     if len(set(names)) != len(names):
         raise InputError(f"kernel spec {full!r}: a series is named twice")
+    if stack is not None:
+        return KernelSpec(typed, "build", series=series, flavours=tuple(flavours), stack=stack, expanded=full)
     return KernelSpec(full, "build", series=series, flavours=tuple(flavours))

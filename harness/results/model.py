@@ -57,6 +57,8 @@ class KernelRecord(Record):
     boot: str | None = None  # stock: how QEMU boots it (the PVH vmlinux or the bzImage)
     base: dict[str, Any] | None = None  # built: the source it was built from (Debian package, or a tree)
     flavours: list[dict[str, Any]] | None = None  # built with %FLAVOURs: name, fragment sha256, boot parameters
+    stack: str | None = None  # the spec started with this named stack (kernel_patches/stacks.yaml)
+    expanded: str | None = None  # and stood for this spec
 
     def zeroing_summary(self) -> str | None:
         """One line: which method counted the zeroing.* metrics, the mem auto-init state, what could not be."""
@@ -75,7 +77,7 @@ class KernelRecord(Record):
     @model_serializer(mode="wrap")
     def _omit_unset_optionals(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         data = handler(self)
-        for key in ("package", "boot", "base", "flavours", "zeroing"):
+        for key in ("package", "boot", "base", "flavours", "zeroing", "stack", "expanded"):
             if data.get(key) is None:
                 data.pop(key, None)
         return data

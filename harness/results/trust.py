@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from harness.kernels.stacks import name_of
 from harness.numbers import fmt_num
 from harness.results.bundle import Bundle
 from harness.results.compare import md_escape
@@ -53,11 +54,12 @@ class Cell:
 
 
 def design(kernel: str) -> tuple[str, str]:
-    """(the design, the flavours it ran with) of a kernel label: `base+X%page-poison` -> (`base+X`, `%page-poison`)."""
-    if not kernel.startswith("base"):
+    """(the design, the flavours it ran with) of a kernel label: `base+X%page-poison` -> (`base+X`,
+    `%page-poison`); a spec that is a named stack's is shown by that name (`seed002`)."""
+    if kernel == "stock" or "/" in kernel:
         return kernel, ""
     name, sep, flavours = kernel.partition("%")
-    return name, sep + flavours
+    return name_of(name) or name, sep + flavours
 
 
 def refusals(b: Bundle, kernel: str) -> int:

@@ -13,11 +13,11 @@ import difflib
 import itertools
 import os
 import re
-import tempfile
 from pathlib import Path
 
 import pytest
 
+from harness.kernels.stacks import load_stacks, stacks_table
 from harness.paths import REPO_ROOT
 
 # The series the harness builds from: $BALLOON_TESTBED_PATCHES when set, as in harness/kernel_inputs.py.
@@ -71,18 +71,18 @@ def added_lines(body: list[str]) -> list[str]:
     return [line[1:] for line in body if line.startswith("+") and line[1:].strip()]
 
 
-def legal_stacks(readme: Path = README) -> list[tuple[str, str]]:
-    """(spec, purpose) rows of the table under "## Legal stacks" in kernel_patches/README.md."""
-    text = readme.read_text()
-    assert LEGAL_HEADING in text, f"{readme}: no {LEGAL_HEADING!r} section"
-    section = text.split(LEGAL_HEADING, 1)[1]
+def legal_stacks() -> list[tuple[str, str]]:
+    """(spec, purpose) of every named stack (kernel_patches/stacks.yaml): the legal stacks."""
+    return [(st.spec, st.purpose) for st in load_stacks().values()]
+
+
+def test_readme_shows_the_stacks_file():
+    """kernel_patches/README.md's "Legal stacks" table is `harness kernel list --stacks --md`, not a copy edited
+    by hand."""
+    section = README.read_text().split(LEGAL_HEADING, 1)[1]
     section = re.split(r"^## ", section, maxsplit=1, flags=re.M)[0]
-    rows = []
-    for line in section.splitlines():
-        m = re.match(r"^\|\s*`([^`]+)`\s*\|\s*(.*?)\s*\|\s*$", line)
-        if m:
-            rows.append((m.group(1).strip(), m.group(2)))
-    return rows
+    table = "\n".join(line for line in section.splitlines() if line.startswith("|")) + "\n"
+    assert table == stacks_table(), "regenerate it: harness kernel list --stacks --md"
 
 
 def test_there_are_series_and_legal_stacks():
@@ -166,15 +166,30 @@ def test_every_series_is_in_some_legal_stack():
     assert not unused, f"series in no legal stack of {README}: {unused}"
 
 
-def test_legal_stack_parser():
-    text = ("# x\n\n## Legal stacks\n\n| spec | purpose |\n| --- | --- |\n| `base` | baseline |\n"
-            "| `base+a+b` | two |\n\n## Series\n\n| `base+c` | not a stack |\n")
-    with tempfile.NamedTemporaryFile("w", suffix=".md", delete=False) as f:
-        f.write(text)
-    try:
-        assert legal_stacks(Path(f.name)) == [("base", "baseline"), ("base+a+b", "two")]
-    finally:
-        os.unlink(f.name)
+def test_a_named_stack_is_a_spec_wherever_a_spec_is():
+    from harness.kernels.spec import parse_kernel_spec
+
+    seed = load_stacks()["seed002"]
+    for text, flavours, extra in (("seed002", (), ()), ("seed002%debug-vm", ("debug-vm",), ()),
+                                  ("seed002+zeroing-sources", (), ("zeroing-sources",))):
+        spec = parse_kernel_spec(text)
+        assert spec.text == text and spec.stack == "seed002" and spec.flavours == flavours
+        assert spec.series == tuple(seed.spec.split("+")[1:]) + extra
+        assert spec.expanded.startswith(seed.spec)
+
+
+def test_a_malformed_stacks_file_is_one_line(tmp_path):
+    from harness.errors import InputError
+
+    bad = tmp_path / "stacks.yaml"
+    for text, says in (("- {name: a, spec: base}\n- {name: a, spec: base+x, purpose: p}\n", "purpose"),
+                       ("- {name: a, spec: base, purpose: p}\n- {name: a, spec: base+x, purpose: p}\n", "taken"),
+                       ("- {name: a, spec: 'base%debug-vm', purpose: p}\n", "spec"),
+                       ("- {name: stock, spec: base, purpose: p}\n", "taken")):
+        bad.write_text(text)
+        with pytest.raises(InputError, match=says) as exc:
+            load_stacks.__wrapped__(bad)
+        assert "\n" not in str(exc.value) and str(bad) in str(exc.value)
 
 
 def _legal_specs() -> list[str]:

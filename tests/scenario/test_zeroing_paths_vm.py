@@ -5,10 +5,10 @@ series applies right after zeroing-stats in every legal stack."""
 from __future__ import annotations
 
 import json
-import re
 
 import pytest
 
+from harness.kernels.stacks import load_stacks
 from harness.paths import REPO_ROOT
 
 pytestmark = [pytest.mark.kernels]
@@ -23,10 +23,8 @@ OTHER_USER_PAGES = 512
 
 
 def _legal_stacks_with_the_counters() -> list[str]:
-    """The specs in kernel_patches/README.md's "Legal stacks" table that carry zeroing-stats."""
-    section = (REPO_ROOT / "kernel_patches" / "README.md").read_text().split("## Legal stacks", 1)[1]
-    section = re.split(r"^## ", section, maxsplit=1, flags=re.M)[0]
-    specs = re.findall(r"^\|\s*`(base[^`]*)`", section, flags=re.M)
+    """The legal stacks (kernel_patches/stacks.yaml) that carry zeroing-stats."""
+    specs = [st.spec for st in load_stacks().values()]
     return [s for s in specs if "+zeroing-stats" in s and "zeroing-sources" not in s]
 
 
