@@ -29,6 +29,7 @@ class Criterion:
             raise InputError("give exactly one of --metric NAME@PHASE and --expect NAME")
         if expect:
             return cls(expect=expect, threshold_pct=threshold_pct)
+        assert metric is not None  # exactly one of the two is given
         name, _, phase = metric.partition("@")
         if not name or not phase:
             raise InputError(f"--metric {metric!r}: expected NAME@PHASE, e.g. fault_in_ms@touch")
@@ -52,6 +53,7 @@ class Verdict:
 def judge_metric(c: Criterion, good: list[float], step: list[float], *, deterministic: bool,
                  direction: int | None) -> Verdict:
     """direction None: this is the bad end, which must move at all; else the sign it moved with."""
+    assert c.metric is not None, "a metric criterion"
     j = stats.judge(c.metric, good, step, threshold_pct=c.threshold_pct, deterministic=deterministic)
     sign = (j.change_pct > 0) - (j.change_pct < 0)
     evidence = (f"{c.metric}@{c.phase} {fmt(j.a.median)} -> {fmt(j.b.median)} ({stats.format_change(j.change_pct)}"

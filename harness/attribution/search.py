@@ -105,7 +105,8 @@ class BisectState:
         if self.verdict(self.n) is None:
             return self.max_steps()
         good, bad = self.bounds()
-        width = sum(1 for i in range(good + 1, bad) if self.verdict(i) is None) + 1
+        top = self.n if bad is None else bad  # the bad end (n) was judged above, so bad is known here
+        width = sum(1 for i in range(good + 1, top) if self.verdict(i) is None) + 1
         return math.ceil(math.log2(width)) if width > 1 else 0
 
     def log_lines(self) -> list[str]:

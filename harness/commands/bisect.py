@@ -40,7 +40,7 @@ from pathlib import Path
 
 from harness.attribution.judge import Criterion, Verdict
 from harness.attribution.rounds import PANIC_CHOICES, Round, failure_rate_lower_bound, judge_step, round_from_bundle
-from harness.attribution.search import BAD, GOOD, SKIP, BisectState
+from harness.attribution.search import BAD, GOOD, SKIP, UNKNOWN, BisectState
 from harness.commands.jobs_option import add_jobs_option, check_jobs
 from harness.commands.run import DEFAULT_RESULTS, add_timing_option, run_scenario
 from harness.errors import HarnessError, InputError
@@ -71,8 +71,9 @@ def series_candidates(good: str, bad: str) -> tuple[list[str], list[str]]:
     below = b.series[:-1]
     if g.series == below:
         good_n = 0
-    elif g.series[:-1] == below and series_ref(g.series[-1])[0] == name and series_ref(g.series[-1])[1] is not None:
-        good_n = series_ref(g.series[-1])[1]
+    elif g.series[:-1] == below and series_ref(g.series[-1])[0] == name and \
+            (count := series_ref(g.series[-1])[1]) is not None:
+        good_n = count
     else:
         raise InputError(f"--bad {bad!r} must be --good {good!r} plus (more of) one series: "
                          f"--good base+X --bad base+X+S, or --good base+X+S@G --bad base+X+S[@B]")
@@ -186,7 +187,7 @@ class Bisect:
                   f"[{k}/{self.state.n}] {self.state.labels[k]}", file=sys.stderr)
             t = time.monotonic()
             v = self.judge(k, None if k == self.state.n else self.plan["direction"])
-            self.state.record(k, v.verdict, v.evidence, v.confidence)
+            self.state.record(k, v.verdict or UNKNOWN, v.evidence, v.confidence)
             if k == self.state.n and v.verdict == BAD:
                 self.plan["direction"] = v.direction
                 if v.failed:  # how often the bad end fails the expectation (at least): sizes the good verdicts
@@ -197,11 +198,12 @@ class Bisect:
 
     def report(self, seconds: float) -> int:
         answer = self.state.answer()
+        assert answer is not None, "report() follows the search's end"
         print(f"bisect of {self.criterion.describe()} in {self.dir} ({len(self.state.steps)} steps, "
               f"{seconds / 60:.1f} min this session)")
         print("\n".join(self.state.log_lines()))
         labels = self.state.labels
-        if answer.kind == "found":
+        if answer.kind == "found" and answer.first_bad is not None:
             print(f"first bad: [{answer.first_bad}] {labels[answer.first_bad]}")
             return 0
         if answer.kind == "bad-end-is-good":
@@ -298,7 +300,7 @@ def bisect_check(args) -> int:
         return EXIT_SKIP
     plan = {"scenario": args.scenario, "tree": None, "candidates": [args.good, candidate],
             "labels": ["good", "candidate"], "criterion": asdict(criterion),
-            "direction": 1 if criterion.expect or definition(criterion.metric).better == "lower" else -1,
+            "direction": 1 if criterion.metric is None or definition(criterion.metric).better == "lower" else -1,
             "bad_fail_rate": args.bad_fail_rate,
             "reps": args.reps, "max_reps": args.max_reps, "timing": args.timing, "panic": args.panic}
     try:
@@ -307,10 +309,10 @@ def bisect_check(args) -> int:
         raise InputError(str(exc)) from None
     bisect = Bisect(directory, plan, BisectState(plan["labels"]), jobs=args.jobs)
     v = bisect.judge(1, plan["direction"])  # bad only when the metric moved the worse way
-    bisect.state.record(1, v.verdict, v.evidence, v.confidence)
+    bisect.state.record(1, v.verdict or UNKNOWN, v.evidence, v.confidence)
     bisect.save()
     print(f"bisect-check: {v.verdict}: {v.evidence}")
-    return {GOOD: EXIT_GOOD, BAD: EXIT_BAD}.get(v.verdict, EXIT_SKIP)
+    return {GOOD: EXIT_GOOD, BAD: EXIT_BAD}.get(v.verdict or UNKNOWN, EXIT_SKIP)
 
 
 def check_reps(args) -> None:

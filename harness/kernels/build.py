@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from harness.errors import InputError
+from harness.errors import HarnessError, InputError
 from harness.kernels import reuse
 from harness.kernels.cache import check_build, flock, guest_kernel, kernel_cache, load_build, publish
 from harness.kernels.flavours import Flavour, load_flavours
@@ -83,7 +83,15 @@ def is_built(spec: KernelSpec) -> bool:
     return load_build(build_key(spec)) is not None
 
 
-def build_kernel(spec: KernelSpec | str, *, fragments: list[Path | str] | None = None,
+def _published(key: str) -> dict:
+    """The build record of `key`, which has just been published."""
+    info = load_build(key)
+    if info is None:
+        raise HarnessError(f"kernel build {key[:12]}: published, but its build record cannot be read")
+    return info
+
+
+def build_kernel(spec: KernelSpec | str | None, *, fragments: list[Path | str] | None = None,
                  tree: Path | str | None = None, progress=None,
                  patches_root: Path | str | None = None, tree_rev: str | None = None) -> GuestKernel:
     """Build (or fetch from cache) the guest kernel a ``base[+SERIES...]`` spec names.
@@ -96,6 +104,8 @@ def build_kernel(spec: KernelSpec | str, *, fragments: list[Path | str] | None =
     """
     if tree is not None:
         return build_tree(spec, Path(tree), fragments, progress, rev=tree_rev)
+    if spec is None:
+        raise InputError("kernel build: give a spec (base or base+SERIES...) or a tree")
     if isinstance(spec, str):
         spec = parse_kernel_spec(spec)
     if spec.kind != "build":
@@ -124,7 +134,7 @@ def build_kernel(spec: KernelSpec | str, *, fragments: list[Path | str] | None =
                 reuse.publish_reuse(key, spec.text, spec.slug, below, staging_dir(key), t_start, series=series,
                                     frags=frags)
                 rep.log(f"kernel build: {spec.text}: not built, {below.describe()}")
-                return flavoured(guest_kernel(spec, load_build(key)), flavours)
+                return flavoured(guest_kernel(spec, _published(key)), flavours)
             ensure_ccache()
             timings: dict = {}
             t = time.monotonic()
@@ -152,7 +162,7 @@ def build_kernel(spec: KernelSpec | str, *, fragments: list[Path | str] | None =
             publish(key, tmp, info)
             rep.log(f"built {spec.text} ({built.release}) in {timings['total_s']:.0f} s "
                     f"(ccache: {built.ccache['hits']} hits, {built.ccache['misses']} misses): {bdir / 'bzImage'}")
-    return flavoured(guest_kernel(spec, load_build(key)), flavours)
+    return flavoured(guest_kernel(spec, _published(key)), flavours)
 
 
 def flavoured(kernel: GuestKernel, flavours: list[Flavour]) -> GuestKernel:

@@ -49,7 +49,7 @@ class KernelSpec:
     @property
     def slug(self) -> str:
         """A file-name-safe name for this spec."""
-        if self.kind == "file":
+        if self.kind == "file" and self.path is not None:
             # Images are often all called bzImage: the hash of the full path tells them apart.
             digest = hashlib.sha256(str(self.path).encode()).hexdigest()[:8]
             return re.sub(r"[^A-Za-z0-9._+-]", "_", f"{self.path.name}-{digest}")
