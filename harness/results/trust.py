@@ -15,7 +15,6 @@ from harness.kernels.stacks import name_of
 from harness.numbers import fmt_num
 from harness.results.bundle import Bundle
 from harness.results.compare import md_escape
-from harness.results.table import provenance
 
 SKIP_PREFIX = "vmstat.pgzero_skip_"  # the zeroing-stats counters of pages a design did not zero
 # What balloon-opt-ins and pg-zeroed-reporting print when they turn an opt-in down (page poisoning), or take
@@ -106,13 +105,19 @@ def render(bundles: list[Bundle]) -> tuple[str, bool]:
         kernels += [d for d, _ in map(design, b.kernels) if d not in kernels]
     columns = list(groups)
     cells = {(k, c): x for c in columns for k in kernels if (x := cell(groups[c], k)) is not None}
-    lines = ["From " + "; ".join(provenance(b).replace(", medians", "") for b in bundles)
-             + ". Cells, summed over repetitions and phases: pages handed out non-zero (a LEAK), pages whose zeroing "
-               "the design skipped (`vmstat.pgzero_skip_*`), memtouch runs that checked; *refused to trust*: its guest "
-               "log says it turned its opt-in down.", "",
+    def joined(values) -> str:
+        return ", ".join(sorted({str(v) for v in values}))
+
+    lines = [f"From {len(bundles)} bundle(s) of {joined(b.started[:10] for b in bundles)}, accelerator "
+             f"{joined(b.accel or '?' for b in bundles)}, timing {joined(b.timing for b in bundles)}, "
+             f"{joined(b.manifest.reps for b in bundles)} repetition(s) per kernel (listed below the table). "
+             "Cells, summed over repetitions and phases: pages handed out non-zero, to userspace or to the kernel's "
+             "`__GFP_ZERO` scan (a LEAK), pages whose zeroing the design skipped (`vmstat.pgzero_skip_*`), checks "
+             "that read pages back; *refused to trust*: its guest log says it turned its opt-in down.", "",
              "| design | " + " | ".join(f"`{md_escape(c)}`" for c in columns) + " |",
              "|---|" + "---|" * len(columns)]
     for k in kernels:
         row = [cells[(k, c)].text() if (k, c) in cells else "not run" for c in columns]
         lines.append(f"| `{md_escape(k)}` | " + " | ".join(row) + " |")
+    lines += ["", "Bundles:", *(f"- `{b.path.name}` ({b.status})" for b in bundles)]
     return "\n".join(lines) + "\n", not any(x.unchecked for x in cells.values())

@@ -68,3 +68,20 @@ def test_a_flavoured_kernel_is_its_design_and_a_refusal_in_its_log_is_shown(tmp_
     assert "safe (refused to trust; never skipped; 1 checks; as `%page-poison`)" in rows[SEED_ROW]
     assert "safe (never skipped; 1 checks; as `%page-poison`)" in rows[BASE_ROW] and "refused" not in rows[BASE_ROW]
     assert rows[BASE_ROW].startswith(f"| `{BASE_ROW}` | not run |")
+
+
+def test_a_directory_stands_for_every_bundle_below_it(tmp_path):
+    write_bundle(tmp_path / "night" / "shard-0" / "a", {BASE: {("nonzero_pages", "touch"): [0]}}, scenario="stale-data",
+                 reps=1)
+    write_bundle(tmp_path / "night" / "shard-1" / "b", {SEED: {("nonzero_pages", "touch"): [3]}},
+                 scenario="stale-data-mlock", reps=1)
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "trust", str(tmp_path / "night")], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0 and "| design | `stale-data` | `stale-data-mlock` |" in proc.stdout, proc.stderr
+    assert "- `a` (complete)" in proc.stdout and "- `b` (complete)" in proc.stdout
+    empty = subprocess.run([sys.executable, "-m", "harness.cli", "trust", str(tmp_path)], capture_output=True, text=True)
+    assert empty.returncode == 0  # tmp_path holds the two bundles too
+    nothing = tmp_path / "nothing"
+    nothing.mkdir()
+    proc = subprocess.run([sys.executable, "-m", "harness.cli", "trust", str(nothing)], capture_output=True, text=True)
+    assert proc.returncode == 2 and "no bundle below it" in proc.stderr
