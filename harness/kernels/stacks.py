@@ -70,6 +70,13 @@ def name_of(spec: str) -> str | None:
     return next((s.name for s in load_stacks().values() if s.spec == spec and s.name != "base"), None)
 
 
+def display_name(spec: str) -> str:
+    """A kernel as reports name it: its stack's name where it has one (flavours kept), else the spec."""
+    head, sep, flavours = spec.partition("%")
+    name = name_of(head) if head.startswith("base") else None
+    return (name + sep + flavours) if name else spec
+
+
 def stacks_table() -> str:
     """The Markdown table of the legal stacks that kernel_patches/README.md shows."""
     rows = ["| name | spec | purpose |", "| --- | --- | --- |"]

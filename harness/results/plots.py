@@ -10,6 +10,7 @@ import fnmatch
 import json
 from pathlib import Path
 
+from harness.kernels.stacks import display_name
 from harness.numbers import fmt_num
 from harness.results import stats
 from harness.results.bundle import Bundle
@@ -88,7 +89,7 @@ def plot_fault_in(b: Bundle, out: Path) -> str | None:
     for k in b.kernels:
         per_phase = {p: v for (n, p), v in b.samples(k).items() if n == "fault_in_ms"}
         for phase, vals in per_phase.items():
-            groups.append((k if len(per_phase) == 1 else f"{k}\n{phase}", vals))
+            groups.append((display_name(k) if len(per_phase) == 1 else f"{display_name(k)}\n{phase}", vals))
     if not groups:
         return None
     import numpy as np
@@ -122,7 +123,7 @@ def plot_zeroing(b: Bundle, out: Path) -> str | None:
     width = 0.8 / len(kernels)
     for i, k in enumerate(kernels):
         xs = [c + (i - (len(kernels) - 1) / 2) * width for c in range(len(cats))]
-        ax.bar(xs, [med.get((k, n, p), 0.0) for n, p in cats], width, label=_wrap(k))
+        ax.bar(xs, [med.get((k, n, p), 0.0) for n, p in cats], width, label=_wrap(display_name(k)))
     ax.set_xticks(range(len(cats)), [f"{n.removeprefix('vmstat.')}\n{p or '-'}" for n, p in cats],
                   rotation=30, ha="right", fontsize=8)
     ax.set_ylim(0, max([1.0, *med.values()]) * 1.1)
@@ -144,7 +145,7 @@ def plot_trends(scenario: str, series: dict[tuple[str, str], dict[str, list[Tren
         for i, (kernel, points) in enumerate(per.items()):
             xs = [j for j, p in enumerate(points) if p.median is not None]
             ax.plot(xs, [points[j].median for j in xs], "o-", color=f"C{i}", markersize=3, linewidth=1,
-                    label=_wrap(kernel))
+                    label=_wrap(display_name(kernel)))
         ax.set_title(f"{name} @ {phase or '-'}", fontsize=9, loc="left")
         ax.yaxis.set_major_formatter(lambda v, _pos: fmt_num(round(v, 3)))
     nights = [p.night for p in next(iter(panels[0][1].values()))]

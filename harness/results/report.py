@@ -13,18 +13,27 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 
 from harness.errors import HarnessError, InputError
+from harness.kernels.stacks import display_name as kernel_label
 from harness.results import plots, stats
 from harness.results.bundle import Bundle
 from harness.results.calibration import Calibration, ThresholdFor, describe_kind
-from harness.results.compare import KernelComparison, Row, compare_kernels, fmt_num, leak_findings, run_compare
+from harness.results.compare import KernelComparison, Row, compare_kernels, leak_findings, run_compare
+from harness.results.findings import (
+    Finding,
+    FindingGroup,
+    Link,
+    failure_findings,
+    flagged_findings,
+    group_findings,
+    human,
+)
 from harness.results.history import Night, load_history, load_night, trend
 from harness.results.metrics import definition, is_headline
-from harness.scenario.expectations import EXPECTED_LEAK, LEAK
 
 MARKER = ".harness-report"  # marks an output directory so a later scan of RESULTS_DIR skips it
 LOG_NAMES = ("serial.log", "transcript.log")
@@ -33,26 +42,11 @@ CALIBRATION_NIGHTS = 14  # A/A runs of the last two weeks set the thresholds: a 
 TEMPLATES = Path(__file__).with_name("templates")
 
 
-@dataclass
-class Link:
-    text: str
-    href: str
-
-
 Cell = str | Link | list  # a list holds several str/Link pieces
 
 
 def rel(target: Path, out_dir: Path) -> str:
     return Path(os.path.relpath(target.resolve(), out_dir.resolve())).as_posix()
-
-
-def human(v: float | None) -> str:
-    """fmt_num with thousands grouped: 204,800 pages, 1,234.5 ms."""
-    text = fmt_num(v)
-    if v is None or not re.fullmatch(r"-?\d{4,}(\.\d+)?", text):
-        return text
-    whole, _, frac = text.partition(".")
-    return f"{int(whole):,}" + (f".{frac}" if frac else "")
 
 
 # -------------------------------------------------------------------------------------- the run index
@@ -94,49 +88,13 @@ def index_table(entries: list[Entry], out_dir: Path) -> tuple[list[str], list[li
             Link(e.name, rel(e.path, out_dir)) if e.path else e.name,
             e.status,
             b.scenario if b else "-",
-            ", ".join(b.kernels) if b else "-",
+            ", ".join(map(kernel_label, b.kernels)) if b else "-",
             (b.accel or "-") if b else "-",
             (b.started or "-") if b else "-",
             (b.error or "") if b else (e.problem or ""),
             logs or ("-" if e.status != "complete" else ""),
         ])
     return head, rows
-
-
-# --------------------------------------------------------------------------------------------- findings
-
-
-@dataclass
-class Finding:
-    kind: str  # leak, failed, regression, improvement
-    text: str
-    links: list[Link]
-    against: str = ""  # "baseline" or "last night": what a regression or improvement is against
-
-
-def _judged_text(c: KernelComparison, row, against: str) -> str:
-    j = row.judgement
-    p = "" if j.p is None else f", p={j.p:.2g}"
-    who = f"{c.other} vs {c.base}" if against == "baseline" else f"{c.other} vs last night"
-    return (f"{who}: {j.name} @ {row.phase or '-'} {human(j.a.median)} -> {human(j.b.median)} "
-            f"{definition(j.name).unit} ({stats.format_change(j.change_pct)}{p}; threshold {row.threshold_pct:.3g} % "
-            f"{'from A/A' if row.threshold_source.startswith('A/A') else 'fixed'})")
-
-
-def flagged_findings(comparisons: list[KernelComparison], against: str, evidence: list[Link]) -> list[Finding]:
-    return [Finding(r.judgement.verdict, _judged_text(c, r, against), evidence, against)
-            for c in comparisons for r in c.rows if r.judgement.flagged]
-
-
-def failure_findings(b: Bundle, evidence: list[Link]) -> list[Finding]:
-    out = []
-    if b.status != "complete":
-        out.append(Finding("failed", f"run {b.path.name} ({b.scenario}) {b.status}: {b.error or 'no error recorded'}",
-                           evidence))
-    out += [Finding("failed", f"expectation {r.name} failed on {r.kernel or 'the run'} ({b.scenario}): {r.detail}",
-                    evidence)
-            for r in b.expectations if not r.ok and r.name not in (LEAK, EXPECTED_LEAK)]
-    return out
 
 
 # ------------------------------------------------------------------------------------------- the cards
@@ -188,7 +146,7 @@ def headline_table(b: Bundle, base: list[KernelComparison], night: list[KernelCo
                    keys: list[tuple[str, str]]) -> tuple[list[str], list[list[Cell]]]:
     vs_base = {(c.other, r.judgement.name, r.phase): r for c in base for r in c.rows}
     vs_night = {(c.other, r.judgement.name, r.phase): r for c in night for r in c.rows}
-    head = ["metric @ phase"] + [k + (" (baseline)" if i == 0 and len(b.kernels) > 1 else "")
+    head = ["metric @ phase"] + [kernel_label(k) + (" (baseline)" if i == 0 and len(b.kernels) > 1 else "")
                                  for i, k in enumerate(b.kernels)]
     rows: list[list[Cell]] = []
     for name, phase in keys:
@@ -217,7 +175,8 @@ def full_table(b: Bundle, comparisons: list[KernelComparison]) -> tuple[list[str
     for k in kernels:
         keys += [key for key in samples[k] if key not in keys]
     judged = {(c.other, r.judgement.name, r.phase): r for c in comparisons for r in c.rows}
-    head = (["metric", "phase", "unit"] + [k + (" (baseline)" if i == 0 else "") for i, k in enumerate(kernels)]
+    head = (["metric", "phase", "unit"]
+            + [kernel_label(k) + (" (baseline)" if i == 0 else "") for i, k in enumerate(kernels)]
             + (["threshold"] if len(kernels) > 1 else []))
     rows = []
     for name, phase in keys:
@@ -251,6 +210,7 @@ class Report:
     generated: str
     context: str
     findings: list[Finding]
+    groups: list[FindingGroup]  # the findings per scenario, worst first
     calibration: list[list[str]]
     calibration_note: str
     cards: list[Card]
@@ -273,13 +233,16 @@ def build_model(results_dir: Path, out_dir: Path, extra: list[Entry], threshold_
     findings: list[Finding] = []
     for b in latest.values():
         evidence = [Link(f"{b.path.name}/steps.json", rel(b.path, out_dir))]
-        findings += [Finding("leak", text, evidence) for text in leak_findings([b])]
+        findings += [Finding("leak", text, evidence, scenario=b.scenario) for text in leak_findings([b])]
     for b in tonight.bundles:
         if b.status != "complete" or any(not r.ok for r in b.expectations):
-            findings += failure_findings(b, [Link(b.path.name, rel(b.path, out_dir))])
+            older = latest.get(b.scenario) is not b  # the group links the latest bundle of its scenario
+            findings += [replace(f, links=[Link(b.path.name, rel(b.path, out_dir))] if older else [])
+                         for f in failure_findings(b)]
     findings += [Finding("failed", f"{d.name}: not a readable bundle: {why}", [Link(d.name, rel(d, out_dir))])
                  for d, why in tonight.unreadable]
     findings += [Finding("failed", f"{e.name}: {e.problem}", []) for e in extra]
+    group_links: dict[str, list[Link]] = {}
     cards: list[Card] = []
     judged: list[Finding] = []
     used: set[str] = set()
@@ -293,16 +256,17 @@ def build_model(results_dir: Path, out_dir: Path, extra: list[Entry], threshold_
         prev = last.latest_per_scenario().get(scenario) if last else None
         night = [compare_kernels(prev, k, b, k, threshold_pct, thr) for k in b.kernels
                  if prev is not None and k in prev.kernels]
-        card_link = Link(f"card {scenario}", f"#{slug}")
-        judged += flagged_findings(base, "baseline", [card_link, Link(b.path.name, rel(b.path, out_dir))])
+        group_links[scenario] = [Link(f"card {scenario}", f"#{slug}"), Link(b.path.name, rel(b.path, out_dir))]
+        judged += flagged_findings(base, "baseline", scenario)
         if prev is not None:
-            judged += flagged_findings(night, "last night", [card_link, Link(f"last night: {prev.path.name}",
-                                                                               rel(prev.path, out_dir))])
+            judged += flagged_findings(night, "last night", scenario,
+                                       [Link(f"last night: {prev.path.name}", rel(prev.path, out_dir))])
         keys = headline_keys(b)
         status = b.status if b.status == "complete" else f"{b.status.upper()}: {b.error or 'no error recorded'}"
         card = Card(scenario, slug, Link(b.path.name, rel(b.path, out_dir)), status, provenance(b),
                     headline_table(b, base, night, keys), full_table(b, base))
-        card.notes += [f"Zeroing on {k.spec} counted by {k.zeroing_summary()}." for k in b.manifest.kernels
+        card.notes += [f"Zeroing on {kernel_label(k.spec or '?')} counted by {k.zeroing_summary()}."
+                       for k in b.manifest.kernels
                        if k.zeroing_summary()]
         if last is None:
             card.notes.append("No history given (--history): no trends, nothing judged against last night.")
@@ -310,14 +274,14 @@ def build_model(results_dir: Path, out_dir: Path, extra: list[Entry], threshold_
             card.notes.append(f"Last night ({last.name}) has no {scenario} run: nothing judged against it.")
         _plots(card, b, out_dir, slug, [*history, tonight] if history else [], keys)
         cards.append(card)
-    order = {"regression": 0, "improvement": 1}
-    findings += sorted(judged, key=lambda f: (order.get(f.kind, 2), f.against != "baseline"))
+    findings += judged
     kinds = sorted({describe_kind(k) for k in calibration.observations})
     return Report(
         title=f"balloon testbed report: {results_dir}",
         generated=datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         context=_context(tonight),
         findings=findings,
+        groups=group_findings(findings, group_links),
         calibration=[[describe_kind(kind), scenario, name, phase or "-", f"{t.pct:.3g} %", t.source]
                      for kind in calibration.observations
                      for (scenario, name, phase), t in sorted(calibration.thresholds(kind).items())],

@@ -1,6 +1,7 @@
 """`harness report` on synthetic bundles (a failed run, an unparsable dir) and, marked vm, real ones."""
 
 import argparse
+import re
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -109,6 +110,12 @@ def test_report_renders(results, tmp_path):
     assert "20261122T040000Z-junk: not a readable bundle" in summary
     assert summary.index("FAILED") < summary.index("REGRESSION") < summary.index("IMPROVEMENT")
     assert '<a href="#reporting">' in summary  # each finding links to its evidence
+    skip_line = next(x for x in summary.split("<li") if "vmstat.pgzero_skip_reported" in x)
+    assert "200 -&gt; 300 pages" in skip_line and "%" not in skip_line  # a counter: "a -> b pages", no percentage
+    # one group per scenario, the worst first, each linking its card and bundle once
+    groups = re.findall(r'<h3 class="group">([^<\[]+)', summary)
+    assert [g.strip() for g in groups] == ["deflate", "other", "reporting"], groups
+    assert summary.count("20261122T020000Z-reporting-base-base+reporting</a>") == 1
     assert text.index('id="summary"') < text.index("Scenario reporting") < text.index("<details")
     assert "No A/A run" in text and "fixed 5 % threshold" in text
 
