@@ -76,7 +76,7 @@ def wait_ready(vm: VM, keys: SshKeys, timeout: float = 120, transcript: Path | N
     The connection is closed when the VM shuts down."""
     vm.wait_for_marker(timeout)
     deadline = vm.started_at + timeout
-    ssh = Guest(vm.ssh_port, keys, transcript or vm.logdir / "transcript.log")
+    ssh = Guest(vm.ssh_port, keys, transcript or vm.logdir / "transcript.log", alive=vm.check_alive)
     vm.attach(ssh)
     ssh.connect(deadline=deadline, alive=vm.check_alive)
     ssh.run("true", timeout=max(5.0, deadline - time.monotonic()))
@@ -85,7 +85,7 @@ def wait_ready(vm: VM, keys: SshKeys, timeout: float = 120, transcript: Path | N
 
 def connect(vm: VM, keys: SshKeys, transcript: Path, timeout: float = 60) -> Guest:
     """Log in to a guest that is already up (loaded from a saved boot, or migrated) on the VM's port."""
-    ssh = Guest(vm.ssh_port, keys, transcript)
+    ssh = Guest(vm.ssh_port, keys, transcript, alive=vm.check_alive)
     vm.attach(ssh)
     deadline = time.monotonic() + timeout
     ssh.connect(deadline=deadline, alive=vm.check_alive)

@@ -29,11 +29,17 @@ class Result:
     seconds: float
 
 
+ALIVE_CHECK_S = 0.5  # how often a running command checks that the VM is still alive
+
+
 class Guest:
-    def __init__(self, port: int, keys: SshKeys, transcript: Path):
+    def __init__(self, port: int, keys: SshKeys, transcript: Path, alive: Callable[[], None] = lambda: None):
+        """`alive` raises when the VM died or its kernel oopsed (VM.check_alive): a command then fails at once
+        with that reason instead of waiting out its timeout on a connection nothing answers any more."""
         self.port = port
         self.keys = keys
         self.transcript = transcript
+        self.alive = alive
         self._client: paramiko.SSHClient | None = None
 
     def connect(self, deadline: float, alive: Callable[[], None] = lambda: None) -> None:
@@ -70,6 +76,7 @@ class Guest:
             channel.settimeout(1.0)
             channel.exec_command(command)
             out, err = bytearray(), bytearray()
+            checked = start
             while True:
                 while channel.recv_ready():
                     out += channel.recv(65536)
@@ -77,10 +84,19 @@ class Guest:
                     err += channel.recv_stderr(65536)
                 if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
                     break
-                if time.monotonic() - start > timeout:
+                now = time.monotonic()
+                if now - start > timeout:
                     channel.close()
-                    self._log(command, None, bytes(out), bytes(err), time.monotonic() - start)
+                    self._log(command, None, bytes(out), bytes(err), now - start)
                     raise GuestCommandError(f"guest command timed out after {timeout:.0f} s: {command}")
+                if now - checked >= ALIVE_CHECK_S:
+                    checked = now
+                    try:
+                        self.alive()
+                    except BaseException:
+                        channel.close()
+                        self._log(command, None, bytes(out), bytes(err), now - start)
+                        raise
                 time.sleep(0.005)
             rc = channel.recv_exit_status()
             channel.close()

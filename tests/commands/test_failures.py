@@ -102,6 +102,29 @@ def test_guest_panic_is_reported(tmp_path):
     assert not qemu_pids_matching(str(results))
 
 
+# An oops that kills the process serving the command (seed 000 on a host that cannot discard handed a page-table
+# page full of stale data to pud_alloc(), and dropbear died): the command's connection then never answers.  The
+# line is written at emergency level, so it reaches the console as an oops's own would.
+OOPS = """
+name: oops
+guest: {memory: 512M, cpus: 1}
+steps:
+  - shell: {command: "echo '<0>BUG: unable to handle page fault for address: ff16b00b1e5a5558' > /dev/kmsg; sleep 240",
+            timeout_s: 600}
+"""
+
+
+def test_an_oops_fails_the_running_command_at_once(tmp_path):
+    t0 = time.monotonic()
+    proc, results = start_run(tmp_path, OOPS)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 1, err
+    assert time.monotonic() - t0 < 200, "the command waited for its sleep instead of seeing the oops"
+    manifest = json.loads((only_bundle(results) / "manifest.json").read_text())
+    assert manifest["status"] == "failed" and "BUG: unable to handle page fault" in manifest["error"], manifest["error"]
+    assert not qemu_pids_matching(str(results))
+
+
 CHATTY = """
 name: chatty
 guest: {memory: 512M, cpus: 1}
