@@ -8,6 +8,8 @@ errors naming the allowed ones, and a model may accept a shorthand (`memtouch: 2
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
@@ -110,3 +112,19 @@ def validate(model: type[M], data: Any, source: object) -> M:
     except ValidationError as exc:
         loc, message, _ = first_problem(exc)
         raise InputError(f"{source}: {format_loc(loc)}: {message}") from None
+
+
+def one_of(values: tuple[str, ...]) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if value not in values:
+            raise problem(f"{value!r} is not one of {', '.join(values)}")
+        return value
+    return check
+
+
+def matching(pattern: re.Pattern, what: str) -> Callable[[str], str]:
+    def check(value: str) -> str:
+        if not pattern.match(value):
+            raise problem(f"{value!r} must be {what}")
+        return value
+    return check

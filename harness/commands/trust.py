@@ -34,5 +34,5 @@ def register(subparsers) -> None:
                                             "stale-data bundle per condition): leaks, skipped zeroing, checks")
     p.add_argument("bundles", nargs="+", metavar="BUNDLE",
                    help="a stale-data bundle, or a directory with bundles below it (harness nightly "
-                        "scenarios/trust.yaml --results DIR)")
+                        "scenarios/nightly-trust.yaml --results DIR)")
     p.set_defaults(func=cmd_trust)

@@ -8,7 +8,6 @@ pydantic model `ScenarioFile`; `scenario_json_schema()` exports it for editors (
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
@@ -29,11 +28,7 @@ from harness.machine.config import BACKENDS, FILE_BACKENDS, TIMING_MODES, Machin
 from harness.scenario.bounds import (
     MAX_MIB,
     IntervalS,
-    Iterations,
-    ProbeSeconds,
     Repetitions,
-    Seconds,
-    SecondsOrZero,
     SizeMiB,
 )
 from harness.scenario.expectation_models import Expectations, check_expectation_phases
@@ -44,36 +39,31 @@ from harness.scenario.migration_params import (
     migration_problem,
 )
 from harness.scenario.saved_boot import FROM_BOOT, REPETITIONS_FROM
-from harness.validation import Strict, problem, validate
+from harness.scenario.step_params import (
+    MIN_BALLOON_TARGET_MIB,
+    NAME,
+    BalloonParams,
+    BootParams,
+    ContigBenchParams,
+    FaultScaleParams,
+    KernelZeroScanParams,
+    KselftestParams,
+    MemdirtyParams,
+    MemtouchParams,
+    SelftestEntry,
+    ShellParams,
+    SleepParams,
+    SnapshotParams,
+    StressParams,
+    UploadParams,
+    WaitReportingParams,
+)
+from harness.validation import Strict, matching, one_of, problem, validate
 from harness.yamlfile import DuplicateKeyError, describe_error, parse_yaml
 
-# memtouch's ways to fault pages in: MADV_POPULATE_WRITE (the default) or a user-space store per page.
-FAULT_MODES = ("populate", "store")
-# faultscale's mappings: private anonymous (will-it-scale page_fault1) or a private tmpfs file (page_fault2).
-FAULT_SCALE_MAPPINGS = ("anon", "file")
-FAULT_SCALE_TASKS = ("processes", "threads")
-NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 PHASE = re.compile(r"^[A-Za-z0-9_-]+$")
 MIN_GUEST_MIB = 256
-MIN_BALLOON_TARGET_MIB = 128
 BOOT_PHASE = "boot"  # the phase of boot_to_ssh_s, whatever the boot step's own phase
-SELFTEST_SUITES = ("mm",)
-
-
-def _one_of(values: tuple[str, ...]) -> Callable[[str], str]:
-    def check(value: str) -> str:
-        if value not in values:
-            raise problem(f"{value!r} is not one of {', '.join(values)}")
-        return value
-    return check
-
-
-def _matches(pattern: re.Pattern, what: str) -> Callable[[str], str]:
-    def check(value: str) -> str:
-        if not pattern.match(value):
-            raise problem(f"{value!r} must be {what}")
-        return value
-    return check
 
 
 def _kernel_spec(text: str) -> str:
@@ -84,19 +74,14 @@ def _kernel_spec(text: str) -> str:
     return text
 
 
-RepetitionsFrom = Annotated[str, AfterValidator(_one_of(REPETITIONS_FROM)),
+RepetitionsFrom = Annotated[str, AfterValidator(one_of(REPETITIONS_FROM)),
                            WithJsonSchema({"enum": list(REPETITIONS_FROM)})]
-Backend = Annotated[str, AfterValidator(_one_of(BACKENDS)), WithJsonSchema({"enum": list(BACKENDS)})]
-Timing = Annotated[str, AfterValidator(_one_of(TIMING_MODES)), WithJsonSchema({"enum": list(TIMING_MODES)})]
-ZeroingMethod = Annotated[str, AfterValidator(_one_of(ZEROING_METHODS)), WithJsonSchema({"enum": list(ZEROING_METHODS)})]
-FaultMode = Annotated[str, AfterValidator(_one_of(FAULT_MODES)), WithJsonSchema({"enum": list(FAULT_MODES)})]
-FaultScaleMapping = Annotated[str, AfterValidator(_one_of(FAULT_SCALE_MAPPINGS)),
-                              WithJsonSchema({"enum": list(FAULT_SCALE_MAPPINGS)})]
-FaultScaleTasks = Annotated[str, AfterValidator(_one_of(FAULT_SCALE_TASKS)),
-                            WithJsonSchema({"enum": list(FAULT_SCALE_TASKS)})]
-ScenarioName = Annotated[str, AfterValidator(_matches(NAME, "letters, digits, '.', '_' or '-'")),
+Backend = Annotated[str, AfterValidator(one_of(BACKENDS)), WithJsonSchema({"enum": list(BACKENDS)})]
+Timing = Annotated[str, AfterValidator(one_of(TIMING_MODES)), WithJsonSchema({"enum": list(TIMING_MODES)})]
+ZeroingMethod = Annotated[str, AfterValidator(one_of(ZEROING_METHODS)), WithJsonSchema({"enum": list(ZEROING_METHODS)})]
+ScenarioName = Annotated[str, AfterValidator(matching(NAME, "letters, digits, '.', '_' or '-'")),
                          WithJsonSchema({"type": "string", "pattern": NAME.pattern})]
-PhaseName = Annotated[str, AfterValidator(_matches(PHASE, "letters, digits, '_' or '-'")),
+PhaseName = Annotated[str, AfterValidator(matching(PHASE, "letters, digits, '_' or '-'")),
                       WithJsonSchema({"type": "string", "pattern": PHASE.pattern})]
 KernelText = Annotated[str, AfterValidator(_kernel_spec)]
 
@@ -149,87 +134,6 @@ class GuestOptions(Strict):
 
 
 # -- step parameters: each step kind's own model; a bare scalar means the shorthand key ----------------
-class BootParams(Strict):
-    @classmethod
-    def _shorthand(cls, data: Any) -> Any:
-        if data not in (None, {}):
-            raise problem("takes no parameters")
-        return data
-
-
-class BalloonParams(Strict):
-    shorthand = "target"
-    target_mib: SizeMiB = Field(alias="target")
-    timeout_s: Seconds = 300
-
-    @model_validator(mode="after")
-    def _leaves_room(self) -> BalloonParams:
-        if self.target_mib < MIN_BALLOON_TARGET_MIB:
-            raise problem(f"{self.target_mib} MiB would leave the guest too little memory to run "
-                          f"(at least {MIN_BALLOON_TARGET_MIB}M)", "target")
-        return self
-
-
-class MemdirtyParams(Strict):
-    shorthand = "size"
-    size_mib: SizeMiB = Field(alias="size")
-    thp: bool = False
-
-
-class MemtouchParams(MemdirtyParams):
-    fault: FaultMode = FAULT_MODES[0]
-
-
-class FaultScaleParams(Strict):
-    """will-it-scale's page_fault1 (anon) / page_fault2 (file): workers map, write one byte per page, unmap."""
-
-    shorthand = "mapping"
-    mapping: FaultScaleMapping = FAULT_SCALE_MAPPINGS[0]
-    workers: Annotated[int, Field(ge=1, le=64)] = 1
-    tasks: FaultScaleTasks = FAULT_SCALE_TASKS[0]
-    seconds: ProbeSeconds = 3  # guest time each worker loops for
-    region_mib: SizeMiB = Field(128, alias="region")  # mapped, faulted and unmapped per operation loop
-
-    @property
-    def resident_mib(self) -> int:
-        """Guest memory the step holds at once: each worker's region, and in file mode its tmpfs file too."""
-        return self.workers * self.region_mib * (2 if self.mapping == "file" else 1)
-
-
-class WaitReportingParams(Strict):
-    timeout_s: Seconds = 60
-    settle_s: SecondsOrZero = 3
-
-
-class SleepParams(Strict):
-    shorthand = "seconds"
-    seconds: SecondsOrZero
-
-
-class SnapshotParams(Strict):
-    pass
-
-
-class ContigBenchParams(Strict):
-    shorthand = "iterations"
-    iterations: Iterations = 2000
-    order: Annotated[int, Field(ge=0, le=10)] = 9
-
-
-class KernelZeroScanParams(Strict):
-    """`kernel_zero_scan`: the guest kernel allocates __GFP_ZERO blocks of orders 0 to 10 until free memory is
-    down to `reserve`, and every page that is not zero is a leak, as in memtouch (kernel_patches/modules/)."""
-
-    shorthand = "reserve"
-    reserve_mib: SizeMiB = Field(64, alias="reserve")
-
-
-class ShellParams(Strict):
-    shorthand = "command"
-    command: Annotated[str, Field(min_length=1)]
-    timeout_s: Seconds = 60
-
-
 class ZeroingPathsParams(Strict):
     """`zeroing_paths: {memtouch: {size: 256M}}`: run that one step (its metrics as usual) and break the zeroing
     it caused down by path (needs the zeroing-sources series; harness.guest.zeroing_paths)."""
@@ -248,62 +152,6 @@ class ZeroingPathsParams(Strict):
             raise problem(f"breaks down the zeroing of another kind of step, not {self.step.kind}", "step")
         if self.step.phase is not None:
             raise problem("the phase goes on the zeroing_paths step, not inside it", "step", "phase")
-        return self
-
-
-class UploadParams(Strict):
-    """Copy a host file into the running guest over SSH (checked by size and sha256 there)."""
-
-    src: Annotated[str, Field(min_length=1)]  # relative to the scenario file's directory
-    dest: Annotated[str, Field(pattern=r"^/")]
-    mode: Annotated[str, Field(pattern=r"^[0-7]{3,4}$")] = "755"
-
-
-class StressParams(Strict):
-    """For `seconds`: memdirty and memtouch loop in the guest while the host moves the balloon between
-    `balloon_low` and the full guest memory every `balloon_period_s` (free page reporting runs meanwhile)."""
-
-    seconds: Seconds
-    memdirty_mib: SizeMiB = Field(alias="memdirty")
-    memtouch_mib: SizeMiB = Field(alias="memtouch")
-    balloon_low_mib: SizeMiB = Field(alias="balloon_low")
-    balloon_period_s: Seconds = 5
-    thp: bool = False
-
-    @model_validator(mode="after")
-    def _leaves_room(self) -> StressParams:
-        if self.balloon_low_mib < MIN_BALLOON_TARGET_MIB:
-            raise problem(f"{self.balloon_low_mib} MiB would leave the guest too little memory to run "
-                          f"(at least {MIN_BALLOON_TARGET_MIB}M)", "balloon_low")
-        if self.memdirty_mib + self.memtouch_mib >= self.balloon_low_mib:
-            raise problem(f"memdirty + memtouch ({self.memdirty_mib + self.memtouch_mib} MiB) do not fit in "
-                          f"balloon_low ({self.balloon_low_mib} MiB)", "balloon_low")
-        return self
-
-
-class SelftestEntry(Strict):
-    shorthand = "name"
-    name: Annotated[str, AfterValidator(_matches(NAME, "a selftest binary's name"))]
-    args: str = ""
-    timeout_s: Seconds | None = None  # default: the step's timeout_s
-    skip: str | None = None  # a reason not to run it here: recorded as a skipped case with this reason
-
-
-class KselftestParams(Strict):
-    """Selected tests of the kernel's own tools/testing/selftests/mm, built statically from its source tree."""
-
-    shorthand = "tests"
-    suite: Annotated[str, AfterValidator(_one_of(SELFTEST_SUITES)),
-                     WithJsonSchema({"enum": list(SELFTEST_SUITES)})] = "mm"
-    tests: Annotated[list[SelftestEntry], Field(min_length=1)]
-    timeout_s: Seconds = 300
-
-    @model_validator(mode="after")
-    def _each_once(self) -> KselftestParams:
-        names = [t.name for t in self.tests]
-        twice = sorted({n for n in names if names.count(n) > 1})
-        if twice:
-            raise problem(f"{', '.join(twice)} named twice", "tests")
         return self
 
 

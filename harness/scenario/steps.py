@@ -4,18 +4,17 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from pydantic import BaseModel
 from rich.markup import escape
 
-from harness.constants import SELFTEST_FILE
 from harness.errors import HarnessError
-from harness.guest import kselftest, probes, zeroing, zeroing_paths
-from harness.guest.launch import SELFTESTS_GUEST_DIR, BootKit, connect, make_vm, wait_ready
+from harness.guest import probes, zeroing, zeroing_paths
+from harness.guest.launch import BootKit, connect, make_vm, wait_ready
 from harness.guest.probe_check import check_fault_scale, check_faults
 from harness.guest.ssh import Guest
 from harness.machine import balloon
@@ -24,35 +23,32 @@ from harness.machine.qmp import QMP
 from harness.machine.rss import RssSampler
 from harness.machine.vm import VM
 from harness.process import poll_until
-from harness.scenario import migration_steps
+from harness.scenario import migration_steps, workload_steps
 from harness.scenario.saved_boot import FROM_BOOT, FROM_SNAPSHOT, BootFacts, SavedBoot
 from harness.scenario.schema import (
     BOOT_PHASE,
+    Scenario,
+    Step,
+    ZeroingPathsParams,
+)
+from harness.scenario.sink import MetricSink
+from harness.scenario.step_params import (
     BalloonParams,
     ContigBenchParams,
     FaultScaleParams,
     KernelZeroScanParams,
-    KselftestParams,
     MemdirtyParams,
     MemtouchParams,
-    Scenario,
     ShellParams,
     SleepParams,
-    Step,
-    StressParams,
     UploadParams,
-    WaitReportingParams,
-    ZeroingPathsParams,
 )
-from harness.scenario.sink import MetricSink
 
 BOOT_TIMEOUT_S = 180
 # Under icount a boot executes every instruction on one host thread, about 3x the realtime boot; on a host
 # whose cores are shared with other guests and kernel builds that passed 180 s (measured 2026-11-30).
 ICOUNT_BOOT_TIMEOUT_S = 3 * BOOT_TIMEOUT_S
 ALIVE_CHECK_S = 0.25  # how often a sleep step checks QEMU is still running
-REPORTING_POLL_S = 0.25  # guest seconds between two looks at free page reporting
-REPORTING_HOST_QUIET_S = 1.0  # host seconds without change, as well as settle_s of guest time
 # What a kernel prints when it caught itself misbehaving: a run that hits one of these is not a clean
 # result, whatever the counters say.
 KERNEL_PROBLEM = re.compile(r"WARNING: CPU: \d+ PID:|BUG:|Bad page (state|map)|Oops|general protection fault|"
@@ -246,10 +242,11 @@ class RepRunner:
             before = paths_before.vmstat  # read with the zeroing sources, so both cover the same window
         record = StepRecord(step.kind, step.phase)
         record.data["t_start_s"] = self._rss_clock()
-        handler = getattr(self, f"_step_{step.kind}")
+        # a step kind of its own module, else this class's _step_KIND method: either takes (runner, step, record)
+        handler = STEP_FUNCTIONS.get(step.kind) or getattr(type(self), f"_step_{step.kind}")
         task = self.progress.add_task(f"{step.phase}: {step.kind} {_describe(step.params)}", total=None)
         try:
-            handler(step, record)
+            handler(self, step, record)
         finally:
             self.progress.remove_task(task)
         record.data["t_end_s"] = self._rss_clock()
@@ -313,12 +310,6 @@ class RepRunner:
         self.console.print(f"  {step.phase}: balloon {res.start_mib:.0f} -> {res.actual_mib:.0f} MiB "
                            f"in {res.seconds:.1f} s ({res.events} BALLOON_CHANGE events)")
 
-    def _step_migrate(self, step: Step, record: StepRecord) -> None:
-        migration_steps.run_migrate(self, step, record)
-
-    def _step_background_snapshot(self, step: Step, record: StepRecord) -> None:
-        migration_steps.run_background_snapshot(self, step, record)
-
     def follow_migration(self, ssh: Guest) -> None:
         """The guest moved to another QEMU: from now on talk to it over `ssh`."""
         self._ssh = ssh
@@ -361,44 +352,6 @@ class RepRunner:
             self.console.print(f"  {step.phase}: {check.note}")
         for name, value in PROBE_METRICS[step.kind](record.data).items():
             self.metric(name, value, step.phase)
-
-    def _step_wait_reporting(self, step: Step, record: StepRecord) -> None:
-        """Wait until free page reporting is done: for settle_s of *guest* time, host RSS has not moved
-        and (where the kernel counts it) the guest's page_reporting_pages has not grown.
-
-        Guest time, because reporting's own delays (2 s after a free, between batches) run on the guest
-        clock, which under icount (sleep=off) runs far ahead of host time when the guest idles; and at
-        least a short quiet spell of host time too, since the host discards each batch in host time."""
-        p: WaitReportingParams = step.params
-        settle, timeout = p.settle_s, p.timeout_s
-        host_quiet = min(settle, REPORTING_HOST_QUIET_S)
-        t0 = time.monotonic()
-        first: float | None = None
-        last_change = last_change_host = 0.0
-        last: tuple = ()
-        settled = False
-        while time.monotonic() - t0 <= timeout:  # past the timeout the rss_drop_mib expectation judges
-            self.vm.check_alive()
-            now, reported = probes.guest_clock_and_reported(self.ssh, REPORTING_POLL_S)
-            kib = self.rss.current_kib() or 0  # None only once QEMU is gone, which check_alive reports
-            if first is None or abs(kib - last[0]) > 4096 or reported != last[1]:
-                last, last_change, last_change_host = (kib, reported), now, time.monotonic()
-                first = now if first is None else first
-            if (now - last_change >= settle and now - first >= settle + 2
-                    and time.monotonic() - last_change_host >= host_quiet):
-                settled = True
-                break
-        # From the peak of the step before: reporting may have begun before this step did (under icount
-        # guest time races ahead while the host works, so it often has finished by then).
-        drop = (max(self.previous_step_peak_kib, self.rss.peak_kib()) - (self.rss.current_kib() or 0)) / 1024
-        settle_s = (last_change - first) if first is not None else 0.0
-        self.metric("rss_drop_mib", round(drop, 1), step.phase)
-        self.metric("reporting_settle_s", round(settle_s, 2), step.phase)
-        record.data.update(rss_drop_mib=drop, settled=settled, settle_guest_s=settle_s,
-                           host_s=time.monotonic() - t0)
-        self.console.print(f"  {step.phase}: host RSS fell by {drop:.0f} MiB (settled after {settle_s:.1f} s of "
-                           f"guest time, {time.monotonic() - t0:.1f} s of host time)"
-                           + ("" if settled else f"; NOT settled within {timeout} s"))
 
     def _step_sleep(self, step: Step, record: StepRecord) -> None:
         p: SleepParams = step.params
@@ -447,90 +400,6 @@ class RepRunner:
         self.console.print(f"  {step.phase}: uploaded {src.name} to {p.dest} ({src.stat().st_size} bytes, "
                            f"sha256 checked) in {seconds:.1f} s")
 
-    def _step_kselftest(self, step: Step, record: StepRecord) -> None:
-        p: KselftestParams = step.params
-        logs = self.dir / "kselftest"
-        logs.mkdir(exist_ok=True)
-        cases: list[kselftest.Case] = []
-        tests: list[dict] = []
-        for t in p.tests:
-            if t.skip is not None or t.name in self.kit.selftests_not_built:
-                reason = t.skip or self.kit.selftests_not_built[t.name]
-                cases.append(kselftest.Case(t.name, t.name, kselftest.SKIP, reason))
-                tests.append({"test": t.name, "rc": None, "seconds": 0, "skipped": reason})
-                continue
-            self.vm.check_alive()
-            run = kselftest.run_selftest(self.ssh, SELFTESTS_GUEST_DIR, t.name, t.args, t.timeout_s or p.timeout_s)
-            (logs / f"{t.name}.log").write_text(run.output)
-            cases += run.cases
-            tests.append({"test": t.name, "rc": run.rc, "seconds": run.seconds, "log": f"kselftest/{t.name}.log"})
-            counts = {r: sum(c.result == r for c in run.cases) for r in (kselftest.PASS, kselftest.FAIL, kselftest.SKIP)}
-            self.console.print(f"  {step.phase}: {p.suite}/{t.name}: {counts['pass']} pass, {counts['fail']} fail, "
-                               f"{counts['skip']} skip in {run.seconds:.1f} s")
-        rows = [{"suite": p.suite, "phase": step.phase, **c.to_json()} for c in cases]
-        path = self.dir / SELFTEST_FILE
-        previous = json.loads(path.read_text()) if path.exists() else []
-        path.write_text(json.dumps(previous + rows, indent=1) + "\n")
-        for result in (kselftest.PASS, kselftest.FAIL, kselftest.SKIP):
-            self.metric(f"kselftest_{result}", sum(c.result == result for c in cases), step.phase)
-        self.result.selftest_failures += [f"{c.test}: {c.case}" for c in cases if c.result == kselftest.FAIL]
-        record.data.update(suite=p.suite, tests=tests)
-
-    def _step_stress(self, step: Step, record: StepRecord) -> None:
-        """memdirty and memtouch loop in the guest while the host inflates and deflates the balloon, for a
-        fixed time: reporting against allocation, deflate against reporting.  Every memtouch run counts
-        the non-zero pages it was handed; the no_leak and nonzero_pages expectations read their sum."""
-        p: StressParams = step.params
-        thp = " --thp" if p.thp else ""
-        loops = {"dirty": f"memdirty {p.memdirty_mib}{thp}", "touch": f"memtouch {p.memtouch_mib}{thp}"}
-        self.ssh.run("rm -rf /tmp/stress && mkdir /tmp/stress")
-        for name, command in loops.items():
-            # Guest uptime bounds the loop; each probe's JSON line (or its failure) is appended to a file.
-            script = (f"end=$(( $(cut -d. -f1 /proc/uptime) + {int(p.seconds)} )); "
-                      f"while [ $(cut -d. -f1 /proc/uptime) -lt $end ]; do "
-                      f"{command} >> /tmp/stress/{name}.jsonl 2>> /tmp/stress/{name}.err "
-                      f"|| echo \"exit $?\" >> /tmp/stress/{name}.failed; done; touch /tmp/stress/{name}.done")
-            self.ssh.run(f"sh -c {shlex.quote(script)} < /dev/null > /dev/null 2>&1 &")
-        full = self.machine.memory_mib
-        cycles = timeouts = 0
-        end = time.monotonic() + p.seconds
-        while time.monotonic() < end:
-            for target in (p.balloon_low_mib, full):
-                try:
-                    balloon.set_target(self.qmp, target, p.balloon_period_s, alive=self.vm.check_alive)
-                except balloon.BalloonTimeout:
-                    timeouts += 1  # the guest was busy: the next target is set anyway
-            cycles += 1
-        balloon.set_target(self.qmp, full, 120, alive=self.vm.check_alive)
-        poll_until(lambda: self.ssh.run("test -f /tmp/stress/dirty.done -a -f /tmp/stress/touch.done",
-                                        check=False).rc == 0,
-                   timeout=300, interval=1.0, alive=self.vm.check_alive)
-        runs = {}
-        for name in loops:
-            text = self.ssh.run(f"cat /tmp/stress/{name}.jsonl /tmp/stress/{name}.failed 2>/dev/null; true").stdout
-            (self.dir / f"stress-{step.phase}-{name}.txt").write_text(text)
-            runs[name] = [json.loads(line) for line in text.splitlines() if line.startswith("{")]
-            runs[f"{name}_failed"] = [line for line in text.splitlines() if line.startswith("exit")]
-        touches = runs["touch"]
-        nonzero = sum(t["nonzero_pages"] for t in touches)
-        first = next((t for t in touches if t["nonzero_pages"]), None)
-        record.data.update(
-            nonzero_pages=nonzero, pattern_pages=sum(t["pattern_pages"] for t in touches),
-            first_nonzero_page=first["first_nonzero_page"] if first else -1, samples=first["samples"] if first else [],
-            touch_runs=len(touches), dirty_runs=len(runs["dirty"]), touch_failures=runs["touch_failed"],
-            dirty_failures=runs["dirty_failed"], balloon_cycles=cycles, balloon_timeouts=timeouts)
-        self.metric("nonzero_pages", nonzero, step.phase)
-        self.metric("stress_touch_runs", len(touches), step.phase)
-        self.metric("stress_dirty_runs", len(runs["dirty"]), step.phase)
-        self.metric("balloon_cycles", cycles, step.phase)
-        self.console.print(f"  {step.phase}: stress {p.seconds:g} s: {len(runs['dirty'])} memdirty and {len(touches)} "
-                           f"memtouch runs ({len(runs['dirty_failed']) + len(runs['touch_failed'])} failed), "
-                           f"{cycles} balloon cycles ({timeouts} targets not reached in "
-                           f"{p.balloon_period_s:g} s), {nonzero} non-zero pages")
-        if not touches or not runs["dirty"]:
-            raise HarnessError(f"{step.phase}: stress ran no complete memtouch or memdirty "
-                               f"(failures: {runs['touch_failed'] + runs['dirty_failed']})")
-
     def _save_kernel_log(self) -> None:
         dmesg = self.ssh.run("dmesg").stdout
         (self.dir / "dmesg.txt").write_text(dmesg)
@@ -557,6 +426,13 @@ PROBE_METRICS = {
     "fault_scale": lambda out: {"fault_ops_per_s": out["ops_per_s"]},
 }
 PROBE_CHECKS = {"memdirty": check_faults, "memtouch": check_faults, "fault_scale": check_fault_scale}
+
+
+STEP_FUNCTIONS: dict[str, Callable[..., None]] = {
+    "migrate": migration_steps.run_migrate, "background_snapshot": migration_steps.run_background_snapshot,
+    "wait_reporting": workload_steps.run_wait_reporting, "kselftest": workload_steps.run_kselftest,
+    "stress": workload_steps.run_stress,
+}
 
 
 def kernel_problems(dmesg: str) -> list[str]:

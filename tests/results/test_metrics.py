@@ -15,7 +15,7 @@ from harness.results.metrics import definition, is_recorded
 from harness.scenario import migration_steps
 from harness.scenario.steps import PROBE_METRICS
 
-STEPS = [REPO_ROOT / "harness" / "scenario" / name for name in ("steps.py", "migration_steps.py")]
+STEPS = [REPO_ROOT / "harness" / "scenario" / name for name in ("steps.py", "migration_steps.py", "workload_steps.py")]
 
 
 def metric_calls() -> tuple[set[str], list[str]]:

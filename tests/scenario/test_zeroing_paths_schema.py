@@ -9,7 +9,8 @@ import pytest
 
 from harness.errors import InputError
 from harness.paths import REPO_ROOT
-from harness.scenario.schema import MemtouchParams, load_scenario
+from harness.scenario.schema import load_scenario
+from harness.scenario.step_params import MemtouchParams
 from tests.conftest import write_scenario as write
 
 
