@@ -79,7 +79,7 @@ def evaluate(scenario: Scenario, bundle: MetricValues, results: list[RepResult],
                    f"({s.data['pattern_pages']} with memdirty's pattern)"
                    for rep, s in touches if s.data["nonzero_pages"] != want]
             rows.append(_row("nonzero_pages", k, bool(touches) and not bad,
-                             "; ".join(bad) or f"{len(touches)} memtouch runs, each with {want} non-zero pages"))
+                             "; ".join(bad) or f"{len(touches)} checks (memtouch, stress, kernel_zero_scan), each with {want} non-zero pages"))
         if e.kernel_log_clean:
             reps = [r for r in results if r.kernel == k]
             bad = [f"rep{r.rep}: {line}" for r in reps for line in r.kernel_problems]
@@ -130,9 +130,9 @@ def _leak_row(kernel: str, touches: list, expected: dict[str, str]) -> dict:
     if kernel in expected:
         return _row(EXPECTED_LEAK, kernel, bool(leaks),
                     f"leaks as declared ({expected[kernel]}): " + "; ".join(leaks) if leaks else
-                    f"declared to leak ({expected[kernel]}), but {len(touches)} memtouch runs found only zero pages")
+                    f"declared to leak ({expected[kernel]}), but {len(touches)} checks (memtouch, stress, kernel_zero_scan) found only zero pages")
     return _row(LEAK, kernel, not leaks, "LEAK: " + "; ".join(leaks) if leaks else
-                f"{len(touches)} memtouch runs: every page handed out was zero")
+                f"{len(touches)} checks (memtouch, stress, kernel_zero_scan): every page handed out was zero")
 
 
 def _median(bundle: MetricValues, name: str, phase: str | None, kernel: str) -> float | None:
