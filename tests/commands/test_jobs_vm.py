@@ -75,7 +75,8 @@ def test_parallel_bundle_has_the_serial_bundles_repetitions_in_the_planned_order
     serial, parallel = serial_and_parallel
     ms, mp = load_bundle(serial).manifest, load_bundle(parallel).manifest
     assert (ms.jobs, mp.jobs) == (1, 2)
-    assert ms.rep_order == mp.rep_order == [{"kernel": "stock", "rep": 1}, {"kernel": "stock", "rep": 2}]
+    assert ms.rep_order == mp.rep_order == [{"kernel": "stock", "rep": 1, "from": "boot"},
+                                            {"kernel": "stock", "rep": 2, "from": "boot"}]
     assert rows(serial) == rows(parallel)
     # The two guests of the parallel run really ran at the same time: rep 2's QEMU started before rep 1 ended.
     started_2 = (parallel / "stock/rep2/qemu-argv.json").stat().st_mtime
