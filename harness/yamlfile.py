@@ -3,9 +3,12 @@ overwrite (a duplicated `phase:` or `memory:` would otherwise change a run witho
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from harness.errors import InputError
 
 
 class DuplicateKeyError(yaml.constructor.ConstructorError):
@@ -37,3 +40,14 @@ def describe_error(exc: yaml.YAMLError) -> str:
 def parse_yaml(text: str) -> Any:
     """The YAML document in `text`; yaml.YAMLError (DuplicateKeyError for a repeated key) when malformed."""
     return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 -- UniqueKeyLoader is a SafeLoader
+
+
+def load_yaml_file(path: Path, what: str) -> Any:
+    """The YAML document in the file `path` (a `what`: "matrix file"); InputError naming the file when it cannot
+    be read or is not valid YAML."""
+    try:
+        return parse_yaml(path.read_text())
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read {what}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        raise InputError(f"{path}: not valid YAML: {describe_error(exc)}") from None

@@ -7,13 +7,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import Field, ValidationError
 
 from harness.errors import InputError
 from harness.scenario.bounds import Repetitions
 from harness.validation import Strict, first_problem
-from harness.yamlfile import describe_error, parse_yaml
+from harness.yamlfile import load_yaml_file
 
 
 @dataclass
@@ -61,12 +60,7 @@ def _entry_problem(exc: ValidationError) -> str:
 
 def load_matrix(path: Path) -> list[MatrixEntry]:
     """Parse and validate a matrix file; InputError naming the file, the entry and the key."""
-    try:
-        data = parse_yaml(path.read_text())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read matrix file: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML: {describe_error(exc)}") from None
+    data = load_yaml_file(path, "matrix file")
     if not isinstance(data, list) or not data:
         raise InputError(f"{path}: expected a non-empty YAML list of {{{', '.join(MatrixItem.keys())}}} entries")
     entries = []

@@ -11,13 +11,12 @@ import re
 from pathlib import Path
 from typing import Annotated
 
-import yaml
 from pydantic import Field
 
 from harness.errors import InputError
 from harness.paths import REPO_ROOT
 from harness.validation import Strict, validate
-from harness.yamlfile import describe_error, parse_yaml
+from harness.yamlfile import load_yaml_file
 
 STACKS_FILE = REPO_ROOT / "kernel_patches" / "stacks.yaml"
 NAME = re.compile(r"^[a-z][a-z0-9-]*$")
@@ -37,12 +36,7 @@ class StackFile(Strict):
 @functools.cache
 def load_stacks(path: Path = STACKS_FILE) -> dict[str, Stack]:
     """Every named stack by name, in the file's order; InputError when the file is malformed."""
-    try:
-        data = parse_yaml(path.read_text())
-    except OSError as exc:
-        raise InputError(f"{path}: cannot read the named stacks: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise InputError(f"{path}: not valid YAML: {describe_error(exc)}") from None
+    data = load_yaml_file(path, "the named stacks")
     stacks = validate(StackFile, {"stacks": data}, path).stacks
     by_name: dict[str, Stack] = {}
     for i, s in enumerate(stacks):
