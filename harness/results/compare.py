@@ -54,9 +54,11 @@ def timing_comparability(a: Bundle, b: Bundle) -> tuple[bool, str]:
     return False, "timings not judged: " + "; ".join(diffs)
 
 
-def configuration(b: Bundle) -> dict | None:
-    """The guest and QEMU configuration the bundle's scenario asked for (its timing mode is judged apart), or None
-    when the bundle does not carry a readable scenario."""
+def configuration(b: Bundle, recorded: bool = True) -> dict | None:
+    """The machine the bundle ran on (its timing mode is judged apart): as the manifest records it, else (older
+    bundles, or `recorded` False) as its scenario asked for it; None when neither is there."""
+    if recorded and b.manifest.machine is not None:
+        return {"machine": {k: v for k, v in b.manifest.machine.items() if k != "timing"}}
     sc = b.manifest.scenario
     content = getattr(sc, "content", None)
     if not content:
@@ -73,7 +75,8 @@ def configuration(b: Bundle) -> dict | None:
 def check_same_configuration(a: Bundle, b: Bundle) -> None:
     """Kernels are only ever paired within one configuration (guest size, vCPUs, command line, QEMU device):
     the same kernel in two configurations is two measurements, not a change."""
-    ca, cb = configuration(a), configuration(b)
+    recorded = a.manifest.machine is not None and b.manifest.machine is not None  # else both from the scenario
+    ca, cb = configuration(a, recorded), configuration(b, recorded)
     if ca is None or cb is None or ca == cb:
         return
     diffs = [f"{part}.{key} {ca[part][key]!r} vs {cb[part][key]!r}" for part in ca for key in ca[part]

@@ -127,6 +127,9 @@ class Manifest(Record):
     # Repetitions in their planned order ([{kernel, rep, from}]; from: "boot", or "snapshot" when it started from
     # the kernel's saved boot), and how many guests ran at once (icount only).
     rep_order: list[dict[str, Any]] | None = None
+    # The machine every kernel ran on, as the run resolved it (harness.machine.config.MachineConfig: memory, vCPUs,
+    # command line, backend, balloon options, timing); null in bundles before it was recorded.
+    machine: dict[str, Any] | None = None
     repetitions_from: str | None = None  # "boot" or "snapshot" (harness.scenario.saved_boot); null in older bundles
     jobs: int | None = None
 

@@ -114,8 +114,11 @@ class Card:
 
 
 def provenance(b: Bundle) -> str:
+    m = b.manifest.machine
+    guest = (f", guest {m['memory_mib']} MiB x {m['cpus']} vCPU on {m['memory_backend']} RAM"
+             + (", free page reporting" if m.get("free_page_reporting") else "")) if m else ""
     return (f"{b.started[:16].replace('T', ' ') or '?'} UTC, accelerator {b.accel or '?'}, timing {b.timing}, "
-            f"{b.manifest.reps or '?'} repetition(s) per kernel")
+            f"{b.manifest.reps or '?'} repetition(s) per kernel{guest}")
 
 
 def headline_keys(b: Bundle) -> list[tuple[str, str]]:

@@ -120,10 +120,12 @@ class BundleWriter:
         return self.bundle.values(name, phase, kernel)
 
     # -- what a scenario run records (harness.scenario.sink.RunSink) ---------------------------
-    def set_environment(self, *, accel: str, timing: str, qemu_version: str, qemu_binary: str) -> None:
+    def set_environment(self, *, accel: str, timing: str, qemu_version: str, qemu_binary: str,
+                        machine: dict | None = None) -> None:
         self.manifest.accel = accel
         self.manifest.timing = timing
         self.manifest.qemu = QemuRecord(version=qemu_version, binary=qemu_binary, argv=None)
+        self.manifest.machine = machine
 
     def set_schedule(self, *, jobs: int, order: list[dict]) -> None:
         self.manifest.jobs = jobs

@@ -4,7 +4,7 @@ repetition in a fresh guest (booted, or loaded from the kernel's saved boot), ch
 from __future__ import annotations
 
 import contextlib
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 from rich.console import Console
 from rich.markup import escape
@@ -52,7 +52,7 @@ def execute(scenario: Scenario, specs: list[KernelSpec], reps: int, sink: RunSin
     scenario = replace(scenario, qemu=scenario.qemu.model_copy(update={"timing": timing}))
     machine = scenario.machine()
     sink.set_environment(accel=choice.accel, timing=timing, qemu_version=accel_mod.qemu_version(),
-                         qemu_binary=QEMU_BINARY)
+                         qemu_binary=QEMU_BINARY, machine=asdict(machine))
     saved_boots = SavedBoots() if scenario.repetitions_from == FROM_SNAPSHOT and reps > 1 else None
     with make_progress(console) as progress, saved_boots or contextlib.nullcontext():
         kits: list[BootKit] = []

@@ -21,7 +21,8 @@ class MetricSink(Protocol):
 
 
 class RunSink(MetricSink, MetricValues, Protocol):
-    def set_environment(self, *, accel: str, timing: str, qemu_version: str, qemu_binary: str) -> None: ...
+    def set_environment(self, *, accel: str, timing: str, qemu_version: str, qemu_binary: str,
+                        machine: dict | None = None) -> None: ...
 
     def set_schedule(self, *, jobs: int, order: list[dict]) -> None: ...
 

@@ -5,11 +5,13 @@ each other."""
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import bundle_synth as synth
 import pytest
 
 from harness.errors import InputError
+from harness.machine.config import MachineConfig
 from harness.paths import REPO_ROOT
 from harness.results.bundle import load_bundle
 from harness.results.compare import configuration, run_compare
@@ -46,4 +48,26 @@ def test_bundles_without_their_scenario_text_are_compared_as_before(tmp_path):
     a = load_bundle(synth.write_bundle(tmp_path / "a", SAMPLES))
     assert configuration(a) is None
     (comparison,) = run_compare(a, load_bundle(synth.write_bundle(tmp_path / "b", SAMPLES)), 5.0)
+    assert comparison.rows
+
+
+def with_machine(bundle, **machine):
+    manifest = json.loads((bundle.path / "manifest.json").read_text())
+    manifest["machine"] = {**asdict(MachineConfig()), **machine}
+    (bundle.path / "manifest.json").write_text(json.dumps(manifest))
+    return load_bundle(bundle.path)
+
+
+def test_the_recorded_machine_is_what_is_compared(tmp_path):
+    """Bundles that record their machine are paired by it, not by re-reading their scenarios: the same scenario
+    text run with another --timing is one configuration (timing is judged apart), another vCPU count is not."""
+    a = with_machine(bundle_of(tmp_path / "a", "fault-scale-off-1cpu"), cpus=1, timing="icount")
+    b = with_machine(bundle_of(tmp_path / "b", "fault-scale-off-1cpu"), cpus=1, timing="realtime")
+    assert configuration(a) == configuration(b) and "machine" in configuration(a)
+    c = with_machine(bundle_of(tmp_path / "c", "fault-scale-off-1cpu"), cpus=2)
+    with pytest.raises(InputError, match="machine.cpus 1 vs 2"):
+        run_compare(a, c, 5.0)
+    # Against a bundle from before the record, both sides are read from their scenarios.
+    old = bundle_of(tmp_path / "old", "fault-scale-off-1cpu")
+    (comparison,) = run_compare(a, old, 5.0)
     assert comparison.rows
