@@ -35,7 +35,7 @@ def smoke_results(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def smoke_bundles(smoke_results) -> list[Path]:
     """Two complete bundles of scenarios/smoke.yaml on the stock kernel, from real guest boots."""
-    from harness.commands.run import run_scenario
+    from harness.results.scenario_run import run_scenario
 
     bundles = []
     for _ in range(2):

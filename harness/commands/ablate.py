@@ -16,13 +16,14 @@ import sys
 from pathlib import Path
 
 from harness.attribution.ablation import ablate, plot, to_json, to_markdown
-from harness.commands.jobs_option import add_jobs_option, check_jobs
-from harness.commands.run import add_timing_option, run_scenario
+from harness.commands.jobs_option import add_jobs_option
+from harness.commands.run import add_timing_option
 from harness.errors import InputError
 from harness.kernels.inputs import load_series
 from harness.kernels.spec import parse_kernel_spec, series_ref
 from harness.results import stats
 from harness.results.bundle import load_bundle
+from harness.results.scenario_run import check_jobs, run_scenario
 from harness.results.table import provenance
 from harness.scenario.schema import load_scenario
 

@@ -127,8 +127,8 @@ def cmd_bench_noise(args) -> int:
 def _run_noise(args, console: Console):
     import yaml
 
-    from harness.commands.run import run_scenario
     from harness.results.bundle import load_bundle
+    from harness.results.scenario_run import run_scenario
 
     runs = []
     with tempfile.TemporaryDirectory(prefix="bench-noise-") as tmp:

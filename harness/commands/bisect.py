@@ -41,8 +41,8 @@ from pathlib import Path
 from harness.attribution.judge import Criterion, Verdict
 from harness.attribution.rounds import PANIC_CHOICES, Round, failure_rate_lower_bound, judge_step, round_from_bundle
 from harness.attribution.search import BAD, GOOD, SKIP, UNKNOWN, BisectState
-from harness.commands.jobs_option import add_jobs_option, check_jobs
-from harness.commands.run import DEFAULT_RESULTS, add_timing_option, run_scenario
+from harness.commands.jobs_option import add_jobs_option
+from harness.commands.run import add_timing_option
 from harness.errors import HarnessError, InputError
 from harness.kernels.build import build_kernel
 from harness.kernels.inputs import load_series
@@ -51,6 +51,7 @@ from harness.kernels.spec import parse_kernel_spec, series_ref
 from harness.results import stats
 from harness.results.bundle import load_bundle
 from harness.results.metrics import definition
+from harness.results.scenario_run import DEFAULT_RESULTS, check_jobs, run_scenario
 from harness.scenario.schema import load_scenario
 
 STATE_FILE = "bisect.json"

@@ -28,10 +28,12 @@ from pathlib import Path
 from harness.errors import InputError
 from harness.machine.config import TIMING_MODES
 from harness.paths import REPO_ROOT
+from harness.results.required_accel import check_required_accel
+from harness.results.scenario_run import check_jobs
 
-from .jobs_option import add_jobs_option, check_jobs
+from .jobs_option import add_jobs_option
 from .matrix import load_matrix
-from .require_accel import add_require_accel_option, check_required_accel
+from .require_accel import add_require_accel_option
 
 
 def cmd_nightly(args) -> int:

@@ -24,12 +24,13 @@ from harness.kernels.spec import parse_kernel_spec
 from harness.machine import accel as accel_mod
 from harness.paths import REPO_ROOT
 from harness.results.bundle import load_bundle
+from harness.results.required_accel import check_required_accel
+from harness.results.scenario_run import check_jobs, run_scenario
 from harness.results.shards import SHARD_FILE, Plan, PlanShard, Runner, ShardCell, ShardRecord, load_plan, write_model
 from harness.results.writer import host_info, utc_now
 
-from .jobs_option import add_jobs_option, check_jobs
-from .require_accel import add_require_accel_option, check_required_accel
-from .run import run_scenario
+from .jobs_option import add_jobs_option
+from .require_accel import add_require_accel_option
 
 
 def scenario_file(path: str) -> Path:

@@ -7,19 +7,57 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import Protocol
+
+from rich.console import Console
 
 from harness.constants import SELFTEST_FILE
 from harness.errors import HarnessError
 from harness.guest import kselftest, probes
-from harness.guest.launch import SELFTESTS_GUEST_DIR
+from harness.guest.launch import SELFTESTS_GUEST_DIR, BootKit
+from harness.guest.ssh import Guest
 from harness.machine import balloon
+from harness.machine.config import MachineConfig
+from harness.machine.qmp import QMP
+from harness.machine.rss import RssSampler
+from harness.machine.vm import VM
 from harness.process import poll_until
 from harness.scenario.schema import Step
 from harness.scenario.step_params import KselftestParams, StressParams, WaitReportingParams
 
-if TYPE_CHECKING:
-    from harness.scenario.steps import RepRunner, StepRecord
+
+class StepRecord(Protocol):
+    data: dict
+
+
+class RepResult(Protocol):
+    selftest_failures: list[str]
+
+
+class RepRunner(Protocol):
+    """What these steps use of the repetition's runner (harness.scenario.steps.RepRunner)."""
+
+    kit: BootKit
+    machine: MachineConfig
+    console: Console
+    dir: Path
+    result: RepResult
+    previous_step_peak_kib: int
+
+    @property
+    def vm(self) -> VM: ...
+
+    @property
+    def ssh(self) -> Guest: ...
+
+    @property
+    def qmp(self) -> QMP: ...
+
+    @property
+    def rss(self) -> RssSampler: ...
+
+    def metric(self, name: str, value: float, phase: str, unit: str | None = None) -> None: ...
 
 REPORTING_POLL_S = 0.25  # guest seconds between two looks at free page reporting
 REPORTING_HOST_QUIET_S = 1.0  # host seconds without change, as well as settle_s of guest time

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from harness.commands import run as run_cmd
+from harness.results import scenario_run as run_cmd
 from harness.errors import HarnessError
 
 SCENARIO = "name: s\nguest: {memory: 512M, cpus: 1}\nsteps: [sleep: 1]\n"

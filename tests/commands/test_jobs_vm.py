@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from conftest import qemu_pids_matching
 
-from harness.commands.run import run_scenario
 from harness.machine.vm import run_dir_owner
 from harness.paths import cache_root
 from harness.results.bundle import load_bundle
 from harness.results.compare import compare_kernels
 from harness.results.metrics import TIME, definition
+from harness.results.scenario_run import run_scenario
 from harness.results.stats import DEFAULT_THRESHOLD_PCT, ICOUNT_THRESHOLD_PCT, IMPROVEMENT, pct_change
 
 pytestmark = pytest.mark.vm

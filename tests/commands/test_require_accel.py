@@ -10,9 +10,9 @@ import bundle_synth as synth
 import pytest
 
 from harness.commands.plan import make_plan
-from harness.commands.require_accel import required_accel_rows
 from harness.paths import REPO_ROOT
 from harness.results.bundle import load_bundle
+from harness.results.required_accel import required_accel_rows
 from harness.results.shards import write_model
 
 SMOKE = REPO_ROOT / "scenarios" / "smoke.yaml"

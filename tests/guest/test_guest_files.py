@@ -96,7 +96,7 @@ def test_the_image_with_own_files_is_cached_by_content(tmp_path):
 
 @pytest.mark.vm
 def test_own_static_binaries_run_in_a_real_guest(tmp_path):
-    from harness.commands.run import run_scenario
+    from harness.results.scenario_run import run_scenario
 
     compile_hello(tmp_path / "hello")
     compile_hello(tmp_path / "hello-up")

@@ -8,8 +8,8 @@ import json
 import pytest
 import yaml
 
-from harness.commands.run import run_scenario
 from harness.paths import REPO_ROOT
+from harness.results.scenario_run import run_scenario
 
 pytestmark = pytest.mark.vm
 

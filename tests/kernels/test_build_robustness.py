@@ -200,7 +200,7 @@ def test_killed_half_way_then_built_twice_at_once_then_damaged(tmp_path, monkeyp
                                             "kernels": [spec], "steps": [{"memtouch": "16M", "phase": "touch"}],
                                             "expect": {"nonzero_pages": 0}}))
         monkeypatch.setenv(ki.PATCHES_ENV, str(root))
-        from harness.commands.run import run_scenario
+        from harness.results.scenario_run import run_scenario
 
         outcome = run_scenario(scenario, results_dir=tmp_path / "results")
         assert outcome.ok, outcome.error

@@ -7,7 +7,7 @@ import json
 import pytest
 import yaml
 
-from harness.commands.run import run_scenario
+from harness.results.scenario_run import run_scenario
 
 pytestmark = [pytest.mark.vm, pytest.mark.kernelbuild]
 

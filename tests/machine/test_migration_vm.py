@@ -14,11 +14,11 @@ from dataclasses import replace
 
 import pytest
 
-from harness.commands.run import run_scenario
 from harness.guest.launch import make_vm, prepare_boot, wait_ready
 from harness.kernels.spec import parse_kernel_spec
 from harness.machine.config import MachineConfig
 from harness.machine.migration import MigrationFailed
+from harness.results.scenario_run import run_scenario
 from tests.conftest import qemu_pids_matching
 
 pytestmark = pytest.mark.vm

@@ -13,9 +13,9 @@ import sys
 import pytest
 import yaml
 
-from harness.commands.run import run_scenario
 from harness.paths import REPO_ROOT
 from harness.results.bundle import load_bundle
+from harness.results.scenario_run import run_scenario
 from harness.results.selftests import FAIL, PASS, kernel_cases, outcomes
 from harness.scenario.schema import load_scenario
 

@@ -41,7 +41,7 @@ def test_zeroing_sources_applies_right_after_zeroing_stats(spec):
 @pytest.mark.vm
 @pytest.mark.kernelbuild
 def test_zeroing_paths_add_up_to_pgzero_alloc(tmp_path):
-    from harness.commands.run import run_scenario
+    from harness.results.scenario_run import run_scenario
 
     outcome = run_scenario(REPO_ROOT / "scenarios" / "zeroing-paths.yaml", kernels=[EXTENDED], reps=1,
                            results_dir=tmp_path)
