@@ -421,8 +421,8 @@ def test_build_base_cached():
     assert "CONFIG_VM_EVENT_COUNTERS=y" in config.splitlines()
     assert "CONFIG_MODULES=y" in config.splitlines()
     assert gk.record["sha256"] == info["bzimage_sha256"]
-    if ki.CONTIG_BENCH_DIR.is_dir():
-        assert gk.extra_files["/lib/modules/contig_bench.ko"].is_file()
+    for module in ("contig_bench", "zero_scan"):  # every test module in kernel_patches/modules/
+        assert gk.extra_files[f"/lib/modules/{module}.ko"].is_file(), module
     t = time.monotonic()
     again = kb.build_kernel(spec)
     assert time.monotonic() - t < 1.0
