@@ -33,13 +33,16 @@ class Cell:
 
     @property
     def unchecked(self) -> bool:
-        return self.skipped > 0 and self.checks == 0
+        """Skipped zeroing in a run that completed without checking a page: the scenario proves nothing."""
+        return self.skipped > 0 and self.checks == 0 and self.status == "complete"
 
     def text(self) -> str:
         if self.leaked:
             verdict = f"**LEAK** {fmt_num(self.leaked)}"
         elif self.unchecked:
             verdict = "**UNCHECKED**"
+        elif self.checks == 0 and self.status != "complete":
+            verdict = "**FAILED** before any check"
         elif self.checks == 0:
             verdict = "not checked"
         else:
@@ -119,5 +122,6 @@ def render(bundles: list[Bundle]) -> tuple[str, bool]:
     for k in kernels:
         row = [cells[(k, c)].text() if (k, c) in cells else "not run" for c in columns]
         lines.append(f"| `{md_escape(k)}` | " + " | ".join(row) + " |")
-    lines += ["", "Bundles:", *(f"- `{b.path.name}` ({b.status})" for b in bundles)]
+    lines += ["", "Bundles:", *(f"- `{b.path.name}` ({b.status}" + (f": {md_escape(b.error[:160])}" if b.error else "")
+                                + ")" for b in bundles)]
     return "\n".join(lines) + "\n", not any(x.unchecked for x in cells.values())

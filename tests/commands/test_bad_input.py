@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from harness.results import scenario_run as run_cmd
 from harness.errors import HarnessError
+from harness.results import scenario_run as run_cmd
 
 SCENARIO = "name: s\nguest: {memory: 512M, cpus: 1}\nsteps: [sleep: 1]\n"
 

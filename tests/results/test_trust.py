@@ -85,3 +85,12 @@ def test_a_directory_stands_for_every_bundle_below_it(tmp_path):
     nothing.mkdir()
     proc = subprocess.run([sys.executable, "-m", "harness.cli", "trust", str(nothing)], capture_output=True, text=True)
     assert proc.returncode == 2 and "no bundle below it" in proc.stderr
+
+
+def test_a_run_that_failed_before_any_check_is_failed_not_unchecked(tmp_path):
+    b = write_bundle(tmp_path / "a", {SEED: {("vmstat.pgzero_skip_reported", "reporting"): [512]}},
+                     scenario="stale-data-hugetlb-order5", reps=1, status="failed",
+                     error="run failed: guest command timed out after 360 s: memdirty 1200")
+    text, sound = render([load_bundle(b)])
+    assert sound and "**FAILED** before any check (skipped 512; 0 checks) [failed]" in text
+    assert "(failed: run failed: guest command timed out after 360 s: memdirty 1200)" in text
