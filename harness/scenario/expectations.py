@@ -7,10 +7,12 @@ not all hold is a failed run.
 from __future__ import annotations
 
 import statistics
+from dataclasses import replace
 
 from harness.errors import InputError
+from harness.kernels.stacks import expand
 from harness.numbers import fmt_num
-from harness.scenario.expectation_models import MetricCheck, RatioCheck
+from harness.scenario.expectation_models import Expectations, MetricCheck, RatioCheck
 from harness.scenario.schema import Scenario
 from harness.scenario.sink import MetricValues
 from harness.scenario.steps import RepResult
@@ -36,9 +38,26 @@ def _touches(results: list[RepResult], kernel: str) -> list:
     return [s for kind in ("memtouch", "stress", "kernel_zero_scan") for s in _steps(results, kernel, kind)]
 
 
+def _named_as_run(expect: Expectations, kernels: list[str]) -> Expectations:
+    """The expectations with every kernel they name written as it ran: a check on a spec holds for the named
+    stack that stands for it (`--kernel seed002` and a check on its `base+...` spec), and the other way round."""
+    by_spec = {expand(k)[0]: k for k in kernels}
+
+    def ran(name: str | None) -> str | None:
+        return None if name is None else by_spec.get(expand(name)[0], name)
+
+    def rename(checks: list, *keys: str) -> list:
+        return [c.model_copy(update={key: ran(getattr(c, key)) for key in keys}) for c in checks]
+
+    return expect.model_copy(update={
+        "expected_leaks": rename(expect.expected_leaks, "kernel"), "kernel_log": rename(expect.kernel_log, "kernel"),
+        "metrics": rename(expect.metrics, "kernel"), "ratios": rename(expect.ratios, "kernel", "baseline")})
+
+
 def evaluate(scenario: Scenario, bundle: MetricValues, results: list[RepResult], kernels: list[str]) -> list[dict]:
     """Rows for the kernels that ran; checks that name a kernel which did not run (--kernel overrides
     the scenario's list) are left out."""
+    scenario = replace(scenario, expect=_named_as_run(scenario.expect, kernels))
     e = scenario.expect
     rows: list[dict] = []
     for k in kernels:
@@ -185,10 +204,11 @@ def check_kernel_names(scenario: Scenario, run_kernels: list[str]) -> None:
     run (--kernel): a typo would silently drop the check.  Checks on scenario kernels that a --kernel
     override leaves out are skipped by evaluate(), as before."""
     known = [k.text for k in scenario.kernels] + [k for k in run_kernels if k not in {s.text for s in scenario.kernels}]
+    specs = {expand(k)[0] for k in known}  # a named stack and its spec are one kernel
     for group in ("metrics", "ratios", "expected_leaks", "kernel_log"):
         for i, check in enumerate(getattr(scenario.expect, group)):
             for key in ("kernel", "baseline"):
                 name = getattr(check, key, None)
-                if name is not None and name not in known:
+                if name is not None and expand(name)[0] not in specs:
                     raise InputError(f"{scenario.path}: expect.{group}[{i}].{key}: {name!r} is not a kernel this "
                                      f"run knows (scenario kernels and --kernel: {', '.join(known)})")
