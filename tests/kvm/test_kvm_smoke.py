@@ -11,22 +11,26 @@ from kvm_where import HARNESS, host_kvm_usable, run_with_kvm
 from harness.results.bundle import load_bundle
 
 pytestmark = pytest.mark.vm
-# a nested guest's oops, or its triple fault (QEMU exits as -no-reboot asks)
-NESTED_CRASH = ("run failed: guest kernel failure", "run failed: QEMU exited with code 0")
+# a nested guest's oops, or its triple fault (QEMU exits as -no-reboot asks); or the runner VM's own kernel
+# (a TCG guest too: under load its MTTCG once oopsed on an int3 in __schedule while the kernel patched its code)
+NESTED_CRASH = ("run failed: guest kernel failure", "run failed: QEMU exited with code 0",
+                "harness: error: the KVM runner VM stopped before its job finished")
+ATTEMPTS = 3
 
 
 def test_smoke_with_require_accel_kvm_runs_under_kvm(tmp_path):
-    # Under the runner VM's emulated nested paging a guest kernel now and then faults (harness/guest/runner_vm.py):
-    # such a run is repeated once, and the crash stays in this test's warnings.  On a host with
+    # Under the runner VM's emulation a guest kernel now and then faults (harness/guest/runner_vm.py): such a
+    # run is repeated, up to ATTEMPTS in all, and each crash stays in this test's warnings.  On a host with
     # KVM of its own a crash is never repeated.
-    for attempt in (1, 2):
+    for attempt in range(1, ATTEMPTS + 1):
         results = tmp_path / f"results-{attempt}"
         proc = run_with_kvm([HARNESS, "run", "scenarios/smoke.yaml", "--require-accel", "kvm", "--results",
                              str(results)], shares=[results], logs=tmp_path / f"runner-{attempt}", timeout_s=1500)
         crash = next((line for line in proc.stdout.splitlines() if line.startswith(NESTED_CRASH)), None)
-        if proc.returncode == 0 or crash is None or attempt == 2 or host_kvm_usable():
+        if proc.returncode == 0 or crash is None or attempt == ATTEMPTS or host_kvm_usable():
             break
-        warnings.warn(f"nested guest crashed in the KVM runner VM, running it once more: {crash}", stacklevel=1)
+        warnings.warn(f"a guest crashed in the KVM runner VM (attempt {attempt}), running it again: {crash}",
+                      stacklevel=1)
     assert proc.returncode == 0, proc.stdout[-3000:]
     (path,) = [p.parent for p in results.glob("*/manifest.json")]
     bundle = load_bundle(path)
