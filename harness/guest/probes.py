@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 
 from harness.errors import HarnessError
 from harness.guest.ssh import Guest
@@ -89,11 +90,13 @@ def _run_module(guest: Guest, name: str, params: str, timeout: float) -> str:
     return the kernel log it printed."""
     path = f"/lib/modules/{name}.ko"
     guest.run(f"test -f {path} || {{ echo 'this kernel has no {name} module' >&2; exit 1; }}")
-    guest.run("dmesg -c > /dev/null")
+    # A marker in the kernel log, not `dmesg -c`: the log must keep the boot's lines for the kernel_log checks.
+    marker = f"harness: loading {name} {uuid.uuid4().hex}"
+    guest.run(f"echo '{marker}' > /dev/kmsg")
     guest.run(f"insmod {path} {params}", timeout=timeout)
     out = guest.run("dmesg").stdout
     guest.run(f"rmmod {name}", check=False)
-    return out
+    return out.rpartition(marker)[2]
 
 
 CONTIG_BENCH_LINE = re.compile(r"contig_bench: iterations=(\d+) order=(\d+) elapsed_us=(\d+)")

@@ -65,11 +65,11 @@ def design(kernel: str) -> tuple[str, str]:
 
 
 def refusals(b: Bundle, kernel: str) -> int:
-    """Repetitions of `kernel` whose guest kernel log (dmesg.txt, else the serial log) has a refusal line."""
+    """Repetitions of `kernel` whose guest kernel log (dmesg.txt or the serial console) has a refusal line."""
     count = 0
     for rep in sorted((b.path / b.kernel_slug(kernel)).glob("rep*")):
-        log = rep / "dmesg.txt" if (rep / "dmesg.txt").exists() else rep / "serial.log"
-        if log.exists() and REFUSAL.search(log.read_text(errors="replace")):
+        logs = [rep / name for name in ("dmesg.txt", "serial.log") if (rep / name).exists()]
+        if any(REFUSAL.search(log.read_text(errors="replace")) for log in logs):
             count += 1
     return count
 
