@@ -74,6 +74,18 @@ def refusals(b: Bundle, kernel: str) -> int:
     return count
 
 
+def kernel_status(b: Bundle, kernel: str) -> str:
+    """The bundle's status as far as `kernel` goes: a run of several kernels that failed on one of them (a check
+    of its own failed, or it was the last to run before the run stopped) is complete for the others."""
+    if b.status == "complete":
+        return b.status
+    if any(not r.ok and r.kernel == kernel for r in b.expectations):
+        return b.status
+    ran = [k for k in b.kernels if (b.path / b.kernel_slug(k)).is_dir()]
+    failed_own_check = any(not r.ok for r in b.expectations)
+    return b.status if not failed_own_check and ran and ran[-1] == kernel else "complete"
+
+
 def cell(group: list[Bundle], row: str) -> Cell | None:
     """One design under one condition: every bundle of that condition (scenario) that ran the design, with
     whatever flavours."""
@@ -90,7 +102,7 @@ def cell(group: list[Bundle], row: str) -> Cell | None:
             leaks += [v for (metric, _), vals in samples.items() if metric == "nonzero_pages" for v in vals]
             skipped += sum(v for (metric, _), vals in samples.items() if metric.startswith(SKIP_PREFIX) for v in vals)
             refused += refusals(b, kernel)
-            statuses.append(b.status)
+            statuses.append(kernel_status(b, kernel))
             flavours += [flavour] if flavour and flavour not in flavours else []
     if not statuses:
         return None

@@ -94,3 +94,13 @@ def test_a_run_that_failed_before_any_check_is_failed_not_unchecked(tmp_path):
     text, sound = render([load_bundle(b)])
     assert sound and "**FAILED** before any check (skipped 512; 0 checks) [failed]" in text
     assert "(failed: run failed: guest command timed out after 360 s: memdirty 1200)" in text
+
+
+def test_a_run_that_stopped_on_one_design_is_failed_for_that_design_only(tmp_path):
+    b = write_bundle(tmp_path / "a", {BASE: {("nonzero_pages", "touch"): [0]},
+                                      SEED: {("nonzero_pages", "touch"): [7]}},
+                     scenario="stale-data-postcopy", reps=1, status="failed",
+                     error="run failed: guest command timed out after 240 s: memtouch 600")
+    rows = {line.split(" | ")[0].strip("| `"): line for line in render([load_bundle(b)])[0].splitlines()
+            if line.startswith("| `")}
+    assert "[failed]" not in rows[BASE_ROW] and rows[SEED_ROW].endswith("[failed] |")
