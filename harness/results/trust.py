@@ -39,10 +39,10 @@ class Cell:
     def text(self) -> str:
         if self.leaked:
             verdict = f"**LEAK** {fmt_num(self.leaked)}"
+        elif self.status != "complete":  # never "safe": the run did not get to the end
+            verdict = "**FAILED**" + (" before any check" if self.checks == 0 else "")
         elif self.unchecked:
             verdict = "**UNCHECKED**"
-        elif self.checks == 0 and self.status != "complete":
-            verdict = "**FAILED** before any check"
         elif self.checks == 0:
             verdict = "not checked"
         else:
@@ -52,7 +52,8 @@ class Cell:
             details.insert(0, "refused to trust")
         if self.flavours:
             details.append(f"as `{self.flavours}`")
-        return f"{verdict} ({'; '.join(details)})" + ("" if self.status == "complete" else f" [{self.status}]")
+        return f"{verdict} ({'; '.join(details)})" + ("" if self.status == "complete" or not self.leaked
+                                                        else f" [{self.status}]")
 
 
 def design(kernel: str) -> tuple[str, str]:

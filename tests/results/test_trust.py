@@ -92,7 +92,7 @@ def test_a_run_that_failed_before_any_check_is_failed_not_unchecked(tmp_path):
                      scenario="stale-data-hugetlb-order5", reps=1, status="failed",
                      error="run failed: guest command timed out after 360 s: memdirty 1200")
     text, sound = render([load_bundle(b)])
-    assert sound and "**FAILED** before any check (skipped 512; 0 checks) [failed]" in text
+    assert sound and "| **FAILED** before any check (skipped 512; 0 checks) |" in text
     assert "(failed: run failed: guest command timed out after 360 s: memdirty 1200)" in text
 
 
