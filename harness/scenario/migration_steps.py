@@ -3,49 +3,21 @@ without discarding the pages (virtio_balloon_inhibited()), measured as metrics o
 
 from __future__ import annotations
 
-from typing import Protocol
-
-from rich.console import Console
-
 from harness.guest import probes
-from harness.guest.launch import BootKit, reconnect
+from harness.guest.launch import reconnect
 from harness.guest.ssh import Guest
 from harness.machine import balloon
-from harness.machine.config import MachineConfig
 from harness.machine.migration import MigrationStats
-from harness.machine.qmp import QMP
-from harness.machine.vm import VM
 from harness.scenario.migration_params import BackgroundSnapshotParams, MigrateParams
 from harness.scenario.schema import Step
+from harness.scenario.step_runner import StepRecord, StepRunner
 
 # The metrics of a window are named PREFIX_FIGURE (migration_wall_s, snapshot_reported_pages).
 MIGRATION, SNAPSHOT = "migration", "snapshot"
 FIGURES = ("total_ms", "downtime_ms", "wall_s", "transferred_mib", "postcopy_requests", "reported_pages")
 
 
-class Record(Protocol):
-    data: dict
 
-
-class Runner(Protocol):
-    """What these steps use of the repetition's runner (harness.scenario.steps.RepRunner)."""
-
-    kit: BootKit
-    machine: MachineConfig
-    console: Console
-
-    @property
-    def vm(self) -> VM: ...
-
-    @property
-    def ssh(self) -> Guest: ...
-
-    @property
-    def qmp(self) -> QMP: ...
-
-    def metric(self, name: str, value: float, phase: str, unit: str | None = None) -> None: ...
-
-    def follow_migration(self, ssh: Guest) -> None: ...
 
 
 def reported_pages(guest: Guest) -> int | None:
@@ -53,7 +25,7 @@ def reported_pages(guest: Guest) -> int | None:
     return probes.vmstat(guest).get("page_reporting_pages")
 
 
-def _record(runner: Runner, phase: str, record: Record, stats: MigrationStats,
+def _record(runner: StepRunner, phase: str, record: StepRecord, stats: MigrationStats,
             before: int | None, after: int | None) -> None:
     reported = None if before is None or after is None else after - before
     record.data.update(migration=stats.to_json(), page_reporting_pages=reported)
@@ -78,7 +50,7 @@ def _window_balloon(p: MigrateParams | BackgroundSnapshotParams) -> balloon.Wind
     return balloon.WindowTarget(p.balloon.target_mib, p.balloon.at_s) if p.balloon else None
 
 
-def _record_window_balloon(runner: Runner, phase: str, record: Record, target: balloon.WindowTarget | None,
+def _record_window_balloon(runner: StepRunner, phase: str, record: StepRecord, target: balloon.WindowTarget | None,
                            what: str) -> None:
     """The balloon as the window closed: how far the guest got towards the target set inside it."""
     if target is None:
@@ -92,7 +64,7 @@ def _record_window_balloon(runner: Runner, phase: str, record: Record, target: b
                          f"{what}; {actual:.0f} MiB when it ended")
 
 
-def run_migrate(runner: Runner, step: Step, record: Record) -> None:
+def run_migrate(runner: StepRunner, step: Step, record: StepRecord) -> None:
     p: MigrateParams = step.params
     before = reported_pages(runner.ssh)
     target = _window_balloon(p)
@@ -105,7 +77,7 @@ def run_migrate(runner: Runner, step: Step, record: Record) -> None:
     _record_window_balloon(runner, step.phase, record, target, f"{p.mode} migration")
 
 
-def run_background_snapshot(runner: Runner, step: Step, record: Record) -> None:
+def run_background_snapshot(runner: StepRunner, step: Step, record: StepRecord) -> None:
     p: BackgroundSnapshotParams = step.params
     before = reported_pages(runner.ssh)
     target = _window_balloon(p)

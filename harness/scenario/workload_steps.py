@@ -7,63 +7,22 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from pathlib import Path
-from typing import Protocol
-
-from rich.console import Console
 
 from harness.constants import SELFTEST_FILE
 from harness.errors import HarnessError
 from harness.guest import kselftest, probes
-from harness.guest.launch import SELFTESTS_GUEST_DIR, BootKit
-from harness.guest.ssh import Guest
+from harness.guest.launch import SELFTESTS_GUEST_DIR
 from harness.machine import balloon
-from harness.machine.config import MachineConfig
-from harness.machine.qmp import QMP
-from harness.machine.rss import RssSampler
-from harness.machine.vm import VM
 from harness.process import poll_until
 from harness.scenario.schema import Step
 from harness.scenario.step_params import KselftestParams, StressParams, WaitReportingParams
-
-
-class StepRecord(Protocol):
-    data: dict
-
-
-class RepResult(Protocol):
-    selftest_failures: list[str]
-
-
-class RepRunner(Protocol):
-    """What these steps use of the repetition's runner (harness.scenario.steps.RepRunner)."""
-
-    kit: BootKit
-    machine: MachineConfig
-    console: Console
-    dir: Path
-    result: RepResult
-    previous_step_peak_kib: int
-
-    @property
-    def vm(self) -> VM: ...
-
-    @property
-    def ssh(self) -> Guest: ...
-
-    @property
-    def qmp(self) -> QMP: ...
-
-    @property
-    def rss(self) -> RssSampler: ...
-
-    def metric(self, name: str, value: float, phase: str, unit: str | None = None) -> None: ...
+from harness.scenario.step_runner import StepRecord, StepRunner
 
 REPORTING_POLL_S = 0.25  # guest seconds between two looks at free page reporting
 REPORTING_HOST_QUIET_S = 1.0  # host seconds without change, as well as settle_s of guest time
 
 
-def run_wait_reporting(runner: RepRunner, step: Step, record: StepRecord) -> None:
+def run_wait_reporting(runner: StepRunner, step: Step, record: StepRecord) -> None:
     """Wait until free page reporting is done: for settle_s of *guest* time, host RSS has not moved
     and (where the kernel counts it) the guest's page_reporting_pages has not grown.
 
@@ -102,7 +61,7 @@ def run_wait_reporting(runner: RepRunner, step: Step, record: StepRecord) -> Non
                        + ("" if settled else f"; NOT settled within {timeout} s"))
 
 
-def run_kselftest(runner: RepRunner, step: Step, record: StepRecord) -> None:
+def run_kselftest(runner: StepRunner, step: Step, record: StepRecord) -> None:
     p: KselftestParams = step.params
     logs = runner.dir / "kselftest"
     logs.mkdir(exist_ok=True)
@@ -132,7 +91,7 @@ def run_kselftest(runner: RepRunner, step: Step, record: StepRecord) -> None:
     record.data.update(suite=p.suite, tests=tests)
 
 
-def run_stress(runner: RepRunner, step: Step, record: StepRecord) -> None:
+def run_stress(runner: StepRunner, step: Step, record: StepRecord) -> None:
     """memdirty and memtouch loop in the guest while the host inflates and deflates the balloon, for a
     fixed time: reporting against allocation, deflate against reporting.  Every memtouch run counts
     the non-zero pages it was handed; the no_leak and nonzero_pages expectations read their sum."""
