@@ -138,6 +138,45 @@ def test_host_that_cannot_discard_makes_trusting_kernels_leak(kernel, trusts, tm
         assert m[("nonzero_pages", "scan-kernel")] > 0 and m[("stale_pattern_pages", "scan-kernel")] > 0, m
 
 
+# Every design that keeps a known-zero hint, with the DEBUG_VM checks of where that hint may be
+# (kernel_patches/zeroed-hint-checks), through the stale-data scenario: every expectation holds,
+# kernel_log_clean included (no bad page, no warning).
+DEBUG_VM_DESIGNS = ["seed002", "seed002-split", "seed002-ext", "seed000", "seed001", "seed001-reporting"]
+CHECKS = "zeroed-hint-checks"
+PLANTED_BUG = "test-zeroed-hint-left-on-merge"
+
+
+def expectation(bundle, name):
+    (row,) = [r for r in json.loads((bundle / "expectations.json").read_text()) if r["name"] == name]
+    return row
+
+
+@pytest.mark.parametrize("design", DEBUG_VM_DESIGNS)
+def test_debug_vm_finds_no_misplaced_hint_in_the_design(design, tmp_path):
+    outcome = run_scenario(REPO_ROOT / "scenarios" / "stale-data.yaml", kernels=[f"{design}+{CHECKS}%debug-vm"],
+                           results_dir=tmp_path)
+    print(f"{design}: {outcome.bundle}")
+    assert outcome.ok, outcome.error
+    assert expectation(outcome.bundle, "kernel_log_clean")["ok"]
+
+
+@pytest.mark.parametrize("checks", [True, False], ids=["with-checks", "without-checks"])
+def test_debug_vm_checks_fire_on_a_hint_left_on_a_merged_buddy(checks, tmp_path):
+    """The planted bug (a merged buddy keeps PG_zeroed) is a bad-page report with the checks, and silent
+    without them: the checks are what finds it."""
+    spec = "control-hint-left-on-merge%debug-vm" if checks else f"seed001+{PLANTED_BUG}%debug-vm"
+    outcome = run_scenario(REPO_ROOT / "scenarios" / "stale-data.yaml", kernels=[spec], results_dir=tmp_path)
+    print(f"{spec}: {outcome.bundle}")
+    dmesg = "".join(p.read_text(errors="replace") for p in outcome.bundle.glob("*/rep*/dmesg.txt"))
+    if checks:
+        assert not outcome.ok
+        assert not expectation(outcome.bundle, "kernel_log_clean")["ok"]
+        assert "known-zero hint on a tail page" in dmesg
+    else:
+        assert "known-zero hint" not in dmesg
+        assert expectation(outcome.bundle, "kernel_log_clean")["ok"], outcome.error
+
+
 @pytest.mark.parametrize("spec", ["base+fpi-free-unref-page+free-contig-range"])
 def test_legal_stack_without_the_counters_builds_and_boots(spec, tmp_path):
     """The legal stacks that do not carry zeroing-stats (so no vmstat counters to check) boot and fault cleanly."""
