@@ -72,11 +72,13 @@ def _stream(argv: list[str], cwd: Path | None, env: dict | None, on_line: Callab
 
 def poll_until(predicate: Callable[[], T], *, timeout: float, interval: float,
                alive: Callable[[], object] | None = None, started: float | None = None,
-               on_timeout: Callable[[], Exception] | None = None) -> T | None:
+               on_timeout: Callable[[], Exception] | None = None,
+               wait: Callable[[float], object] = time.sleep) -> T | None:
     """Call `predicate` every `interval` seconds until it returns something truthy, which is returned.
 
     `alive` runs before each look and raises when waiting is pointless (QEMU died).  Past `timeout`
-    seconds (from `started`, default now) raises `on_timeout()`, or returns None without it."""
+    seconds (from `started`, default now) raises `on_timeout()`, or returns None without it.  `wait(s)`
+    passes the time between looks: a sleep, or a wait that an event ends early (a QMP event)."""
     deadline = (time.monotonic() if started is None else started) + timeout
     while True:
         if alive is not None:
@@ -89,7 +91,7 @@ def poll_until(predicate: Callable[[], T], *, timeout: float, interval: float,
             if on_timeout is not None:
                 raise on_timeout()
             return None
-        time.sleep(min(interval, remaining))
+        wait(min(interval, remaining))
 
 
 def die_with_parent() -> None:

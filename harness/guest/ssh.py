@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import select
 import shlex
 import time
 from collections.abc import Callable
@@ -14,6 +15,7 @@ import paramiko
 
 from harness.errors import HarnessError
 from harness.guest.keys import SshKeys
+from harness.process import poll_until
 
 
 class GuestCommandError(HarnessError):
@@ -30,6 +32,8 @@ class Result:
 
 
 ALIVE_CHECK_S = 0.5  # how often a running command checks that the VM is still alive
+CONNECT_RETRY_S = 0.05  # between refused SSH connections while the guest boots
+OUTPUT_WAIT_S = 0.05  # the longest a running command waits for output before looking again
 
 
 class Guest:
@@ -47,9 +51,9 @@ class Guest:
         key = paramiko.ECDSAKey.from_private_key_file(str(self.keys.client_key))
         kind, b64 = self.keys.host_pub.split()[:2]
         host_key = paramiko.Ed25519Key(data=base64.b64decode(b64))
-        last_error: Exception | None = None
-        while time.monotonic() < deadline:
-            alive()
+        last_error: list[Exception | None] = [None]
+
+        def connected() -> bool:
             client = paramiko.SSHClient()
             client.get_host_keys().add(f"[127.0.0.1]:{self.port}", kind, host_key)
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -58,13 +62,17 @@ class Guest:
                     "127.0.0.1", self.port, username="root", pkey=key, look_for_keys=False, allow_agent=False,
                     timeout=5, banner_timeout=5, auth_timeout=5,
                 )
-                self._client = client
-                return
             except (paramiko.SSHException, OSError, EOFError) as exc:
-                last_error = exc
+                last_error[0] = exc
                 client.close()
-                time.sleep(0.05)
-        raise GuestCommandError(f"SSH to the guest never came up on 127.0.0.1:{self.port}: {last_error!r}")
+                return False
+            self._client = client
+            return True
+
+        now = time.monotonic()
+        poll_until(connected, timeout=max(0.0, deadline - now), started=now, interval=CONNECT_RETRY_S, alive=alive,
+                   on_timeout=lambda: GuestCommandError(
+                       f"SSH to the guest never came up on 127.0.0.1:{self.port}: {last_error[0]!r}"))
 
     def run(self, command: str, timeout: float = 60, check: bool = True) -> Result:
         """Run `command` with /bin/sh in the guest; raise on timeout, and on non-zero exit if `check`."""
@@ -97,7 +105,8 @@ class Guest:
                         channel.close()
                         self._log(command, None, bytes(out), bytes(err), now - start)
                         raise
-                time.sleep(0.005)
+                # Woken at once by output on stdout or the end of the command; stderr wakes it within this.
+                select.select([channel], [], [], OUTPUT_WAIT_S)
             rc = channel.recv_exit_status()
             channel.close()
             if rc == -1:  # the channel closed without an exit status: the connection is gone

@@ -8,9 +8,11 @@ from dataclasses import dataclass, field
 
 from harness.errors import HarnessError
 from harness.machine.qmp import QMP
+from harness.process import poll_until
 
 MIB = 1 << 20
 BALLOON_PATH = "/machine/peripheral/balloon0"
+EVENT_WAIT_S = 0.5  # the longest a wait for the balloon goes without looking at it again
 
 
 class BalloonTimeout(HarnessError):
@@ -42,20 +44,22 @@ def set_target(qmp: QMP, target_mib: int, timeout_s: float, progress=None,
     if progress is not None:
         task = progress.add_task(f"balloon {start:.0f} -> {target_mib} MiB", total=abs(target_mib - start) or 1)
     qmp.execute("balloon", {"value": target_mib * MIB})
+    now = start
+
+    def reached() -> bool:
+        nonlocal now
+        now = actual_mib(qmp)
+        if task is not None:
+            progress.update(task, completed=abs(now - start))
+        return abs(now - target_mib) < 1 / 256  # one 4 KiB balloon page
+
     try:
-        while True:
-            alive()
-            now = actual_mib(qmp)
-            if task is not None:
-                progress.update(task, completed=abs(now - start))
-            if abs(now - target_mib) < 1 / 256:  # one 4 KiB balloon page
-                break
-            if time.monotonic() - t0 > timeout_s:
-                raise BalloonTimeout(
-                    f"balloon did not converge: target {target_mib} MiB, actual {now:.1f} MiB "
-                    f"after {timeout_s:.0f} s (started at {start:.1f} MiB)"
-                )
-            qmp.wait_event(timeout=0.5)
+        # Each BALLOON_CHANGE event ends the wait early; the interval bounds it when QEMU sends none.
+        poll_until(reached, timeout=timeout_s, interval=EVENT_WAIT_S, alive=alive, started=t0,
+                   wait=lambda s: qmp.wait_event(timeout=s),
+                   on_timeout=lambda: BalloonTimeout(
+                       f"balloon did not converge: target {target_mib} MiB, actual {now:.1f} MiB "
+                       f"after {timeout_s:.0f} s (started at {start:.1f} MiB)"))
     finally:
         if task is not None:
             progress.remove_task(task)

@@ -18,6 +18,9 @@ from pathlib import Path
 from qemu.qmp import ConnectError, ExecuteError, QMPClient
 
 from harness.errors import HarnessError
+from harness.process import poll_until
+
+CONNECT_RETRY_S = 0.02  # between attempts while QEMU creates its socket and starts listening
 
 
 class QMPError(HarnessError):
@@ -52,29 +55,32 @@ class QMP:
         prealloc or mem-lock, so one attempt may wait for most of the timeout.
         """
         self._thread.start()
-        deadline = time.monotonic() + timeout
-        # qemu.qmp logs every refused attempt as an error; refusals are expected until QEMU listens.
-        with _quiet(logging.getLogger(f"qemu.qmp.protocol.{self._client.name}")):
-            self._connect_until(deadline, timeout, alive)
-        asyncio.run_coroutine_threadsafe(self._read_events(), self._loop)
+        started = time.monotonic()
+        refused: list[Exception] = []
 
-    def _connect_until(self, deadline: float, timeout: float, alive) -> None:
-        while True:
-            alive()
+        def connected() -> bool:
             if not self._socket_path.exists():  # QEMU has not created it yet
-                if time.monotonic() > deadline:
-                    raise QMPError(f"QEMU never created its QMP socket {self._socket_path}")
-                time.sleep(0.02)
-                continue
+                return False
             try:
-                self._call(self._client.connect(str(self._socket_path)), timeout=max(0.1, deadline - time.monotonic()))
-                break
+                self._call(self._client.connect(str(self._socket_path)),
+                           timeout=max(0.1, started + timeout - time.monotonic()))
+                return True
             except (ConnectError, OSError) as exc:
-                if time.monotonic() > deadline:
-                    raise QMPError(f"could not connect to QMP socket {self._socket_path}: {exc}") from exc
-                time.sleep(0.02)
+                refused[:] = [exc]
+                return False
             except concurrent.futures.TimeoutError:
                 raise QMPError(f"QEMU did not greet on its QMP socket within {timeout:.0f} s") from None
+
+        def gave_up() -> QMPError:
+            if not refused:
+                return QMPError(f"QEMU never created its QMP socket {self._socket_path}")
+            return QMPError(f"could not connect to QMP socket {self._socket_path}: {refused[0]}")
+
+        # qemu.qmp logs every refused attempt as an error; refusals are expected until QEMU listens.
+        with _quiet(logging.getLogger(f"qemu.qmp.protocol.{self._client.name}")):
+            poll_until(connected, timeout=timeout, interval=CONNECT_RETRY_S, alive=alive, started=started,
+                       on_timeout=gave_up)
+        asyncio.run_coroutine_threadsafe(self._read_events(), self._loop)
 
     async def _read_events(self) -> None:
         async for message in self._client.events:

@@ -36,18 +36,20 @@ def run_wait_reporting(runner: StepRunner, step: Step, record: StepRecord) -> No
     first: float | None = None
     last_change = last_change_host = 0.0
     last: tuple = ()
-    settled = False
-    while time.monotonic() - t0 <= timeout:  # past the timeout the rss_drop_mib expectation judges
-        runner.vm.check_alive()
+
+    def quiet() -> bool:
+        nonlocal first, last, last_change, last_change_host
+        # The guest paces this: the probe sleeps REPORTING_POLL_S of guest time.
         now, reported = probes.guest_clock_and_reported(runner.ssh, REPORTING_POLL_S)
         kib = runner.rss.current_kib() or 0  # None only once QEMU is gone, which check_alive reports
         if first is None or abs(kib - last[0]) > 4096 or reported != last[1]:
             last, last_change, last_change_host = (kib, reported), now, time.monotonic()
             first = now if first is None else first
-        if (now - last_change >= settle and now - first >= settle + 2
-                and time.monotonic() - last_change_host >= host_quiet):
-            settled = True
-            break
+        return (now - last_change >= settle and now - first >= settle + 2
+                and time.monotonic() - last_change_host >= host_quiet)
+
+    # Past the timeout, not settled: the rss_drop_mib expectation judges.
+    settled = bool(poll_until(quiet, timeout=timeout, interval=0, alive=runner.vm.check_alive, started=t0))
     # From the peak of the step before: reporting may have begun before this step did (under icount
     # guest time races ahead while the host works, so it often has finished by then).
     drop = (max(runner.previous_step_peak_kib, runner.rss.peak_kib()) - (runner.rss.current_kib() or 0)) / 1024
