@@ -52,6 +52,13 @@ def run_command(cmd: Sequence[str | Path], *, cwd: Path | None = None, env: dict
     return res
 
 
+def git(repo: Path | str | None, *args: str, **kwargs) -> subprocess.CompletedProcess:
+    """`git -C repo ARGS` (repo None: no -C) through run_command, which takes the same keywords."""
+    where = ["-C", str(repo)] if repo is not None else []
+    kwargs.setdefault("what", " ".join(["git", *args[:3]]))
+    return run_command(["git", *where, *args], **kwargs)
+
+
 def _stream(argv: list[str], cwd: Path | None, env: dict | None, on_line: Callable[[str], None],
             pass_fds: Sequence[int] = ()) -> subprocess.CompletedProcess:
     proc = subprocess.Popen(argv, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

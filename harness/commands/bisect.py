@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 import traceback
@@ -48,6 +47,7 @@ from harness.kernels.build import build_kernel
 from harness.kernels.inputs import load_series
 from harness.kernels.resolve import check_available, image_digest, resolve_kernel
 from harness.kernels.spec import parse_kernel_spec, series_ref
+from harness.process import git as run_git
 from harness.results import stats
 from harness.results.bundle import load_bundle
 from harness.results.metrics import definition
@@ -91,7 +91,7 @@ def series_candidates(good: str, bad: str) -> tuple[list[str], list[str]]:
 
 
 def git(tree: Path, *args: str) -> str:
-    proc = subprocess.run(["git", "-C", str(tree), *args], capture_output=True, text=True)
+    proc = run_git(tree, *args, check=False)
     if proc.returncode != 0:
         raise InputError(f"--tree {tree}: git {' '.join(args)}: {proc.stderr.strip() or 'failed'}")
     return proc.stdout

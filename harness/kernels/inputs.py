@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import subprocess
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -22,6 +21,7 @@ import yaml
 from harness.errors import HarnessError, InputError
 from harness.kernels.spec import series_ref
 from harness.paths import REPO_ROOT
+from harness.process import run_command
 
 # Bump when the build procedure changes in a way that changes outputs (invalidates every cached build).
 FORMAT_VERSION = 1
@@ -187,11 +187,7 @@ def fragment_sha256(frags: list[Fragment]) -> str:
 
 
 def gcc_version() -> str:
-    try:
-        out = subprocess.run(["gcc", "--version"], capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError) as exc:
-        raise HarnessError(f"cannot run gcc --version: {exc}") from None
-    return out.splitlines()[0].strip()
+    return run_command(["gcc", "--version"]).stdout.splitlines()[0].strip()
 
 
 def module_source_sha256(mod_dir: Path | None = MODULES_DIR) -> str | None:

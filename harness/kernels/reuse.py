@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import copy
 import shutil
-import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
@@ -22,6 +21,7 @@ from pathlib import Path
 from harness.kernels import used
 from harness.kernels.cache import INCOMPLETE_MARKER, kernel_cache, load_build, publish
 from harness.kernels.inputs import Fragment, PatchFile, Series, compute_key, snapshot_inputs
+from harness.process import git
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def find_below_commit(path: Path, state: dict, frags: list[Fragment], gcc: str, 
 
 
 def _git_lines(path: Path, *args: str) -> list[str] | None:
-    res = subprocess.run(["git", "-C", str(path), *args], capture_output=True, text=True)
+    res = git(path, *args, check=False)
     return res.stdout.split() if res.returncode == 0 else None
 
 

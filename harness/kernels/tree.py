@@ -18,14 +18,14 @@ from harness.errors import HarnessError, InputError
 from harness.kernels.cache import flock, kernel_cache
 from harness.kernels.inputs import BaseInfo, PatchFile, Series, load_base
 from harness.kernels.progress import Reporter
-from harness.process import run_command, tail
+from harness.process import git, run_command, tail
 
 GIT_IDENTITY = ["-c", "user.name=testbed", "-c", "user.email=testbed@localhost", "-c", "gc.auto=0"]
 GIT_DATE = "2026-01-01T00:00:00+00:00"
 
 
 def _git(repo: Path, *args: str, check: bool = True, what: str | None = None, env=None):
-    return run_command(["git", *GIT_IDENTITY, "-C", str(repo), *args], check=check, what=what, env=env)
+    return git(repo, *GIT_IDENTITY, *args, check=check, what=what or f"git {' '.join(args[:3])}", env=env)
 
 
 def apt_install(package: str):
@@ -202,7 +202,7 @@ def apply_series(tree: Path, series: list[Series], rep: Reporter | None = None, 
 
 def _patch_failure(tree: Path, s: Series, index: int, p: PatchFile, ppath: Path, am_out: str) -> str:
     _git(tree, "am", "--abort", check=False)
-    rej = run_command(["git", "-C", str(tree), "apply", "--reject", "--verbose", str(ppath)], check=False)
+    rej = git(tree, "apply", "--reject", "--verbose", str(ppath), check=False)
     rej_texts = []
     for r in sorted(tree.rglob("*.rej")):
         rel = r.relative_to(tree)
@@ -220,11 +220,11 @@ def _patch_failure(tree: Path, s: Series, index: int, p: PatchFile, ppath: Path,
 
 def tree_state(path: Path) -> dict:
     """What decides a --tree build's sources: HEAD, the diff against HEAD, untracked (non-ignored) files."""
-    if run_command(["git", "-C", str(path), "rev-parse", "--git-dir"], check=False).returncode != 0:
+    if git(path, "rev-parse", "--git-dir", check=False).returncode != 0:
         raise InputError(f"--tree {path}: not a git checkout (the cache key needs git rev-parse HEAD / git diff)")
-    head = run_command(["git", "-C", str(path), "rev-parse", "HEAD"], what="git rev-parse HEAD").stdout.strip()
-    diff = run_command(["git", "-C", str(path), "diff", "--binary", "HEAD"], binary=True, check=False).stdout
-    untracked = run_command(["git", "-C", str(path), "ls-files", "-z", "--others", "--exclude-standard"],
+    head = git(path, "rev-parse", "HEAD", what="git rev-parse HEAD").stdout.strip()
+    diff = git(path, "diff", "--binary", "HEAD", binary=True, check=False).stdout
+    untracked = git(path, "ls-files", "-z", "--others", "--exclude-standard",
                             binary=True, check=False).stdout.split(b"\0")
     h = hashlib.sha256()
     names = sorted(u for u in untracked if u)
@@ -239,9 +239,9 @@ def tree_state(path: Path) -> dict:
 
 def committed_state(path: Path, rev: str) -> dict:
     """tree_state() of the checkout as it would be with `rev` checked out and nothing else changed."""
-    if run_command(["git", "-C", str(path), "rev-parse", "--git-dir"], check=False).returncode != 0:
+    if git(path, "rev-parse", "--git-dir", check=False).returncode != 0:
         raise InputError(f"--tree {path}: not a git checkout (the cache key needs git rev-parse HEAD / git diff)")
-    res = run_command(["git", "-C", str(path), "rev-parse", "--verify", f"{rev}^{{commit}}"], check=False)
+    res = git(path, "rev-parse", "--verify", f"{rev}^{{commit}}", check=False)
     if res.returncode != 0:
         raise InputError(f"--tree {path}: no commit {rev!r}")
     return {"path": str(path), "head": res.stdout.strip(), "diff_sha256": hashlib.sha256(b"").hexdigest(),
@@ -271,24 +271,24 @@ def sync_user_tree(path: Path, state: dict, rep: Reporter | None = None, local_c
         for d in (tmp, co):
             shutil.rmtree(d, ignore_errors=True)
         co.parent.mkdir(parents=True, exist_ok=True)
-        run_command(["git", "clone", "--quiet", "--shared", "--no-checkout", str(path), str(tmp)],
+        git(None, "clone", "--quiet", "--shared", "--no-checkout", str(path), str(tmp),
                     what=f"git clone --shared {path}")
         tmp.rename(co)
     (co / ".git" / "index.lock").unlink(missing_ok=True)  # left by a git killed half-way; we hold co's lock
     with rep.status(f"checking out {state['head'][:12]} of {path} into {co.name}"):
         _git(co, "checkout", "--quiet", "--force", "--detach", state["head"], what=f"git checkout {state['head']}")
         _git(co, "clean", "-fdq", what="git clean")  # untracked sources of an earlier sync, not build outputs
-        diff = run_command(["git", "-C", str(path), "diff", "--binary", "HEAD"], binary=True).stdout \
+        diff = git(path, "diff", "--binary", "HEAD", binary=True).stdout \
             if local_changes else b""
         if diff:
-            run_command(["git", "-C", str(co), "apply", "--index", "--binary", "--whitespace=nowarn", "-"], input=diff,
+            git(co, "apply", "--index", "--binary", "--whitespace=nowarn", "-", input=diff,
                         binary=True, what=f"applying the uncommitted changes of {path}")
-        untracked = run_command(["git", "-C", str(path), "ls-files", "-z", "--others", "--exclude-standard"],
+        untracked = git(path, "ls-files", "-z", "--others", "--exclude-standard",
                                 binary=True).stdout.split(b"\0") if local_changes else []
         for u in (u.decode(errors="surrogateescape") for u in untracked if u):
             (co / u).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path / u, co / u)
-    now = run_command(["git", "-C", str(co), "diff", "--binary", "HEAD"], binary=True).stdout
+    now = git(co, "diff", "--binary", "HEAD", binary=True).stdout
     if hashlib.sha256(now).hexdigest() != state["diff_sha256"]:
         raise HarnessError(f"--tree {path}: its copy in {co} does not match it after the sync "
                            f"(did the checkout change during the build?)")

@@ -26,11 +26,11 @@ import codecs
 import json
 import os
 import re
-import subprocess
 from collections.abc import Sequence
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.process import git
 
 USED_FILE = "used-files.json"
 TRACKED_SOURCES = (".c", ".h", ".S", ".s", ".lds", ".rs")  # what gcc -MD (rustc --emit=dep-info) records
@@ -142,7 +142,7 @@ def used_paths(used: dict, paths: list[str]) -> list[str]:
 def patch_paths(patch: bytes) -> list[str]:
     """Every path a patch creates, changes or deletes (git apply --numstat), and the old names of the files it
     renames (its "rename from" lines)."""
-    res = subprocess.run(["git", "apply", "--numstat", "-z", "-"], input=patch, capture_output=True)
+    res = git(None, "apply", "--numstat", "-z", "-", input=patch, binary=True, check=False)
     if res.returncode != 0:
         raise HarnessError(f"git apply --numstat: {res.stderr.decode(errors='replace').strip()}")
     paths = [f.decode(errors="surrogateescape").split("\t", 2)[2] for f in res.stdout.split(b"\0") if f]

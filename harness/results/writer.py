@@ -19,7 +19,7 @@ from pathlib import Path
 from harness import __version__
 from harness.errors import HarnessError
 from harness.paths import REPO_ROOT
-from harness.process import run_command
+from harness.process import git
 from harness.results.bundle import Bundle
 from harness.results.model import (
     ExpectationRow,
@@ -52,9 +52,8 @@ def host_info() -> HostRecord:
 
 def git_commit() -> str | None:
     try:
-        sha = run_command(["git", "-C", REPO_ROOT, "rev-parse", "HEAD"]).stdout.strip()
-        dirty = run_command(["git", "-C", REPO_ROOT, "status", "--porcelain", "--untracked-files=no"],
-                            check=False).stdout.strip()
+        sha = git(REPO_ROOT, "rev-parse", "HEAD").stdout.strip()
+        dirty = git(REPO_ROOT, "status", "--porcelain", "--untracked-files=no", check=False).stdout.strip()
     except HarnessError:
         return None
     return sha + ("-dirty" if dirty else "")
