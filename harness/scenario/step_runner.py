@@ -1,5 +1,5 @@
-"""What the step functions of their own modules (migration_steps, workload_steps) use of the repetition's
-runner (harness.scenario.steps.RepRunner), so they need not import it."""
+"""What the step functions (probe_steps, migration_steps, workload_steps) use of the repetition's runner
+(harness.scenario.steps.RepRunner), so they need not import it."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Protocol
 
 from rich.console import Console
+from rich.progress import Progress
 
 from harness.guest.launch import BootKit
 from harness.guest.ssh import Guest
@@ -18,6 +19,7 @@ from harness.machine.vm import VM
 
 class StepRecord(Protocol):
     data: dict
+    invalid: str | None
 
 
 class RepResult(Protocol):
@@ -29,8 +31,11 @@ class StepRunner(Protocol):
     machine: MachineConfig
     console: Console
     dir: Path
-    result: RepResult
     previous_step_peak_kib: int
+    progress: Progress
+
+    @property
+    def result(self) -> RepResult: ...
 
     @property
     def vm(self) -> VM: ...
@@ -47,3 +52,5 @@ class StepRunner(Protocol):
     def metric(self, name: str, value: float, phase: str, unit: str | None = None) -> None: ...
 
     def follow_migration(self, ssh: Guest) -> None: ...
+
+    def snapshot(self, phase: str) -> None: ...

@@ -7,7 +7,6 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from pydantic import BaseModel
 from rich.markup import escape
@@ -15,15 +14,13 @@ from rich.markup import escape
 from harness.errors import HarnessError
 from harness.guest import probes, zeroing, zeroing_paths
 from harness.guest.launch import BootKit, connect, make_vm, wait_ready
-from harness.guest.probe_check import check_fault_scale, check_faults
 from harness.guest.ssh import Guest
 from harness.machine import balloon
 from harness.machine.config import MachineConfig
 from harness.machine.qmp import QMP
 from harness.machine.rss import RssSampler
 from harness.machine.vm import VM
-from harness.process import poll_until
-from harness.scenario import migration_steps, workload_steps
+from harness.scenario import migration_steps, probe_steps, workload_steps
 from harness.scenario.saved_boot import FROM_BOOT, FROM_SNAPSHOT, BootFacts, SavedBoot
 from harness.scenario.schema import (
     BOOT_PHASE,
@@ -32,23 +29,11 @@ from harness.scenario.schema import (
     ZeroingPathsParams,
 )
 from harness.scenario.sink import MetricSink
-from harness.scenario.step_params import (
-    BalloonParams,
-    ContigBenchParams,
-    FaultScaleParams,
-    KernelZeroScanParams,
-    MemdirtyParams,
-    MemtouchParams,
-    ShellParams,
-    SleepParams,
-    UploadParams,
-)
 
 BOOT_TIMEOUT_S = 180
 # Under icount a boot executes every instruction on one host thread, about 3x the realtime boot; on a host
 # whose cores are shared with other guests and kernel builds that passed 180 s (measured 2026-11-30).
 ICOUNT_BOOT_TIMEOUT_S = 3 * BOOT_TIMEOUT_S
-ALIVE_CHECK_S = 0.25  # how often a sleep step checks QEMU is still running
 # What a kernel prints when it caught itself misbehaving: a run that hits one of these is not a clean
 # result, whatever the counters say.
 KERNEL_PROBLEM = re.compile(r"WARNING: CPU: \d+ PID:|BUG:|Bad page (state|map)|Oops|general protection fault|"
@@ -160,7 +145,7 @@ class RepRunner:
                     for step in self.scenario.steps:
                         if step.kind != "boot":
                             self._run_step(step)
-                    self._snapshot("final")
+                    self.snapshot("final")
                     self._save_kernel_log()
                 except HarnessError:
                     vm.explain_failure()
@@ -195,7 +180,7 @@ class RepRunner:
         self.zeroing = zeroing.setup(guest, self.scenario.guest.zeroing)
         self.result.zeroing = self.zeroing.summary()
         self.result.zeroing_record = self.zeroing.record()
-        self._snapshot("boot")
+        self.snapshot("boot")
         self.console.print(f"  booted {self.kernel.spec.text} ({self.result.guest_release}) in {seconds:.1f} s; "
                            f"zeroing counted by {escape(self.zeroing.describe())}")
 
@@ -220,7 +205,7 @@ class RepRunner:
         self.zeroing = facts.zeroing
         self.result.zeroing = self.zeroing.summary()
         self.result.zeroing_record = self.zeroing.record()
-        self._snapshot("boot")
+        self.snapshot("boot")
         self.console.print(f"  started {self.kernel.spec.text} from the saved boot in {self.vm.restore_s or 0:.1f} s")
 
     # -- steps -------------------------------------------------------------------------------
@@ -242,8 +227,7 @@ class RepRunner:
             before = paths_before.vmstat  # read with the zeroing sources, so both cover the same window
         record = StepRecord(step.kind, step.phase)
         record.data["t_start_s"] = self._rss_clock()
-        # a step kind of its own module, else this class's _step_KIND method: either takes (runner, step, record)
-        handler = STEP_FUNCTIONS.get(step.kind) or getattr(type(self), f"_step_{step.kind}")
+        handler = STEP_FUNCTIONS[step.kind]
         task = self.progress.add_task(f"{step.phase}: {step.kind} {_describe(step.params)}", total=None)
         try:
             handler(self, step, record)
@@ -258,8 +242,7 @@ class RepRunner:
         record.data["vmstat_delta"] = probes.tracked_deltas(before, after)
         for name, delta in record.data["vmstat_delta"].items():
             self.metric(f"vmstat.{name}", delta, step.phase)
-        if step.kind in PROBE_METRICS:
-            self._judge_probe(step, record)
+        probe_steps.judge_probe(self, step, record)
         self._record_zeroing(step, record, traced_before, traced_after, before, after)
         rss = self.rss.current_kib()
         if rss is not None:
@@ -299,106 +282,9 @@ class RepRunner:
         self.console.print(f"  {phase}: zeroed {parts[f'{prefix}.zeroed']} pages ({top or 'none'}), "
                            f"skipped {parts[f'{prefix}.skipped']}")
 
-    def _step_balloon(self, step: Step, record: StepRecord) -> None:
-        p: BalloonParams = step.params
-        res = balloon.set_target(self.qmp, p.target_mib, p.timeout_s, self.progress, alive=self.vm.check_alive)
-        inflate = res.target_mib < res.start_mib
-        self.metric("balloon_inflate_s" if inflate else "balloon_deflate_s", round(res.seconds, 3), step.phase)
-        self.metric("balloon_actual_mib", round(res.actual_mib, 2), step.phase)
-        record.data.update(start_mib=res.start_mib, target_mib=res.target_mib, actual_mib=res.actual_mib,
-                           events=res.events, inflate=inflate)
-        self.console.print(f"  {step.phase}: balloon {res.start_mib:.0f} -> {res.actual_mib:.0f} MiB "
-                           f"in {res.seconds:.1f} s ({res.events} BALLOON_CHANGE events)")
-
     def follow_migration(self, ssh: Guest) -> None:
         """The guest moved to another QEMU: from now on talk to it over `ssh`."""
         self._ssh = ssh
-
-    def _step_memdirty(self, step: Step, record: StepRecord) -> None:
-        p: MemdirtyParams = step.params
-        out = probes.memdirty(self.ssh, p.size_mib, p.thp, timeout=_probe_timeout(p.size_mib))
-        record.data.update(out)
-
-    def _step_memtouch(self, step: Step, record: StepRecord) -> None:
-        p: MemtouchParams = step.params
-        out = probes.memtouch(self.ssh, p.size_mib, p.thp, p.fault, timeout=_probe_timeout(p.size_mib))
-        # A page handed out non-zero is a finding whatever path faulted it in: recorded before the fault check.
-        self.metric("nonzero_pages", out["nonzero_pages"], step.phase)
-        self.metric("stale_pattern_pages", out["pattern_pages"], step.phase, unit="pages")
-        record.data.update(out)
-        self.console.print(f"  {step.phase}: memtouch {out['mib']} MiB{' THP' if out['thp'] else ''} "
-                           f"({out['mode']}): {out['wall_ms']:.0f} ms wall, {out['sys_ms']:.0f} ms sys, "
-                           f"{out['nonzero_pages']} non-zero pages")
-
-    def _step_fault_scale(self, step: Step, record: StepRecord) -> None:
-        p: FaultScaleParams = step.params
-        out = probes.faultscale(self.ssh, p.mapping, p.workers, p.seconds, p.region_mib, p.tasks == "threads",
-                                timeout=_fault_scale_timeout(p.seconds))
-        record.data.update(out)
-        self.console.print(f"  {step.phase}: faultscale {out['mode']} x{out['workers']} {out['tasks']}: "
-                           f"{out['ops']} pages in {out['elapsed_ms'] / 1e3:.2f} s, {out['ops_per_s']:.0f} ops/s")
-
-    def _judge_probe(self, step: Step, record: StepRecord) -> None:
-        """Timings of a probe count only when it faulted in what it claims (see probe_check)."""
-        check = PROBE_CHECKS[step.kind](record.data, record.data["vmstat_delta"])
-        record.data["fault_check"] = check.invalid or check.note
-        if record.data.get("faults") is not None:
-            self.metric("probe_faults", record.data["faults"], step.phase)
-        if check.invalid:
-            record.invalid = check.invalid
-            self.console.print(f"  [bold red]{step.phase}: {step.kind} is INVALID:[/] {escape(check.invalid)}")
-            return
-        if check.thp_fallbacks:
-            self.console.print(f"  {step.phase}: {check.note}")
-        for name, value in PROBE_METRICS[step.kind](record.data).items():
-            self.metric(name, value, step.phase)
-
-    def _step_sleep(self, step: Step, record: StepRecord) -> None:
-        p: SleepParams = step.params
-        end = time.monotonic() + p.seconds
-        poll_until(lambda: time.monotonic() >= end, timeout=p.seconds, interval=ALIVE_CHECK_S,
-                   alive=self.vm.check_alive)
-
-    def _step_snapshot(self, step: Step, record: StepRecord) -> None:
-        self._snapshot(step.phase)
-
-    def _step_contig_bench(self, step: Step, record: StepRecord) -> None:
-        p: ContigBenchParams = step.params
-        out = probes.contig_bench(self.ssh, p.iterations, p.order, timeout=1800)
-        self.metric("contig_bench_us", out["elapsed_us"], step.phase)
-        record.data.update(out)
-        self.console.print(f"  {step.phase}: contig_bench {out['iterations']} x order-{out['order']}: "
-                           f"{out['elapsed_us']} us")
-
-    def _step_kernel_zero_scan(self, step: Step, record: StepRecord) -> None:
-        p: KernelZeroScanParams = step.params
-        out = probes.zero_scan(self.ssh, p.reserve_mib, timeout=1800)
-        record.data.update(out)
-        self.metric("nonzero_pages", out["nonzero_pages"], step.phase)
-        self.metric("stale_pattern_pages", out["pattern_pages"], step.phase)
-        self.metric("kernel_scanned_pages", out["pages"], step.phase)
-        self.console.print(f"  {step.phase}: kernel __GFP_ZERO scan: {out['pages']} pages, "
-                           f"{out['nonzero_pages']} not zero ({out['pattern_pages']} with memdirty's pattern)")
-
-    def _step_shell(self, step: Step, record: StepRecord) -> None:
-        p: ShellParams = step.params
-        res = self.ssh.run(p.command, timeout=p.timeout_s, check=False)
-        out = self.dir / f"shell-{step.phase}.txt"  # the whole output; steps.json keeps its tail
-        out.write_text(res.stdout + (f"# stderr:\n{res.stderr}" if res.stderr else ""))
-        record.data.update(stdout=res.stdout[-4000:], rc=res.rc, output_file=out.name)
-        if res.rc != 0:
-            raise HarnessError(f"{step.phase}: shell command failed with exit code {res.rc}: {p.command}: "
-                               f"{(res.stderr.strip() or res.stdout.strip())[-300:]}")
-
-    def _step_upload(self, step: Step, record: StepRecord) -> None:
-        p: UploadParams = step.params
-        src = Path(p.src)
-        t0 = time.monotonic()
-        digest = self.ssh.upload(src, p.dest, int(p.mode, 8))
-        seconds = time.monotonic() - t0
-        record.data.update(src=str(src), dest=p.dest, bytes=src.stat().st_size, sha256=digest, seconds=seconds)
-        self.console.print(f"  {step.phase}: uploaded {src.name} to {p.dest} ({src.stat().st_size} bytes, "
-                           f"sha256 checked) in {seconds:.1f} s")
 
     def _save_kernel_log(self) -> None:
         dmesg = self.ssh.run("dmesg").stdout
@@ -406,7 +292,7 @@ class RepRunner:
         self.result.kernel_log = dmesg
         self.result.kernel_problems = kernel_problems(dmesg)
 
-    def _snapshot(self, phase: str) -> None:
+    def snapshot(self, phase: str) -> None:
         guest = self.ssh
         for src in ("vmstat", "meminfo", "buddyinfo"):
             (self.dir / f"{src}-{phase}.txt").write_text(guest.run(f"cat /proc/{src}").stdout)
@@ -418,17 +304,13 @@ class RepRunner:
                 pass  # the guest has not sent statistics yet
 
 
-# Timing metrics of the probes, recorded only for a step whose fault check passed.
-PROBE_METRICS = {
-    "memdirty": lambda out: {"dirty_ms": out["wall_ms"]},
-    "memtouch": lambda out: {"fault_in_ms": out["wall_ms"], "cpu_ms": round(out["user_ms"] + out["sys_ms"], 3),
-                             "sys_ms": out["sys_ms"]},
-    "fault_scale": lambda out: {"fault_ops_per_s": out["ops_per_s"]},
-}
-PROBE_CHECKS = {"memdirty": check_faults, "memtouch": check_faults, "fault_scale": check_fault_scale}
-
-
+# Every step kind but boot (which run() does first) and zeroing_paths (which wraps another step), by its function.
 STEP_FUNCTIONS: dict[str, Callable[..., None]] = {
+    "balloon": probe_steps.run_balloon, "memdirty": probe_steps.run_memdirty,
+    "memtouch": probe_steps.run_memtouch, "fault_scale": probe_steps.run_fault_scale,
+    "sleep": probe_steps.run_sleep, "snapshot": probe_steps.run_snapshot,
+    "contig_bench": probe_steps.run_contig_bench, "kernel_zero_scan": probe_steps.run_kernel_zero_scan,
+    "shell": probe_steps.run_shell, "upload": probe_steps.run_upload,
     "migrate": migration_steps.run_migrate, "background_snapshot": migration_steps.run_background_snapshot,
     "wait_reporting": workload_steps.run_wait_reporting, "kselftest": workload_steps.run_kselftest,
     "stress": workload_steps.run_stress,
@@ -438,17 +320,6 @@ STEP_FUNCTIONS: dict[str, Callable[..., None]] = {
 def kernel_problems(dmesg: str) -> list[str]:
     """Lines of a kernel log that say the kernel itself misbehaved (warnings, BUGs, bad pages)."""
     return [line.strip() for line in dmesg.splitlines() if KERNEL_PROBLEM.search(line)]
-
-
-def _probe_timeout(size_mib: int) -> float:
-    """Generous for TCG (about 15 s per GiB here), yet a hung probe fails the run in minutes."""
-    return 120 + size_mib / 5
-
-
-def _fault_scale_timeout(seconds: float) -> float:
-    """A guest second under icount is 5-10 host seconds on an idle core, and passed 180 s (with the tmpfs file
-    filled first) on this 2-core host while a dozen other guests and a kernel build shared it (2026-11-30)."""
-    return 300 + 600 * seconds
 
 
 def _describe(params: BaseModel) -> str:

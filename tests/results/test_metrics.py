@@ -1,5 +1,5 @@
 """The metric names an expectation may name are those the code records: every name the steps record has a
-definition in harness.results.metrics (found by reading steps.py's own `self.metric(...)` calls), and a
+definition in harness.results.metrics (found by reading the step modules' own `metric(...)` calls), and a
 name nothing records is refused."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ from harness.paths import REPO_ROOT
 from harness.results.bundle import load_bundle
 from harness.results.metrics import definition, is_recorded
 from harness.scenario import migration_steps
-from harness.scenario.steps import PROBE_METRICS
+from harness.scenario.probe_steps import PROBE_METRICS
 
-STEPS = [REPO_ROOT / "harness" / "scenario" / name for name in ("steps.py", "migration_steps.py", "workload_steps.py")]
+STEPS = [REPO_ROOT / "harness" / "scenario" / name for name in ("steps.py", "probe_steps.py", "migration_steps.py", "workload_steps.py")]
 
 
 def metric_calls() -> tuple[set[str], list[str]]:

@@ -216,3 +216,12 @@ def test_kselftest_on_a_kernel_without_a_tree_is_bad_input_before_boot(tmp_path)
     (line,) = proc.stderr.strip().splitlines()
     assert "kernel 'stock'" in line and "own source tree" in line
     assert not (tmp_path / "r").exists()
+
+
+def test_every_step_kind_has_its_function():
+    """The runner dispatches by STEP_FUNCTIONS: every kind the schema accepts runs (boot first, zeroing_paths
+    around the step it wraps), and nothing there is a kind the schema refuses."""
+    from harness.scenario.schema import STEP_TYPES
+    from harness.scenario.steps import STEP_FUNCTIONS
+
+    assert set(STEP_FUNCTIONS) == set(STEP_TYPES) - {"boot", "zeroing_paths"}
