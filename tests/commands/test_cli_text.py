@@ -12,8 +12,25 @@ from rich.console import Console
 from harness.kernels.progress import Reporter
 from harness.numbers import fmt_num
 
-VERBS = ["run", "compare", "report", "nightly", "kernel", "kernel build", "kernel list", "bench", "bench boot",
-         "bench noise", "doctor", "schema", "plan", "run-shard", "merge"]
+
+
+def verbs(parser=None, prefix=()) -> list[str]:
+    """Every subcommand the CLI has, nested ones included ("kernel build"), read from its own parser."""
+    import argparse
+
+    from harness.cli import build_parser
+
+    parser = parser or build_parser()
+    found = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found.append(" ".join((*prefix, name)))
+                found += verbs(sub, (*prefix, name))
+    return found
+
+
+VERBS = verbs()
 SPHINX = re.compile(r"``|:(mod|func|class|meth):`")
 
 
@@ -26,6 +43,10 @@ def test_top_level_help_is_written_for_the_user():
     text = help_text()
     assert "register()" not in text
     assert "harness run scenarios/smoke.yaml" in text and "harness compare" in text and "exit codes" in text
+
+
+def test_every_subcommand_is_covered():
+    assert {"run", "ablate", "bisect", "bisect-check", "table", "kernel build", "trust"} <= set(VERBS)
 
 
 def test_no_help_text_has_sphinx_markup():
