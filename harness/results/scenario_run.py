@@ -5,7 +5,7 @@ JUnit file, and say what failed."""
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.console import Console
@@ -17,18 +17,16 @@ from harness.guest import zeroing_paths
 from harness.kernels.resolve import check_available
 from harness.kernels.selftests import check_selftest_source
 from harness.kernels.spec import parse_kernel_spec, series_ref
-from harness.machine.config import TIMING_MODES
 from harness.numbers import fmt_num
 from harness.paths import REPO_ROOT
 from harness.results.metrics import check_expectation_metrics
 from harness.results.model import ScenarioRecord
 from harness.results.required_accel import check_required_accel, required_accel_rows
 from harness.results.writer import BundleWriter
-from harness.scenario.bounds import MAX_REPETITIONS
 from harness.scenario.expectations import EXPECTED_LEAK, LEAK, check_kernel_names
 from harness.scenario.runner import execute
-from harness.scenario.saved_boot import FROM_BOOT, REPETITIONS_FROM
-from harness.scenario.schema import Scenario, load_scenario
+from harness.scenario.schema import Scenario, ScenarioOverrides, load_scenario
+from harness.validation import validate
 
 
 def check_jobs(jobs: int | None) -> None:
@@ -74,23 +72,12 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
     the host allows; realtime runs always run one at a time).  `repetitions_from` ("boot" or "snapshot")
     overrides the scenario's."""
     console = console or Console(stderr=True)
-    scenario = load_scenario(scenario_path)
-    if timing is not None:
-        if timing not in TIMING_MODES:
-            raise InputError(f"--timing {timing!r} is not one of {', '.join(TIMING_MODES)}")
-        scenario = replace(scenario, qemu=scenario.qemu.model_copy(update={"timing": timing}))
-    if repetitions_from is not None:
-        if repetitions_from not in REPETITIONS_FROM:
-            raise InputError(f"--repetitions-from {repetitions_from!r} is not one of {', '.join(REPETITIONS_FROM)}")
-        if repetitions_from != FROM_BOOT and any(s.kind == "boot" for s in scenario.steps):
-            raise InputError(f"{scenario.path}: --repetitions-from {repetitions_from}: its boot step measures the "
-                             "boot, which repetitions from a saved boot skip")
-        scenario = replace(scenario, repetitions_from=repetitions_from)
+    overrides = validate(ScenarioOverrides, {"--timing": timing, "--repetitions-from": repetitions_from,
+                                             "--reps": reps}, "the command line")
+    scenario = load_scenario(scenario_path, overrides)
     specs = [parse_kernel_spec(k) for k in kernels] if kernels else scenario.kernels
     check_jobs(jobs)
-    if reps is not None and not 1 <= reps <= MAX_REPETITIONS:
-        raise InputError(f"--reps must be between 1 and {MAX_REPETITIONS}, got {reps}")
-    reps = reps or scenario.repetitions
+    reps = scenario.repetitions
     slugs = [s.slug for s in specs]
     if len(set(slugs)) != len(slugs):
         twice = sorted({s.text for s in specs if slugs.count(s.slug) > 1})

@@ -16,6 +16,8 @@ import yaml
 from pydantic import (
     AfterValidator,
     Field,
+    PlainSerializer,
+    PlainValidator,
     WithJsonSchema,
     model_validator,
 )
@@ -66,12 +68,16 @@ MIN_GUEST_MIB = 256
 BOOT_PHASE = "boot"  # the phase of boot_to_ssh_s, whatever the boot step's own phase
 
 
-def _kernel_spec(text: str) -> str:
+def _kernel_spec(value: Any) -> KernelSpec:
+    """A kernel spec is parsed once, here: the scenario carries the typed spec from then on."""
+    if isinstance(value, KernelSpec):
+        return value
+    if not isinstance(value, str):
+        raise problem(f"a kernel spec is a string (stock, base+SERIES..., a named stack), got {value!r}")
     try:
-        parse_kernel_spec(text)
+        return parse_kernel_spec(value)
     except InputError as exc:
         raise problem(str(exc)) from None
-    return text
 
 
 RepetitionsFrom = Annotated[str, AfterValidator(one_of(REPETITIONS_FROM)),
@@ -83,7 +89,8 @@ ScenarioName = Annotated[str, AfterValidator(matching(NAME, "letters, digits, '.
                          WithJsonSchema({"type": "string", "pattern": NAME.pattern})]
 PhaseName = Annotated[str, AfterValidator(matching(PHASE, "letters, digits, '_' or '-'")),
                       WithJsonSchema({"type": "string", "pattern": PHASE.pattern})]
-KernelText = Annotated[str, AfterValidator(_kernel_spec)]
+KernelSpecField = Annotated[KernelSpec, PlainValidator(_kernel_spec), PlainSerializer(lambda s: s.text),
+                            WithJsonSchema({"type": "string"})]
 
 
 class BalloonOptions(Strict):
@@ -230,7 +237,8 @@ class ScenarioFile(Strict):
     description: str = ""
     guest: GuestOptions = GuestOptions()
     qemu: QemuOptions = QemuOptions()
-    kernels: Annotated[list[KernelText], Field(min_length=1)] = ["stock"]
+    kernels: Annotated[list[KernelSpecField], Field(min_length=1)] = Field(
+        default_factory=lambda: [parse_kernel_spec("stock")])
     repetitions: Repetitions = 1
     # snapshot: boot each kernel once, save the booted guest, and start every later repetition from it
     repetitions_from: RepetitionsFrom = FROM_BOOT
@@ -255,7 +263,7 @@ class ScenarioFile(Strict):
                               "steps", i)
             if kind == "boot" and self.repetitions_from != FROM_BOOT:
                 raise problem("a boot step measures the boot, which repetitions from a saved boot skip: "
-                              f"use repetitions_from: {FROM_BOOT}", "steps", i)
+                              f"use repetitions_from: {FROM_BOOT} (the file's key or --repetitions-from)", "steps", i)
             phase = entry.phase or f"{kind}{i}"
             if phase in phases:
                 raise problem(f"phase {phase!r} is used twice", "steps", i, "phase")
@@ -330,7 +338,30 @@ class Scenario:
                              timing=q.timing)
 
 
-def load_scenario(path: str | Path) -> Scenario:
+class ScenarioOverrides(Strict):
+    """Command-line values that replace the scenario file's own (--timing, --repetitions-from, --reps).  They
+    are put into the file's data before it is validated, so the scenario is checked once, as one model: a
+    --repetitions-from snapshot on a scenario with a boot step is refused as the same key in the file is."""
+
+    timing: Timing | None = Field(None, alias="--timing")
+    repetitions_from: RepetitionsFrom | None = Field(None, alias="--repetitions-from")
+    repetitions: Repetitions | None = Field(None, alias="--reps")
+
+    def apply(self, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data  # the file's own problem, reported by its model
+        data = dict(data)
+        if self.timing is not None:
+            qemu = data.get("qemu")
+            data["qemu"] = {**(qemu if isinstance(qemu, dict) else {}), "timing": self.timing}
+        if self.repetitions_from is not None:
+            data["repetitions_from"] = self.repetitions_from
+        if self.repetitions is not None:
+            data["repetitions"] = self.repetitions
+        return data
+
+
+def load_scenario(path: str | Path, overrides: ScenarioOverrides | None = None) -> Scenario:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"{path}: no such scenario file")
@@ -341,6 +372,8 @@ def load_scenario(path: str | Path) -> Scenario:
         raise InputError(f"{path}: {describe_error(exc)}") from None
     except yaml.YAMLError as exc:
         raise InputError(f"{path}: malformed YAML: {describe_error(exc)}") from None
+    if overrides is not None:
+        data = overrides.apply(data)
     return parse_scenario(data, path, content)
 
 
@@ -361,7 +394,7 @@ def parse_scenario(data: Any, path: Path, content: str = "") -> Scenario:
                 raise InputError(f"{path}: steps[{i}].upload: {src} is not a file (upload copies one file)")
             steps[i] = Step(e.kind, steps[i].phase, e.params.model_copy(update={"src": str(src.resolve())}))
     return Scenario(name=f.name, path=path, content=content, description=f.description, guest=f.guest, qemu=f.qemu,
-                    kernels=[parse_kernel_spec(k) for k in f.kernels], repetitions=f.repetitions, steps=steps,
+                    kernels=list(f.kernels), repetitions=f.repetitions, steps=steps,
                     expect=f.expect, files=files, repetitions_from=f.repetitions_from)
 
 
