@@ -75,3 +75,17 @@ def test_no_stage_imports_a_stage_above_it():
 def test_the_checks_see_a_cycle_and_an_upward_import():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == ["a", "b", "c", "a"]
     assert layer("harness.machine.vm") > layer("harness.kernels.spec") > layer("harness.errors")
+
+
+MAX_MODULE_LINES = 400
+
+
+def test_no_module_is_too_long_to_hold_in_one_s_head():
+    long = {str(p.relative_to(REPO_ROOT)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > MAX_MODULE_LINES}
+    assert not long, f"modules over {MAX_MODULE_LINES} lines: {long}"
+
+
+def test_tests_mirror_the_stages():
+    stages = {p.name for p in PACKAGE.iterdir() if p.is_dir() and (p / "__init__.py").is_file()}
+    assert stages <= {p.name for p in (REPO_ROOT / "tests").iterdir() if p.is_dir()}, stages

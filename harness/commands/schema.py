@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 
-from harness.scenario.schema import scenario_json_schema
+from harness.scenario.json_schema import scenario_json_schema
 
 
 def cmd_schema(args) -> int:

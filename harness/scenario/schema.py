@@ -2,7 +2,7 @@
 
 Validation happens entirely at load time, so a bad file fails in a second with one message naming
 the file, the key and what is wrong -- never half-way through a boot.  The file's shape is the
-pydantic model `ScenarioFile`; `scenario_json_schema()` exports it for editors (`harness schema`).
+pydantic model `ScenarioFile`; `harness.scenario.json_schema` exports it for editors (`harness schema`).
 """
 
 from __future__ import annotations
@@ -52,7 +52,6 @@ from harness.scenario.step_params import (
     KselftestParams,
     MemdirtyParams,
     MemtouchParams,
-    SelftestEntry,
     ShellParams,
     SleepParams,
     SnapshotParams,
@@ -396,24 +395,3 @@ def parse_scenario(data: Any, path: Path, content: str = "") -> Scenario:
     return Scenario(name=f.name, path=path, content=content, description=f.description, guest=f.guest, qemu=f.qemu,
                     kernels=list(f.kernels), repetitions=f.repetitions, steps=steps,
                     expect=f.expect, files=files, repetitions_from=f.repetitions_from)
-
-
-def scenario_json_schema() -> dict:
-    """JSON Schema of a scenario file, shorthands included (`- snapshot`, `balloon: 1G`)."""
-    schema = ScenarioFile.model_json_schema()
-    defs = schema["$defs"]
-    with_shorthands: list[type[Strict]] = [*STEP_PARAMS.values(), GuestFile, SelftestEntry]
-    for model in with_shorthands:
-        own = defs[model.__name__]
-        forms = [own]
-        if model.shorthand is not None:
-            forms.append(own["properties"][model.shorthand])
-        if not own.get("required"):
-            forms.append({"type": "null"})
-        defs[model.__name__] = {"anyOf": forms} if len(forms) > 1 else own
-    defs["BootParams"] = {"type": "null"}
-    # zeroing_paths: {memtouch: ...} is the shorthand of zeroing_paths: {step: {memtouch: ...}}
-    defs["ZeroingPathsParams"] = {"anyOf": [defs["ZeroingPathsParams"], {"$ref": "#/$defs/StepEntry"}]}
-    entry = schema["properties"]["steps"]["items"]
-    schema["properties"]["steps"]["items"] = {"anyOf": [{"enum": list(STEP_TYPES)}, entry]}
-    return schema

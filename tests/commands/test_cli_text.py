@@ -13,7 +13,6 @@ from harness.kernels.progress import Reporter
 from harness.numbers import fmt_num
 
 
-
 def verbs(parser=None, prefix=()) -> list[str]:
     """Every subcommand the CLI has, nested ones included ("kernel build"), read from its own parser."""
     import argparse

@@ -7,7 +7,8 @@ import pytest
 
 from harness.errors import InputError
 from harness.scenario.bounds import MAX_SECONDS
-from harness.scenario.schema import parse_scenario, scenario_json_schema
+from harness.scenario.json_schema import scenario_json_schema
+from harness.scenario.schema import parse_scenario
 
 # The values an expectation compares a metric with: any finite number is a sensible bound.
 UNBOUNDED = {"/$defs/MetricCheck/properties/min", "/$defs/MetricCheck/properties/max",
