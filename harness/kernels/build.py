@@ -169,7 +169,7 @@ def flavoured(kernel: GuestKernel, flavours: list[Flavour]) -> GuestKernel:
     """The kernel with its flavours' boot parameters and their provenance in its record."""
     if not flavours:
         return kernel
-    record = dict(kernel.record, flavours=[
+    record = kernel.record.model_copy(update={"flavours": [
         {"name": f.name, "fragment_sha256": hashlib.sha256(f.fragment.read_bytes()).hexdigest(),
-         "boot": f.boot_params or None} for f in flavours])
+         "boot": f.boot_params or None} for f in flavours]})
     return replace(kernel, record=record, cmdline=" ".join(f.boot_params for f in flavours if f.boot_params))

@@ -32,6 +32,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
+from harness.kernels.record import KernelRecord
 from harness.kernels.spec import GuestKernel, KernelSpec
 from harness.paths import cache_root
 
@@ -125,12 +126,11 @@ def guest_kernel(spec: KernelSpec, info: dict) -> GuestKernel:
     """The bootable kernel a published build (its build.json `info`) provides for `spec`."""
     bdir = kernel_cache() / "builds" / info["key"]
     extra = {guest: bdir / rel for guest, rel in info.get("extra_files", {}).items()}
-    record = dict(info["record"])
-    record["spec"] = spec.text
-    if spec.stack is not None:
-        record.update(stack=spec.stack, expanded=spec.expanded)
-    record["slug"] = info["record"]["slug"] if spec.kind == "tree" else spec.slug
-    record["config"] = str(bdir / "config")
+    record = KernelRecord.model_validate(info["record"])
+    record = record.model_copy(update={
+        "spec": spec.text, "config": str(bdir / "config"),
+        "slug": record.slug if spec.kind == "tree" else spec.slug,
+        **({"stack": spec.stack, "expanded": spec.expanded} if spec.stack is not None else {})})
     return GuestKernel(
         spec=spec,
         bzimage=bdir / "bzImage",

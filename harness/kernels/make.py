@@ -23,6 +23,7 @@ from harness.kernels.cache import INCOMPLETE_MARKER, kernel_cache, list_cached, 
 from harness.kernels.config import check_config
 from harness.kernels.inputs import BUILD_ENV, FORMAT_VERSION, MAKE_FLAGS, Fragment, fragment_sha256
 from harness.kernels.progress import Reporter
+from harness.kernels.record import KernelRecord
 from harness.kernels.tree import apt_install
 from harness.paths import cache_root
 from harness.process import run_command
@@ -207,17 +208,9 @@ def build_info(key: str, spec_text: str, slug: str, built: Built, series: list[d
                 gcc: str, mod_sha: str | None, timings: dict, *, record_base: dict, info_base: dict | None,
                 extra: dict) -> dict:
     """build.json for a finished build, with the manifest record it gives every bundle that boots it."""
-    record = {
-        "spec": spec_text,
-        "slug": slug,
-        "version": built.release,
-        "sha256": built.bzimage_sha256,
-        "cache_key": key,
-        "config": str(kernel_cache() / "builds" / key / "config"),
-        "config_fragment_sha256": built.fragment_sha256,
-        "series": series,
-        "base": record_base,
-    }
+    record = KernelRecord(spec=spec_text, slug=slug, version=built.release, sha256=built.bzimage_sha256, cache_key=key,
+                          config=str(kernel_cache() / "builds" / key / "config"),
+                          config_fragment_sha256=built.fragment_sha256, series=series, base=record_base)
     return {
         "format": FORMAT_VERSION,
         "spec": spec_text,
@@ -239,7 +232,7 @@ def build_info(key: str, spec_text: str, slug: str, built: Built, series: list[d
         "file_sha256": built.files,
         "ccache": built.ccache,
         **extra,
-        "record": record,
+        "record": record.model_dump(mode="json"),
     }
 
 

@@ -8,6 +8,7 @@ from harness.errors import InputError
 from harness.kernels.build import build_kernel
 from harness.kernels.flavours import load_flavours
 from harness.kernels.inputs import load_series
+from harness.kernels.record import KernelRecord
 from harness.kernels.spec import GuestKernel, KernelSpec
 from harness.kernels.stock import fetch_stock_kernel
 
@@ -23,16 +24,7 @@ def resolve_kernel(spec: KernelSpec, progress=None) -> GuestKernel:
         spec=spec,
         bzimage=spec.path,
         version=None,
-        record={
-            "spec": spec.text,
-            "slug": spec.slug,
-            "version": None,
-            "sha256": hashlib.sha256(spec.path.read_bytes()).hexdigest(),
-            "cache_key": None,
-            "config": None,
-            "config_fragment_sha256": None,
-            "series": [],
-        },
+        record=KernelRecord(spec=spec.text, slug=spec.slug, sha256=hashlib.sha256(spec.path.read_bytes()).hexdigest()),
     )
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 from harness.kernels import used
 from harness.kernels.cache import INCOMPLETE_MARKER, kernel_cache, load_build, publish
 from harness.kernels.inputs import Fragment, PatchFile, Series, compute_key, snapshot_inputs
+from harness.kernels.record import KernelRecord
 from harness.process import git
 
 
@@ -146,7 +147,9 @@ def publish_reuse(key: str, spec_text: str, slug: str, below: Below, tmp: Path, 
                 built_at=datetime.now(UTC).isoformat(timespec="seconds"),
                 timings={"total_s": round(time.monotonic() - t_start, 2)}, ccache={"hits": 0, "misses": 0},
                 **(info_updates or {}))
-    info["record"].update(spec=spec_text, slug=slug, cache_key=key, series=series_rec, reused_from=below.key,
-                          config=str(kernel_cache() / "builds" / key / "config"), **(record_updates or {}))
+    info["record"] = KernelRecord.model_validate({
+        **info["record"], "spec": spec_text, "slug": slug, "cache_key": key, "series": series_rec,
+        "reused_from": below.key, "config": str(kernel_cache() / "builds" / key / "config"),
+        **(record_updates or {})}).model_dump(mode="json")
     publish(key, tmp, info)
     return info

@@ -64,7 +64,7 @@ def check_selftest_source(spec: KernelSpec) -> None:
 
 def _build_info(kernel: GuestKernel) -> dict:
     """build.json of the kernel's cached build (a base[+SERIES] spec, or the bzImage of a published build)."""
-    key = kernel.record.get("cache_key")
+    key = kernel.record.cache_key
     if key is None and kernel.bzimage.parent.parent == kernel_cache() / "builds":
         key = kernel.bzimage.parent.name
     info = load_build(key) if key else None

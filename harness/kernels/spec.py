@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from harness.errors import InputError
+from harness.kernels.record import KernelRecord
 from harness.kernels.stacks import expand
 
 FLAVOUR_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
@@ -66,7 +67,7 @@ class GuestKernel:
     version: str | None  # `uname -r` as built or packaged, when known before boot
     modules: list[Path] = field(default_factory=list)  # .ko files to load at boot, in order
     extra_files: dict[str, Path] = field(default_factory=dict)  # initramfs path -> host file
-    record: dict = field(default_factory=dict)  # manifest `kernels[]` entry
+    record: KernelRecord = field(default_factory=KernelRecord)  # manifest `kernels[]` entry
     cmdline: str = ""  # boot parameters the kernel's flavours need, appended to the machine's
     boot_image: Path | None = None  # what QEMU boots instead of the bzImage (the stock kernel's PVH vmlinux)
 

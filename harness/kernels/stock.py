@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.kernels.record import KernelRecord
 from harness.kernels.spec import GuestKernel, KernelSpec
 from harness.paths import cache_root
 from harness.process import run_command
@@ -159,16 +160,7 @@ def fetch_stock_kernel(spec: KernelSpec, progress=None) -> GuestKernel:
         boot_image=vmlinux,
         version=release,
         modules=[dest / "modules" / m for m in info["modules"]],
-        record={
-            "spec": spec.text,
-            "slug": spec.slug,
-            "version": release,
-            "package": info["package"],
-            "sha256": hashlib.sha256(bzimage.read_bytes()).hexdigest(),
-            "cache_key": None,
-            "config": str(dest / "config"),
-            "config_fragment_sha256": None,
-            "series": [],
-            "boot": "pvh vmlinux extracted from the bzImage" if vmlinux else "bzImage",
-        },
+        record=KernelRecord(spec=spec.text, slug=spec.slug, version=release, package=info["package"],
+                            sha256=hashlib.sha256(bzimage.read_bytes()).hexdigest(), config=str(dest / "config"),
+                            boot="pvh vmlinux extracted from the bzImage" if vmlinux else "bzImage"),
     )

@@ -59,7 +59,8 @@ def execute(scenario: Scenario, specs: list[KernelSpec], reps: int, sink: RunSin
         for spec in specs:
             kit = prepare_boot(spec, progress, files=scenario.files, mm_selftests=scenario.mm_selftests)
             kits.append(kit)
-            sink.add_kernel(dict(kit.kernel.record, zeroing_counters=None, guest_release=None, clocksource=None))
+            sink.add_kernel(kit.kernel.record.model_copy(update={"zeroing_counters": None, "guest_release": None,
+                                                                 "clocksource": None}))
         planned = plan_order([k.kernel.spec.text for k in kits], reps)
         jobs, jobs_note = choose_jobs(jobs, timing, machine.memory_mib, len(planned))
         if jobs_note:

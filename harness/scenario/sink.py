@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from harness.kernels.record import KernelRecord
+
 
 class MetricValues(Protocol):
     def values(self, name: str, phase: str | None = None, kernel: str | None = None) -> list[float]: ...
@@ -26,7 +28,7 @@ class RunSink(MetricSink, MetricValues, Protocol):
 
     def set_schedule(self, *, jobs: int, order: list[dict]) -> None: ...
 
-    def add_kernel(self, record: dict) -> None: ...
+    def add_kernel(self, record: KernelRecord) -> None: ...
 
     def update_kernel(self, index: int, *, zeroing_counters: str | None, guest_release: str | None,
                       qemu_argv: list[str], clocksource: str | None = None, zeroing: dict | None = None) -> None: ...

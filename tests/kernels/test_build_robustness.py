@@ -191,7 +191,7 @@ def test_killed_half_way_then_built_twice_at_once_then_damaged(tmp_path, monkeyp
         sha = hashlib.sha256(image.read_bytes()).hexdigest()
         assert info["file_sha256"]["bzImage"] == sha == info["record"]["sha256"]
         check_kernel_image(image)
-        print(f"a comment-only change of mm/page_alloc.c gives base's very image: {sha == base.record['sha256']}")
+        print(f"a comment-only change of mm/page_alloc.c gives base's very image: {sha == base.record.sha256}")
         assert info["kernelrelease"].startswith("6.12.117")
 
         # what is served boots, and is the kernel the build says
@@ -244,12 +244,12 @@ def test_a_tree_build_hits_the_series_ccache_and_skips_commits_that_build_nothin
     keys = []
     try:
         first = kb.build_kernel(None, tree=linux, tree_rev="HEAD~2")  # as a bisect step builds a commit
-        keys.append(first.record["cache_key"])
+        keys.append(first.record.cache_key)
         info = json.loads((first.bzimage.parent / "build.json").read_text())
         print(f"first tree build: {info['timings']['total_s']} s, ccache {info['ccache']}")
         # before: an out-of-tree build of the same sources missed every object (absolute paths in its commands)
         assert info["ccache"]["hits"] > 1000 and info["ccache"]["misses"] <= 0.05 * info["ccache"]["hits"], info["ccache"]
-        assert first.record["sha256"] == kb.build_kernel(parse_kernel_spec("base")).record["sha256"]
+        assert first.record.sha256 == kb.build_kernel(parse_kernel_spec("base")).record.sha256
         for head in reversed(heads):  # the documentation commit checked out, then the MAINTAINERS one by rev
             capsys.readouterr()
             if head == heads[-1]:
@@ -257,10 +257,10 @@ def test_a_tree_build_hits_the_series_ccache_and_skips_commits_that_build_nothin
                 kernel = kb.build_kernel(None, tree=linux)
             else:
                 kernel = kb.build_kernel(None, tree=linux, tree_rev=head)
-            keys.append(kernel.record["cache_key"])
+            keys.append(kernel.record.cache_key)
             assert "not built" in capsys.readouterr().err
-            assert kernel.record["reused_from"] in keys[:-1] and kernel.record["sha256"] == first.record["sha256"]
-            assert kernel.record["base"]["head"] == head
+            assert kernel.record.reused_from in keys[:-1] and kernel.record.sha256 == first.record.sha256
+            assert kernel.record.base["head"] == head
     finally:
         co, _ = kt.user_checkout(linux)
         shutil.rmtree(co, ignore_errors=True)

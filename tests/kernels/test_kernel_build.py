@@ -241,8 +241,8 @@ def test_cache_hit_is_fast_and_builds_nothing(monkeypatch, tmp_path):
     assert gk.version == "6.12.117+"
     assert gk.modules == []
     assert gk.extra_files == {"/lib/modules/contig_bench.ko": bdir / "modules" / "contig_bench.ko"}
-    assert gk.record["cache_key"] == key and gk.record["config"] == str(bdir / "config")
-    assert gk.record["base"] == {"package": "linux-source-6.12", "version": "6.12.117-1~deb12u1"}
+    assert gk.record.cache_key == key and gk.record.config == str(bdir / "config")
+    assert gk.record.base == {"package": "linux-source-6.12", "version": "6.12.117-1~deb12u1"}
 
 
 def test_half_published_build_is_not_a_hit(monkeypatch, tmp_path):
@@ -410,7 +410,7 @@ def test_build_base_cached():
     assert gk.bzimage.is_file() and gk.bzimage.stat().st_size > 500_000
     bdir = gk.bzimage.parent
     info = json.loads((bdir / "build.json").read_text())
-    assert info["key"] == gk.record["cache_key"]
+    assert info["key"] == gk.record.cache_key
     assert info["base"]["version"] == "6.12.117-1~deb12u1"
     assert info["kernelrelease"].startswith("6.12.117")
     assert gk.version == info["kernelrelease"]
@@ -420,7 +420,7 @@ def test_build_base_cached():
     config = (bdir / "config").read_text()
     assert "CONFIG_VM_EVENT_COUNTERS=y" in config.splitlines()
     assert "CONFIG_MODULES=y" in config.splitlines()
-    assert gk.record["sha256"] == info["bzimage_sha256"]
+    assert gk.record.sha256 == info["bzimage_sha256"]
     for module in ("contig_bench", "zero_scan"):  # every test module in kernel_patches/modules/
         assert gk.extra_files[f"/lib/modules/{module}.ko"].is_file(), module
     t = time.monotonic()

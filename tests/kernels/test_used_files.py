@@ -118,7 +118,7 @@ new file mode 100644
 @pytest.mark.kernelbuild
 def test_the_base_build_used_what_an_x86_guest_compiles():
     base = kb.build_kernel(parse_kernel_spec("base"))
-    key = base.record["cache_key"]
+    key = base.record.cache_key
     found = reuse.used_by(key, kcache.load_build(key))
     assert found is not None
     assert used.used_paths(found, [
@@ -143,12 +143,12 @@ def test_patches_that_change_no_used_file_reuse_the_build_below(capsys):
         err = capsys.readouterr().err
         assert "not built" in err and "MAINTAINERS" in err and "reusing that build" in err
         info = json.loads((bdir / "build.json").read_text())
-        assert info["reused_from"]["key"] == base.record["cache_key"]
+        assert info["reused_from"]["key"] == base.record.cache_key
         assert info["reused_from"]["changed_files"] == ["Documentation/mm/free_page_reporting.rst", "MAINTAINERS",
                                                          "arch/arm64/mm/init.c"]
-        assert kernel.record["sha256"] == base.record["sha256"] and kernel.record["reused_from"] == info["reused_from"]["key"]
+        assert kernel.record.sha256 == base.record.sha256 and kernel.record.reused_from == info["reused_from"]["key"]
         assert kernel.bzimage.read_bytes() == base.bzimage.read_bytes()
-        assert kernel.record["series"][0]["name"] == "docs-only" and kernel.record["cache_key"] == key
+        assert kernel.record.series[0].name == "docs-only" and kernel.record.cache_key == key
         assert (bdir / "series" / "docs-only" / "series").is_file()
     finally:
         shutil.rmtree(bdir, ignore_errors=True)
