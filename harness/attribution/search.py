@@ -82,6 +82,16 @@ class BisectState:
         middle = (good + bad) / 2
         return min(untried, key=lambda i: (abs(i - middle), i))
 
+    def candidates_after(self, index: int) -> list[int]:
+        """The candidates the search judges next if `index` turns out good, or bad (what to build ahead)."""
+        after = []
+        for verdict in (GOOD, BAD):
+            branch = BisectState(self.labels, [*self.steps, Step(index, verdict)])
+            k = branch.next_candidate()
+            if k is not None and k not in after:
+                after.append(k)
+        return after
+
     def answer(self) -> Answer | None:
         """The result once next_candidate() is None."""
         if self.next_candidate() is not None:

@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import threading
 import time
 import traceback
 from dataclasses import asdict
@@ -181,13 +182,38 @@ class Bisect:
                                         f"not run again")
         return None
 
+    def build_ahead(self, k: int) -> threading.Thread | None:
+        """While candidate k is judged, build the candidates the search may judge after it, whichever way k goes.
+
+        Only under icount, whose timings the host's load does not change (a build beside a realtime guest
+        would), and not for --tree, whose builds check out the one clone k itself is built from."""
+        if self.plan["tree"] or self.timing() != "icount":
+            return None
+        specs = [self.plan["candidates"][j] for j in self.state.candidates_after(k)]
+
+        def build() -> None:
+            for spec in specs:
+                try:
+                    resolve_kernel(parse_kernel_spec(spec))
+                except HarnessError:
+                    pass  # judging that candidate builds it again, and says why it does not build
+        thread = threading.Thread(target=build, name=f"build-ahead-{k}", daemon=True)
+        thread.start()
+        return thread
+
+    def timing(self) -> str:
+        return self.plan["timing"] or load_scenario(self.plan["scenario"]).qemu.timing
+
     def run(self) -> int:
         t0 = time.monotonic()
         while (k := self.state.next_candidate()) is not None:
             print(f"bisect: step {len(self.state.steps) + 1}, at most {self.state.steps_left()} to go: "
                   f"[{k}/{self.state.n}] {self.state.labels[k]}", file=sys.stderr)
             t = time.monotonic()
+            ahead = self.build_ahead(k)
             v = self.judge(k, None if k == self.state.n else self.plan["direction"])
+            if ahead is not None:
+                ahead.join()
             self.state.record(k, v.verdict or UNKNOWN, v.evidence, v.confidence)
             if k == self.state.n and v.verdict == BAD:
                 self.plan["direction"] = v.direction

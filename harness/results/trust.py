@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from harness.kernels.stacks import name_of
+from harness.kernels.stacks import display_name
 from harness.numbers import fmt_num
 from harness.results.bundle import Bundle
 from harness.results.compare import md_escape
@@ -62,7 +62,7 @@ def design(kernel: str) -> tuple[str, str]:
     if kernel == "stock" or "/" in kernel:
         return kernel, ""
     name, sep, flavours = kernel.partition("%")
-    return name_of(name) or name, sep + flavours
+    return display_name(name), sep + flavours
 
 
 def refusals(b: Bundle, kernel: str) -> int:

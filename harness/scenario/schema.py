@@ -40,7 +40,7 @@ from harness.scenario.migration_params import (
     background_snapshot_problem,
     migration_problem,
 )
-from harness.scenario.saved_boot import FROM_BOOT, REPETITIONS_FROM
+from harness.scenario.saved_boot import FROM_BOOT, FROM_SNAPSHOT, REPETITIONS_FROM
 from harness.scenario.step_params import (
     MIN_BALLOON_TARGET_MIB,
     NAME,
@@ -240,7 +240,8 @@ class ScenarioFile(Strict):
         default_factory=lambda: [parse_kernel_spec("stock")])
     repetitions: Repetitions = 1
     # snapshot: boot each kernel once, save the booted guest, and start every later repetition from it
-    repetitions_from: RepetitionsFrom = FROM_BOOT
+    # None: from a snapshot, unless a boot step measures the boot (then every repetition boots)
+    repetitions_from: RepetitionsFrom | None = None
     steps: Annotated[list[StepEntry], Field(min_length=1)]
     expect: Expectations = Expectations()
 
@@ -260,7 +261,7 @@ class ScenarioFile(Strict):
             if kind == "boot" and i != 0:
                 raise problem("boot can only be the first step (every repetition starts with a fresh boot)",
                               "steps", i)
-            if kind == "boot" and self.repetitions_from != FROM_BOOT:
+            if kind == "boot" and self.repetitions_from == FROM_SNAPSHOT:
                 raise problem("a boot step measures the boot, which repetitions from a saved boot skip: "
                               f"use repetitions_from: {FROM_BOOT} (the file's key or --repetitions-from)", "steps", i)
             phase = entry.phase or f"{kind}{i}"
@@ -394,4 +395,6 @@ def parse_scenario(data: Any, path: Path, content: str = "") -> Scenario:
             steps[i] = Step(e.kind, steps[i].phase, e.params.model_copy(update={"src": str(src.resolve())}))
     return Scenario(name=f.name, path=path, content=content, description=f.description, guest=f.guest, qemu=f.qemu,
                     kernels=list(f.kernels), repetitions=f.repetitions, steps=steps,
-                    expect=f.expect, files=files, repetitions_from=f.repetitions_from)
+                    expect=f.expect, files=files,
+                    repetitions_from=f.repetitions_from or (
+                        FROM_BOOT if any(s.kind == "boot" for s in steps) else FROM_SNAPSHOT))

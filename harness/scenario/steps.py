@@ -175,14 +175,19 @@ class RepRunner:
         guest = self.ssh
         self.result.guest_release = guest.run("uname -r").stdout.strip()
         self.result.clocksource = probes.clocksource(guest)
-        if self.machine.stats_interval_s:
-            balloon.enable_stats(self.qmp, self.machine.stats_interval_s)
-        self.zeroing = zeroing.setup(guest, self.scenario.guest.zeroing)
-        self.result.zeroing = self.zeroing.summary()
-        self.result.zeroing_record = self.zeroing.record()
-        self.snapshot("boot")
+        self._guest_ready(zeroing.setup(guest, self.scenario.guest.zeroing))
+        assert self.zeroing is not None
         self.console.print(f"  booted {self.kernel.spec.text} ({self.result.guest_release}) in {seconds:.1f} s; "
                            f"zeroing counted by {escape(self.zeroing.describe())}")
+
+    def _guest_ready(self, plan: zeroing.Plan) -> None:
+        """What every repetition does once its guest answers, booted or loaded from the saved boot."""
+        if self.machine.stats_interval_s:
+            balloon.enable_stats(self.qmp, self.machine.stats_interval_s)
+        self.zeroing = plan
+        self.result.zeroing = plan.summary()
+        self.result.zeroing_record = plan.record()
+        self.snapshot("boot")
 
     def _save_boot(self) -> None:
         """Save the booted guest for this kernel's other repetitions (repetitions_from: snapshot)."""
@@ -200,12 +205,7 @@ class RepRunner:
         self._ssh = connect(self.vm, self.kit.keys, self.dir / "transcript.log")
         self.metric("restore_s", round(self.vm.restore_s or 0.0, 3), BOOT_PHASE)
         self.result.guest_release, self.result.clocksource = facts.guest_release, facts.clocksource
-        if self.machine.stats_interval_s:
-            balloon.enable_stats(self.qmp, self.machine.stats_interval_s)
-        self.zeroing = facts.zeroing
-        self.result.zeroing = self.zeroing.summary()
-        self.result.zeroing_record = self.zeroing.record()
-        self.snapshot("boot")
+        self._guest_ready(facts.zeroing)
         self.console.print(f"  started {self.kernel.spec.text} from the saved boot in {self.vm.restore_s or 0:.1f} s")
 
     # -- steps -------------------------------------------------------------------------------

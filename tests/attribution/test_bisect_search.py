@@ -103,3 +103,17 @@ def test_a_bisect_directory_resumes_from_its_one_state_file(tmp_path):
     resumed = Bisect.load(tmp_path)
     assert resumed.plan == plan and resumed.state.log_lines() == bisect.state.log_lines()
     assert resumed.state.next_candidate() == 1
+
+
+def test_candidates_after_are_the_next_candidate_of_either_verdict():
+    """What bisect builds ahead while a candidate runs: exactly what the search asks for next, good or bad."""
+    state = BisectState([f"c{i}" for i in range(7)])  # the good end and 6 patches
+    assert state.candidates_after(6) == [3]  # the bad end: if it is good there is nothing to search
+    state.record(6, BAD)
+    assert state.candidates_after(3) == [4, 1]
+    for verdict, expected in ((GOOD, 4), (BAD, 1)):
+        branch = BisectState(state.labels, list(state.steps))
+        branch.record(3, verdict)
+        assert branch.next_candidate() == expected
+    state.record(3, GOOD)
+    assert state.candidates_after(4) == [5]  # if 4 is bad it is the answer: nothing to build for that branch

@@ -46,6 +46,7 @@ name: jobs-long
 guest: {memory: 512M, cpus: 1}
 qemu: {timing: icount}
 repetitions: 2
+repetitions_from: boot  # two guests booting side by side (from a snapshot the second would wait for the save)
 steps:
   - sleep: 600
 """
