@@ -201,8 +201,13 @@ class Bisect:
         thread.start()
         return thread
 
-    def timing(self) -> str:
-        return self.plan["timing"] or load_scenario(self.plan["scenario"]).qemu.timing
+    def timing(self) -> str | None:
+        if self.plan["timing"]:
+            return self.plan["timing"]
+        try:
+            return load_scenario(self.plan["scenario"]).qemu.timing
+        except InputError:
+            return None  # the scenario changed since the bisect began: judging the candidate says how
 
     def run(self) -> int:
         t0 = time.monotonic()
