@@ -125,7 +125,7 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
         _finish(bundle, status, error, junit, console)
         raise
     except HarnessError as exc:
-        error = str(exc)
+        error = "; ".join([*_leaks_before_the_failure(bundle, console), str(exc)])
     except OSError as exc:  # the results directory filled up or went away; QEMU is already stopped
         error = f"cannot write the bundle in {results_dir}: {exc.strerror or exc}"
     except Exception as exc:  # a harness bug must still leave a failed bundle behind
@@ -133,6 +133,16 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
         console.print_exception()
     path = _finish(bundle, status, error, junit, console)
     return RunOutcome(path, status == "complete", status, error)
+
+
+def _leaks_before_the_failure(bundle: BundleWriter, console: Console) -> list[str]:
+    """A run that failed half-way may already have read non-zero pages: that stays its first finding (a guest
+    that hangs or oopses on the stale data it handed out is the usual way such a run ends)."""
+    found = [m for m in bundle.bundle.metrics if m.name == "nonzero_pages" and m.value]
+    for m in found:
+        console.print(f"[bold white on red] LEAK [/] {escape(m.kernel)} handed out pages that were not zero: "
+                      f"rep{m.rep} {m.phase}: {m.value:.0f} non-zero pages, before the run failed")
+    return [f"LEAK on {m.kernel}: rep{m.rep} {m.phase}: {m.value:.0f} non-zero pages" for m in found]
 
 
 def _finish(bundle: BundleWriter, status: str, error: str | None, junit: Path | None, console: Console) -> Path:
