@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 import time
@@ -117,6 +118,8 @@ def build_commit(tree: Path, commit: str, progress=None) -> str:
 
 # --------------------------------------------------------------------------------------------- a step
 
+BUILD_AHEAD_MIN_CPUS = 4  # an icount guest per job on one core, and the builds on the others
+
 
 class Bisect:
     """A bisect in its directory: the plan (from the command line or bisect.json) and the search state."""
@@ -186,8 +189,10 @@ class Bisect:
         """While candidate k is judged, build the candidates the search may judge after it, whichever way k goes.
 
         Only under icount, whose timings the host's load does not change (a build beside a realtime guest
-        would), and not for --tree, whose builds check out the one clone k itself is built from."""
-        if self.plan["tree"] or self.timing() != "icount":
+        would), not for --tree, whose builds check out the one clone k itself is built from, and only on a
+        host with cores to spare: on 2 cores the builds of both branches slowed the guests more than they
+        saved (a 6-patch bisect took 253 s without, longer with)."""
+        if self.plan["tree"] or self.timing() != "icount" or (os.cpu_count() or 1) < BUILD_AHEAD_MIN_CPUS:
             return None
         specs = [self.plan["candidates"][j] for j in self.state.candidates_after(k)]
 
@@ -211,14 +216,14 @@ class Bisect:
 
     def run(self) -> int:
         t0 = time.monotonic()
+        building: list[threading.Thread] = []
         while (k := self.state.next_candidate()) is not None:
             print(f"bisect: step {len(self.state.steps) + 1}, at most {self.state.steps_left()} to go: "
                   f"[{k}/{self.state.n}] {self.state.labels[k]}", file=sys.stderr)
             t = time.monotonic()
-            ahead = self.build_ahead(k)
+            if (ahead := self.build_ahead(k)) is not None:
+                building.append(ahead)  # not waited for: the next step takes its kernel when it is ready
             v = self.judge(k, None if k == self.state.n else self.plan["direction"])
-            if ahead is not None:
-                ahead.join()
             self.state.record(k, v.verdict or UNKNOWN, v.evidence, v.confidence)
             if k == self.state.n and v.verdict == BAD:
                 self.plan["direction"] = v.direction
@@ -226,6 +231,8 @@ class Bisect:
                     self.plan["bad_fail_rate"] = failure_rate_lower_bound(*v.failed)
             self.save()
             print(f"bisect: [{k}] {v.verdict} in {time.monotonic() - t:.0f} s: {v.evidence}", file=sys.stderr)
+        for thread in building:  # no build outlives the bisect
+            thread.join()
         return self.report(time.monotonic() - t0)
 
     def report(self, seconds: float) -> int:
