@@ -87,13 +87,16 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=os.environ.get("HARNESS_LOG", "warning").upper(), format="%(name)s: %(message)s")
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else argv
+    command = _subcommand(argv)
     try:
-        args = parser.parse_args(argv)
+        args = parser.parse_args(argv)  # kernel spec options are parsed here, and bad ones raise InputError
     except SystemExit as exc:
-        command = _subcommand(argv)
         if exc.code == 2 and command in USAGE_ERROR_EXIT:
             return USAGE_ERROR_EXIT[command]
         raise
+    except InputError as exc:
+        print(f"harness: error: {exc}", file=sys.stderr)
+        return USAGE_ERROR_EXIT.get(command, 2)
     try:
         return args.func(args)
     except InputError as exc:

@@ -20,7 +20,7 @@ from harness.commands.jobs_option import add_jobs_option
 from harness.commands.run import add_timing_option
 from harness.errors import InputError
 from harness.kernels.inputs import load_series
-from harness.kernels.spec import parse_kernel_spec, series_ref
+from harness.kernels.spec import KernelSpec, parse_kernel_spec, series_ref
 from harness.results import stats
 from harness.results.bundle import load_bundle
 from harness.results.scenario_run import check_jobs, run_scenario
@@ -28,26 +28,25 @@ from harness.results.table import provenance
 from harness.scenario.schema import load_scenario
 
 
-def ablation_steps(on: str, series: list[str]) -> tuple[list[str], list[str]]:
+def ablation_steps(on: KernelSpec, series: list[str]) -> tuple[list[KernelSpec], list[str]]:
     """The kernel spec of every step, and what each step adds ("baseline" for the first)."""
-    specs, labels = [on], [f"baseline ({on})"]
+    specs, labels = [on], [f"baseline ({on.text})"]
     stack = on
     for name in series:
         if series_ref(name)[1] is not None:
             raise InputError(f"--series {name!r}: name a whole series; ablation runs each of its prefixes")
         patches = load_series(name).patches
         for k, patch in enumerate(patches, 1):
-            specs.append(f"{stack}+{name}" if k == len(patches) else f"{stack}+{name}@{k}")
+            specs.append(stack.plus(name if k == len(patches) else f"{name}@{k}"))
             labels.append(f"{name} {k}/{len(patches)}: {patch.subject}")
-        stack = f"{stack}+{name}"
-    parse_kernel_spec(stack)  # a series named twice (or already in --on) is bad input now, not after builds
+        stack = stack.plus(name)
     return specs, labels
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:
     check_jobs(args.jobs)
     scenario = load_scenario(args.scenario)
-    on = args.on or scenario.kernels[0].text
+    on = args.on or scenario.kernels[0]
     specs, labels = ablation_steps(on, args.series)
     if args.bundle:  # judge an earlier ablation run again (after a rule change, say): nothing boots
         path, ok = Path(args.bundle), True
@@ -57,11 +56,12 @@ def cmd_ablate(args: argparse.Namespace) -> int:
                                jobs=args.jobs)
         path, ok = outcome.bundle, outcome.ok
     bundle = load_bundle(path)
-    missing = [k for k in specs if k not in bundle.kernels]
+    kernels = [s.text for s in specs]
+    missing = [k for k in kernels if k not in bundle.kernels]
     if missing:
         raise InputError(f"{path}: has no results for {', '.join(missing)}")
-    steps = ablate(bundle, specs, labels, args.threshold)
-    text = to_markdown(steps, f"Ablation of {' + '.join(args.series)} on `{on}`; from {provenance(bundle)}.")
+    steps = ablate(bundle, kernels, labels, args.threshold)
+    text = to_markdown(steps, f"Ablation of {' + '.join(args.series)} on `{on.text}`; from {provenance(bundle)}.")
     (path / "ablation.md").write_text(text)
     (path / "ablation.json").write_text(json.dumps(to_json(steps), indent=1, default=str) + "\n")
     plot(steps, bundle, path / "ablation.png")
@@ -76,7 +76,8 @@ def register(subparsers) -> None:
     p.add_argument("scenario", help="scenario YAML file")
     p.add_argument("--series", action="append", required=True, metavar="NAME",
                    help="patch series to ablate, patch by patch (repeatable: their patches in order)")
-    p.add_argument("--on", metavar="SPEC", help="the kernel below the series (default: the scenario's first kernel)")
+    p.add_argument("--on", metavar="SPEC", type=parse_kernel_spec,
+                   help="the kernel below the series (default: the scenario's first kernel)")
     p.add_argument("--reps", type=int, help="repetitions per kernel (default: the scenario's)")
     p.add_argument("--results", metavar="DIR", help="results directory (default: the repository's results/)")
     p.add_argument("--threshold", type=float, default=stats.DEFAULT_THRESHOLD_PCT, metavar="PCT",

@@ -53,14 +53,14 @@ def cmd_bench_boot(args) -> int:
     timing, note = effective_timing(args.timing, choice.accel)
     if note:
         console.print(note)
-    kit = prepare_boot(parse_kernel_spec(args.kernel))
+    kit = prepare_boot(args.kernel)
     runs = []
     for i in range(args.n):
         runs.append(boot_once(kit, choice.accel, timing))
         console.print(f"boot {i + 1}/{args.n}: guest init ready {runs[-1]['init_ready_s']:.2f} s, "
                       f"SSH ready {runs[-1]['ssh_ready_s']:.2f} s, QEMU CPU {runs[-1]['qemu_cpu_s']:.2f} s")
     load = os.getloadavg()[0]
-    table = Table(title=f"boot to SSH-ready: {args.kernel} under {choice.accel}, timing {timing}, {args.n} boots, "
+    table = Table(title=f"boot to SSH-ready: {args.kernel.text} under {choice.accel}, timing {timing}, {args.n} boots, "
                         f"2 GiB, 2 vCPUs (host load average {load:.1f} on {os.cpu_count()} cores at the end)")
     for col in ("figure", "min", "median", "max"):
         table.add_column(col, justify="right")
@@ -165,12 +165,12 @@ def register(sub) -> None:
     p = sub.add_parser("bench", help="benchmarks that print figures")
     bench = p.add_subparsers(dest="bench", required=True)
     b = bench.add_parser("boot", help="boot a guest to SSH-ready several times and print the times")
-    b.add_argument("--kernel", default="stock", help="kernel spec (default stock)")
+    b.add_argument("--kernel", default="stock", type=parse_kernel_spec, help="kernel spec (default stock)")
     b.add_argument("-n", type=int, default=5, help="number of boots (default 5)")
     b.add_argument("--timing", choices=TIMING_MODES, default="realtime", help="guest time (default realtime)")
     b.set_defaults(func=cmd_bench_boot)
     n = bench.add_parser("noise", help="A/A run in each timing mode; print each timing metric's CV")
-    n.add_argument("--kernel", default="base", help="kernel spec (default base)")
+    n.add_argument("--kernel", default="base", type=parse_kernel_spec, help="kernel spec (default base)")
     n.add_argument("--reps", type=int, default=8, help="repetitions per mode (default 8)")
     n.add_argument("--size", default="256M", help="memtouch/memdirty size (default 256M)")
     n.add_argument("--cpus", type=int, default=1, help="guest vCPUs (default 1)")

@@ -30,15 +30,14 @@ input or usage (which aborts `git bisect run`, as every exit code above 127 does
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import threading
 import time
 import traceback
-from dataclasses import asdict
 from pathlib import Path
 
+from harness.attribution.bisect_plan import BisectPlan
 from harness.attribution.judge import Criterion, Verdict
 from harness.attribution.rounds import PANIC_CHOICES, Round, failure_rate_lower_bound, judge_step, round_from_bundle
 from harness.attribution.search import BAD, GOOD, SKIP, UNKNOWN, BisectState
@@ -48,7 +47,7 @@ from harness.errors import HarnessError, InputError
 from harness.kernels.build import build_kernel
 from harness.kernels.inputs import load_series
 from harness.kernels.resolve import check_available, image_digest, resolve_kernel
-from harness.kernels.spec import parse_kernel_spec, series_ref
+from harness.kernels.spec import KernelSpec, file_spec, parse_kernel_spec, series_ref
 from harness.process import git as run_git
 from harness.results import stats
 from harness.results.bundle import load_bundle
@@ -65,9 +64,9 @@ EXIT_GOOD, EXIT_BAD, EXIT_SKIP, EXIT_ABORT = 0, 1, 125, 128
 # ------------------------------------------------------------------------------------------ candidates
 
 
-def series_candidates(good: str, bad: str) -> tuple[list[str], list[str]]:
+def series_candidates(g: KernelSpec, b: KernelSpec) -> tuple[list[KernelSpec], list[str]]:
     """Specs and labels of candidates 0..n when --good and --bad differ in how much of one series they apply."""
-    g, b = parse_kernel_spec(good), parse_kernel_spec(bad)
+    good, bad = g.text, b.text
     if g.kind != "build" or b.kind != "build" or not b.series:
         raise InputError("--good and --bad must be base+... specs (or use --tree PATH with revisions)")
     name, bad_n = series_ref(b.series[-1])
@@ -84,9 +83,8 @@ def series_candidates(good: str, bad: str) -> tuple[list[str], list[str]]:
     bad_n = len(patches) if bad_n is None else bad_n
     if bad_n > len(patches) or good_n >= bad_n:
         raise InputError(f"series {name} has {len(patches)} patches: nothing between @{good_n} and @{bad_n}")
-    stack = "+".join(("base",) + below)
-    specs = [good] + [f"{stack}+{name}" if k == len(patches) else f"{stack}+{name}@{k}"
-                      for k in range(good_n + 1, bad_n + 1)]
+    stack = KernelSpec("+".join(("base",) + below), "build", series=below)
+    specs = [g] + [stack.plus(name if k == len(patches) else f"{name}@{k}") for k in range(good_n + 1, bad_n + 1)]
     labels = [f"good end ({good})"] + [f"{name} {k}/{len(patches)}: {patches[k - 1].subject}"
                                        for k in range(good_n + 1, bad_n + 1)]
     return specs, labels
@@ -111,9 +109,9 @@ def tree_candidates(tree: Path, good: str, bad: str) -> tuple[list[str], list[st
     return commits, labels
 
 
-def build_commit(tree: Path, commit: str, progress=None) -> str:
+def build_commit(tree: Path, commit: str, progress=None) -> KernelSpec:
     """The bzImage of one commit of a developer's tree (built in the cache's clone of it; ccache hits)."""
-    return str(build_kernel(None, tree=tree, tree_rev=commit, progress=progress).bzimage)
+    return file_spec(str(build_kernel(None, tree=tree, tree_rev=commit, progress=progress).bzimage))
 
 
 # --------------------------------------------------------------------------------------------- a step
@@ -124,31 +122,31 @@ BUILD_AHEAD_MIN_CPUS = 4  # an icount guest per job on one core, and the builds 
 class Bisect:
     """A bisect in its directory: the plan (from the command line or bisect.json) and the search state."""
 
-    def __init__(self, directory: Path, plan: dict, state: BisectState, jobs: int | None = None):
+    def __init__(self, directory: Path, plan: BisectPlan, state: BisectState, jobs: int | None = None):
         self.dir = directory
         self.jobs = jobs  # guests at once (icount); how this session runs, not part of the plan
         self.plan = plan
         self.state = state
-        self.criterion = Criterion(**plan["criterion"])
+        self.criterion = plan.criterion
+        self._timing: str | None = None
 
     def save(self) -> None:
-        self.state.save(self.dir / STATE_FILE, extra=self.plan)
+        self.state.save(self.dir / STATE_FILE, extra=self.plan.to_json())
         (self.dir / LOG_FILE).write_text("\n".join(self.state.log_lines()) + "\n")
 
     @classmethod
     def load(cls, directory: Path) -> Bisect:
         try:
-            plan = json.loads((directory / STATE_FILE).read_text())
             state = BisectState.load(directory / STATE_FILE)
         except (OSError, ValueError, KeyError) as exc:
             raise InputError(f"--resume {directory}: no readable {STATE_FILE}: {exc}") from None
-        del plan["steps"]
-        return cls(directory, plan, state)
+        return cls(directory, BisectPlan.read(directory / STATE_FILE), state)
 
-    def spec(self, k: int) -> str:
-        if self.plan["tree"]:
-            return build_commit(Path(self.plan["tree"]), self.plan["candidates"][k])
-        return self.plan["candidates"][k]
+    def spec(self, k: int) -> KernelSpec:
+        """Candidate k's kernel: its commit built (--tree), or its spec as bisect.json keeps it."""
+        if self.plan.tree:
+            return build_commit(Path(self.plan.tree), self.plan.candidates[k])
+        return parse_kernel_spec(self.plan.candidates[k])
 
     def judge(self, k: int, direction: int | None) -> Verdict:
         """direction: the sign of the change that makes a candidate bad; None for the bad end itself."""
@@ -161,23 +159,24 @@ class Bisect:
             return same
 
         def run_round(reps: int) -> Round:
-            outcome = run_scenario(self.plan["scenario"], kernels=[good, candidate], reps=reps,
-                                   results_dir=self.dir / f"step-{k}", timing=self.plan["timing"],
+            outcome = run_scenario(self.plan.scenario, kernels=[good, candidate], reps=reps,
+                                   results_dir=self.dir / f"step-{k}", timing=self.plan.timing,
                                    jobs=self.jobs)
-            self.plan.setdefault("bundles", {}).setdefault(str(k), []).append(str(outcome.bundle))
-            return round_from_bundle(self.criterion, load_bundle(outcome.bundle), outcome.bundle, good, candidate, reps)
+            self.plan.bundles.setdefault(str(k), []).append(str(outcome.bundle))
+            return round_from_bundle(self.criterion, load_bundle(outcome.bundle), outcome.bundle, good.text,
+                                     candidate.text, reps)
 
-        return judge_step(self.criterion, run_round, reps=self.plan["reps"], max_reps=self.plan["max_reps"],
-                          direction=direction, bad_fail_rate=self.plan.get("bad_fail_rate"),
-                          panic=self.plan.get("panic", BAD), say=lambda line: print(f"{line} [{k}]", file=sys.stderr))
+        return judge_step(self.criterion, run_round, reps=self.plan.reps, max_reps=self.plan.max_reps,
+                          direction=direction, bad_fail_rate=self.plan.bad_fail_rate,
+                          panic=self.plan.panic, say=lambda line: print(f"{line} [{k}]", file=sys.stderr))
 
-    def same_image(self, k: int, good: str, candidate: str) -> Verdict | None:
+    def same_image(self, k: int, good: KernelSpec, candidate: KernelSpec) -> Verdict | None:
         """The verdict of a candidate already judged (the good end included) whose kernel is byte for byte
         this one's, as syzkaller's bisection does for commits that do not change the binary; else None."""
-        images = self.plan.setdefault("images", {})
+        images = self.plan.images
         for j, spec in (("0", good), (str(k), candidate)):
             if j not in images:
-                images[j] = image_digest(resolve_kernel(parse_kernel_spec(spec)))
+                images[j] = image_digest(resolve_kernel(spec))
         for j, digest in images.items():
             verdict = GOOD if j == "0" else self.state.verdict(int(j))
             if j != str(k) and digest == images[str(k)] and verdict in (GOOD, BAD):
@@ -192,14 +191,14 @@ class Bisect:
         would), not for --tree, whose builds check out the one clone k itself is built from, and only on a
         host with cores to spare: on 2 cores the builds of both branches slowed the guests more than they
         saved (a 6-patch bisect took 253 s without, longer with)."""
-        if self.plan["tree"] or self.timing() != "icount" or (os.cpu_count() or 1) < BUILD_AHEAD_MIN_CPUS:
+        if self.plan.tree or self.timing() != "icount" or (os.cpu_count() or 1) < BUILD_AHEAD_MIN_CPUS:
             return None
-        specs = [self.plan["candidates"][j] for j in self.state.candidates_after(k)]
+        js = self.state.candidates_after(k)
 
         def build() -> None:
-            for spec in specs:
+            for j in js:
                 try:
-                    resolve_kernel(parse_kernel_spec(spec))
+                    resolve_kernel(self.spec(j))
                 except HarnessError:
                     pass  # judging that candidate builds it again, and says why it does not build
         thread = threading.Thread(target=build, name=f"build-ahead-{k}", daemon=True)
@@ -207,12 +206,15 @@ class Bisect:
         return thread
 
     def timing(self) -> str | None:
-        if self.plan["timing"]:
-            return self.plan["timing"]
-        try:
-            return load_scenario(self.plan["scenario"]).qemu.timing
-        except InputError:
-            return None  # the scenario changed since the bisect began: judging the candidate says how
+        """The timing mode the candidates run under (the scenario is read once per session)."""
+        if self.plan.timing:
+            return self.plan.timing
+        if self._timing is None:
+            try:
+                self._timing = load_scenario(self.plan.scenario).qemu.timing
+            except InputError:
+                return None  # the scenario changed since the bisect began: judging the candidate says how
+        return self._timing
 
     def run(self) -> int:
         t0 = time.monotonic()
@@ -223,12 +225,12 @@ class Bisect:
             t = time.monotonic()
             if (ahead := self.build_ahead(k)) is not None:
                 building.append(ahead)  # not waited for: the next step takes its kernel when it is ready
-            v = self.judge(k, None if k == self.state.n else self.plan["direction"])
+            v = self.judge(k, None if k == self.state.n else self.plan.direction)
             self.state.record(k, v.verdict or UNKNOWN, v.evidence, v.confidence)
             if k == self.state.n and v.verdict == BAD:
-                self.plan["direction"] = v.direction
+                self.plan.direction = v.direction
                 if v.failed:  # how often the bad end fails the expectation (at least): sizes the good verdicts
-                    self.plan["bad_fail_rate"] = failure_rate_lower_bound(*v.failed)
+                    self.plan.bad_fail_rate = failure_rate_lower_bound(*v.failed)
             self.save()
             print(f"bisect: [{k}] {v.verdict} in {time.monotonic() - t:.0f} s: {v.evidence}", file=sys.stderr)
         for thread in building:  # no build outlives the bisect
@@ -265,13 +267,14 @@ def new_bisect(args) -> Bisect:
         raise InputError("give --good and --bad (or --resume DIR)")
     if args.tree:
         candidates, labels = tree_candidates(Path(args.tree).expanduser(), args.good, args.bad)
-    else:
-        candidates, labels = series_candidates(args.good, args.bad)
+    else:  # the ends are kernel specs: parsed here, once
+        specs, labels = series_candidates(parse_kernel_spec(args.good), parse_kernel_spec(args.bad))
+        candidates = [s.text for s in specs]
     directory = new_directory(Path(args.results or DEFAULT_RESULTS), "bisect")
-    plan = {"scenario": str(Path(args.scenario).resolve()), "good": args.good, "bad": args.bad,
-            "tree": str(Path(args.tree).expanduser().resolve()) if args.tree else None,
-            "candidates": candidates, "labels": labels, "criterion": asdict(criterion), "direction": None,
-            "reps": args.reps, "max_reps": args.max_reps, "timing": args.timing, "panic": args.panic}
+    plan = BisectPlan(scenario=str(Path(args.scenario).resolve()), good=args.good, bad=args.bad,
+                      tree=str(Path(args.tree).expanduser().resolve()) if args.tree else None,
+                      candidates=candidates, labels=labels, criterion=criterion, reps=args.reps,
+                      max_reps=args.max_reps, timing=args.timing, panic=args.panic)
     return Bisect(directory, plan, BisectState(labels))
 
 
@@ -331,23 +334,23 @@ def bisect_check(args) -> int:
     if args.tree and not Path(args.tree).expanduser().is_dir():
         raise InputError(f"--tree {args.tree}: no such directory")
     for spec in filter(None, [args.good, args.kernel]):
-        check_available(parse_kernel_spec(spec))
+        check_available(spec)
     try:
-        candidate = args.kernel or str(build_kernel(None, tree=Path(args.tree).expanduser()).bzimage)
+        candidate = args.kernel or file_spec(str(build_kernel(None, tree=Path(args.tree).expanduser()).bzimage))
     except HarnessError as exc:  # a commit that does not build is skipped, whatever the reason
         print(f"bisect-check: skip: cannot build: {str(exc).splitlines()[0]}")
         return EXIT_SKIP
-    plan = {"scenario": args.scenario, "tree": None, "candidates": [args.good, candidate],
-            "labels": ["good", "candidate"], "criterion": asdict(criterion),
-            "direction": 1 if criterion.metric is None or definition(criterion.metric).better == "lower" else -1,
-            "bad_fail_rate": args.bad_fail_rate,
-            "reps": args.reps, "max_reps": args.max_reps, "timing": args.timing, "panic": args.panic}
+    plan = BisectPlan(scenario=args.scenario, candidates=[args.good.text, candidate.text],
+                      labels=["good", "candidate"], criterion=criterion,
+                      direction=1 if criterion.metric is None or definition(criterion.metric).better == "lower" else -1,
+                      bad_fail_rate=args.bad_fail_rate, reps=args.reps, max_reps=args.max_reps, timing=args.timing,
+                      panic=args.panic)
     try:
         directory = new_directory(Path(args.results or DEFAULT_RESULTS), "bisect-check")
     except HarnessError as exc:  # every step would fail the same way: abort, never skip them all
         raise InputError(str(exc)) from None
-    bisect = Bisect(directory, plan, BisectState(plan["labels"]), jobs=args.jobs)
-    v = bisect.judge(1, plan["direction"])  # bad only when the metric moved the worse way
+    bisect = Bisect(directory, plan, BisectState(plan.labels), jobs=args.jobs)
+    v = bisect.judge(1, plan.direction)  # bad only when the metric moved the worse way
     bisect.state.record(1, v.verdict or UNKNOWN, v.evidence, v.confidence)
     bisect.save()
     print(f"bisect-check: {v.verdict}: {v.evidence}")
@@ -388,8 +391,9 @@ def register(subparsers) -> None:
     c = subparsers.add_parser("bisect-check", help="judge one kernel against a good one, for git bisect run",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("scenario", help="scenario YAML file")
-    c.add_argument("--good", required=True, metavar="SPEC", help="the known good kernel (spec or bzImage)")
-    c.add_argument("--kernel", metavar="SPEC", help="the kernel to judge")
+    c.add_argument("--good", required=True, metavar="SPEC", type=parse_kernel_spec,
+                   help="the known good kernel (spec or bzImage)")
+    c.add_argument("--kernel", metavar="SPEC", type=parse_kernel_spec, help="the kernel to judge")
     c.add_argument("--tree", metavar="PATH", help="or build this checkout as it is and judge it")
     c.add_argument("--bad-fail-rate", type=float, metavar="P",
                    help="with --expect: how often the bad end fails it (0.3: 3 runs in 10); a good verdict then "

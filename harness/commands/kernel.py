@@ -16,7 +16,8 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("kernel", help="build and list guest kernels")
     ksub = p.add_subparsers(dest="kernel_command", required=True)
     b = ksub.add_parser("build", help="build base[+SERIES...] or a named stack (cached); prints the bzImage path last")
-    b.add_argument("spec", nargs="?", help="base, base+SERIES[+SERIES...] or a named stack (optional with --tree)")
+    b.add_argument("spec", nargs="?", type=parse_kernel_spec,
+                   help="base, base+SERIES[+SERIES...] or a named stack (optional with --tree)")
     b.add_argument("--config-fragment", action="append", default=[], metavar="F",
                    help="extra config fragment merged after kernel_patches/config/guest.config (repeatable)")
     b.add_argument("--tree", metavar="PATH", help="build this kernel checkout (never written to) instead of the base")
@@ -31,12 +32,9 @@ def register(subparsers) -> None:
 def _cmd_build(args: argparse.Namespace) -> int:
     if args.spec is None and args.tree is None:
         raise InputError("kernel build: give a SPEC (base or base+SERIES...) or --tree PATH")
-    spec = None
-    if args.spec is not None:
-        spec = parse_kernel_spec(args.spec)
-        if spec.kind != "build":
-            raise InputError(f"kernel build: spec {args.spec!r} is not base, base+SERIES... or a named stack")
-    gk = build_kernel(spec, fragments=args.config_fragment, tree=args.tree)
+    if args.spec is not None and args.spec.kind != "build":
+        raise InputError(f"kernel build: spec {args.spec.text!r} is not base, base+SERIES... or a named stack")
+    gk = build_kernel(args.spec, fragments=args.config_fragment, tree=args.tree)
     sys.stdout.flush()
     print(gk.bzimage)
     return 0

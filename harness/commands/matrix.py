@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import Field, ValidationError
 
 from harness.errors import InputError
+from harness.kernels.spec import KernelSpec, KernelSpecField
 from harness.scenario.bounds import Repetitions
 from harness.validation import Strict, first_problem
 from harness.yamlfile import load_yaml_file
@@ -20,14 +21,14 @@ class MatrixEntry:
     index: int
     scenario: str  # as written
     path: Path  # resolved (may not exist)
-    kernels: list[str] | None
+    kernels: list[KernelSpec] | None
     reps: int | None
     timing: str | None = None  # None: the --timing option, else the scenario's own
     aa: bool = False
 
     @property
     def label(self) -> str:
-        kernels = ",".join(self.kernels) if self.kernels else "scenario default"
+        kernels = ",".join(k.text for k in self.kernels) if self.kernels else "scenario default"
         return f"entry {self.index} ({self.scenario}, kernels {kernels})"
 
 
@@ -45,7 +46,7 @@ class MatrixItem(Strict):
     """One entry of a matrix file as written."""
 
     scenario: Annotated[str, Field(min_length=1)]
-    kernels: Annotated[list[Annotated[str, Field(min_length=1)]], Field(min_length=1)] | None = None
+    kernels: Annotated[list[KernelSpecField], Field(min_length=1)] | None = None
     reps: Repetitions | None = None
     timing: Literal["realtime", "icount"] | None = None
     aa: bool = False  # A/A calibration: exactly one kernel run against itself (its repetitions)

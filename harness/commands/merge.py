@@ -93,7 +93,8 @@ def merge_shards(dirs: list[Path], out: Path) -> Merge:
                     problems.append(f"cell {sc.id}: its bundle ran on {ran_on.cpu}/{ran_on.accelerator}, not on "
                                     f"shard {rec.shard}'s runner")
                 planned_cell = plan.cell(sc.id)
-                cells.append(MergedCell(id=sc.id, scenario=planned_cell.scenario, kernels=planned_cell.kernels,
+                kernels = [k.text for k in planned_cell.kernels]
+                cells.append(MergedCell(id=sc.id, scenario=planned_cell.scenario, kernels=kernels,
                                         shard=rec.shard, bundle=copy_bundle(d / sc.bundle, out, rec.shard),
                                         aa=planned_cell.aa, status=bundle.status))
     counts = Counter(c.id for c in cells)

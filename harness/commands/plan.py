@@ -21,7 +21,7 @@ from pathlib import Path
 from harness.errors import InputError
 from harness.kernels.build import build_key
 from harness.kernels.resolve import check_available
-from harness.kernels.spec import parse_kernel_spec
+from harness.kernels.spec import KernelSpec
 from harness.machine.config import TIMING_MODES
 from harness.numbers import fmt_num
 from harness.paths import REPO_ROOT
@@ -71,8 +71,8 @@ def history_rates(dirs: list[Path]) -> dict[tuple[str, str], list[float]]:
     return rates
 
 
-def _cell_id(scenario: Scenario, path: str, kernels: list[str], reps: int, timing: str | None, aa: bool) -> str:
-    what = json.dumps([path, kernels, reps, timing, aa])
+def _cell_id(scenario: Scenario, path: str, kernels: list[KernelSpec], reps: int, timing: str | None, aa: bool) -> str:
+    what = json.dumps([path, [k.text for k in kernels], reps, timing, aa])
     return f"{scenario.name}-{hashlib.sha256(what.encode()).hexdigest()[:8]}"
 
 
@@ -81,13 +81,13 @@ def make_cell(entry: MatrixEntry, matrix: Path, timing: str | None,
     if not entry.path.is_file():
         raise InputError(f"{matrix}: entry {entry.index}: scenario file not found: {entry.path}")
     scenario = load_scenario(entry.path)
-    kernels = entry.kernels or [k.text for k in scenario.kernels]
+    kernels = entry.kernels or scenario.kernels
     for k in kernels:
         try:
-            check_available(parse_kernel_spec(k))
+            check_available(k)
         except InputError as exc:
             raise InputError(f"{matrix}: entry {entry.index}: {exc}") from None
-    check_kernel_names(scenario, kernels)  # what `harness run` checks too: bad input before any shard boots
+    check_kernel_names(scenario, [k.text for k in kernels])  # what `harness run` checks too: bad input before any shard boots
     check_expectation_metrics(scenario)
     reps = entry.reps or scenario.repetitions
     timing = entry.timing or timing
@@ -122,18 +122,15 @@ def make_plan(matrix: Path, n_shards: int, history: list[Path], timing: str | No
     if len(set(ids)) != len(ids):
         twice = sorted({i for i in ids if ids.count(i) > 1})
         raise InputError(f"{matrix}: the same cell is listed twice: {', '.join(twice)}")
-    keys: dict[str, str] = {}
-    for k in sorted({k for c in cells for k in c.kernels}):
-        spec = parse_kernel_spec(k)
-        if spec.kind == "build":
-            keys[k] = build_key(spec)
+    specs = {k.text: k for c in cells for k in c.kernels}
+    keys = {text: build_key(spec) for text, spec in sorted(specs.items()) if spec.kind == "build"}
     shards = []
     for i, group in enumerate(balance(cells, min(n_shards, len(cells))), start=1):
-        kernels = sorted({k for c in group for k in c.kernels})
+        kernels = [specs[k] for k in sorted({k.text for c in group for k in c.kernels})]
         shards.append(PlanShard(id=f"s{i}", cells=[c.id for c in group],
                                 estimate_s=round(sum(c.estimate_s for c in group), 1), kernels=kernels,
-                                build_keys=sorted({keys[k] for k in kernels if k in keys})))
-    builds = [PlanBuild(spec=k, key=v) for k, v in keys.items()]
+                                build_keys=sorted({keys[k.text] for k in kernels if k.text in keys})))
+    builds = [PlanBuild(spec=specs[k], key=v) for k, v in keys.items()]
     builds_key = hashlib.sha256(" ".join(sorted(set(keys.values()))).encode()).hexdigest()
     return Plan(matrix=repo_relative(matrix), created=utc_now(), shards=shards, cells=cells, builds=builds,
                 builds_key=builds_key)
@@ -151,7 +148,7 @@ def describe_plan(plan: Plan, requested: int) -> list[str]:
     for s in plan.shards:
         lines.append(f"plan: shard {s.id}: {len(s.cells)} cell(s), about {fmt_num(s.estimate_s)} s: "
                      f"{', '.join(s.cells)}")
-    lines.append(f"plan: kernels to build: {', '.join(b.spec for b in plan.builds) or 'none'}")
+    lines.append(f"plan: kernels to build: {', '.join(b.spec.text for b in plan.builds) or 'none'}")
     return lines
 
 

@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.kernels.spec import parse_kernel_spec
 from harness.machine.config import TIMING_MODES
 from harness.results.scenario_run import DEFAULT_RESULTS, run_scenario
 from harness.scenario.saved_boot import REPETITIONS_FROM
@@ -28,7 +29,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     p = sub.add_parser("run", help="run a scenario and write a result bundle")
     p.add_argument("scenario", help="scenario YAML file")
-    p.add_argument("--kernel", action="append", help="kernel spec (repeatable); overrides the scenario's kernels")
+    p.add_argument("--kernel", action="append", type=parse_kernel_spec,
+                   help="kernel spec (repeatable); overrides the scenario's kernels")
     p.add_argument("--reps", type=int, help="repetitions per kernel (overrides the scenario)")
     p.add_argument("--repetitions-from", choices=REPETITIONS_FROM,
                    help="boot: every repetition boots; snapshot: each kernel boots once and its other repetitions "

@@ -20,7 +20,6 @@ from pathlib import Path
 from harness.errors import InputError
 from harness.guest.launch import choose_accel
 from harness.kernels.build import build_key, is_built
-from harness.kernels.spec import parse_kernel_spec
 from harness.machine import accel as accel_mod
 from harness.paths import REPO_ROOT
 from harness.results.bundle import load_bundle
@@ -46,10 +45,9 @@ def check_shard_inputs(plan: Plan, shard: PlanShard) -> None:
             raise InputError(f"cell {cell.id}: scenario file not found: {path}")
         if hashlib.sha256(path.read_bytes()).hexdigest() != cell.sha256:
             raise InputError(f"cell {cell.id}: {path} changed since the plan was made; make the plan again")
-    for k in shard.kernels:
-        spec = parse_kernel_spec(k)
+    for spec in shard.kernels:
         if spec.kind == "build" and not is_built(spec):
-            raise InputError(f"shard {shard.id}: kernel {k} (build key {build_key(spec)[:12]}) is not in the build "
+            raise InputError(f"shard {shard.id}: kernel {spec.text} (build key {build_key(spec)[:12]}) is not in the build "
                              "cache; a shard never builds: run `harness kernel build` for the plan's builds first")
 
 
@@ -71,7 +69,8 @@ def run_shard(plan: Plan, shard_id: str, results: Path, require_accel: str | Non
     cells = []
     for cell in (plan.cell(c) for c in shard.cells):
         t = time.monotonic()
-        print(f"run-shard {shard.id}: cell {cell.id} ({cell.scenario} on {', '.join(cell.kernels)}, "
+        kernels = ", ".join(k.text for k in cell.kernels)
+        print(f"run-shard {shard.id}: cell {cell.id} ({cell.scenario} on {kernels}, "
               f"{cell.reps} rep(s))", file=sys.stderr)
         try:
             outcome = run_scenario(scenario_file(cell.path), kernels=cell.kernels, reps=cell.reps,

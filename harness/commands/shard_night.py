@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 from harness.kernels.build import build_kernel
-from harness.kernels.spec import parse_kernel_spec
 from harness.paths import REPO_ROOT
 from harness.results.report import Entry, build_report
 from harness.results.shards import write_model
@@ -33,7 +32,7 @@ def run_sharded_nightly(matrix: Path, n_shards: int, night: Path, out: Path | No
     write_model(night / "plan.json", plan)
     t0 = time.monotonic()
     for b in plan.builds:  # the workflow's build job: no shard builds a kernel
-        build_kernel(parse_kernel_spec(b.spec))
+        build_kernel(b.spec)
     build_s = time.monotonic() - t0
     shard_dirs = []
     for shard in plan.shards:
@@ -45,7 +44,7 @@ def run_sharded_nightly(matrix: Path, n_shards: int, night: Path, out: Path | No
     for p in merge.problems:
         print(f"nightly: infrastructure error: {p}", file=sys.stderr)
     merged = {c.id for c in merge.cells}
-    no_bundle = [Entry(f"{c.id} ({c.scenario} on {', '.join(c.kernels)})", None,
+    no_bundle = [Entry(f"{c.id} ({c.scenario} on {', '.join(k.text for k in c.kernels)})", None,
                        problem=next((p for p in merge.problems if c.id in p), "no bundle"))
                  for c in plan.cells if c.id not in merged]
     if junit:

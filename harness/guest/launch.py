@@ -16,7 +16,7 @@ from harness.guest.keys import SshKeys, ssh_keys
 from harness.guest.ssh import Guest
 from harness.kernels.resolve import resolve_kernel
 from harness.kernels.selftests import MM_DIR, build_mm_selftests
-from harness.kernels.spec import GuestKernel, KernelSpec, parse_kernel_spec
+from harness.kernels.spec import STOCK, GuestKernel, KernelSpec
 from harness.machine import accel
 from harness.machine.config import MachineConfig
 from harness.machine.vm import VM, GuestDied
@@ -103,7 +103,7 @@ def probe_kvm() -> tuple[bool, str]:
     """Boot the stock kernel under KVM; True if it reached userspace within the timeout."""
     if not os.access("/dev/kvm", os.R_OK | os.W_OK):
         return False, "/dev/kvm is missing or not accessible"
-    kit = prepare_boot(parse_kernel_spec("stock"))
+    kit = prepare_boot(STOCK)
     with tempfile.TemporaryDirectory(prefix="accel-probe-") as tmp:
         vm = make_vm(kit, MachineConfig(memory_mib=512, cpus=1), "kvm", Path(tmp))
         try:

@@ -37,7 +37,7 @@ from pathlib import Path
 from harness.constants import QEMU_BINARY
 from harness.errors import HarnessError, InputError
 from harness.guest.image import GUEST_DIR, cached_cpio, pack_cpio
-from harness.kernels.spec import GuestKernel, parse_kernel_spec
+from harness.kernels.spec import STOCK, GuestKernel
 from harness.kernels.stock import fetch_stock_kernel, stock_modules
 from harness.machine.qemu_argv import QBOOT
 from harness.machine.vm import run_dir_root, sweep_stale_run_dirs
@@ -115,7 +115,7 @@ class RunnerVM:
     def run(self, argv: list[str], *, cwd: Path, timeout_s: float,
             on_output: Callable[[str], None]) -> RunnerResult:
         check_runner_tools()
-        kernel = fetch_stock_kernel(parse_kernel_spec("stock"))
+        kernel = fetch_stock_kernel(STOCK)
         image = _image(kernel, self.cpu)
         self.logdir.mkdir(parents=True, exist_ok=True)
         sweep_stale_run_dirs()

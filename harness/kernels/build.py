@@ -40,7 +40,7 @@ from harness.kernels.make import (  # noqa: F401 (error_excerpt, UNIT_LINE, CONT
     staging_dir,
 )
 from harness.kernels.progress import Reporter
-from harness.kernels.spec import GuestKernel, KernelSpec, parse_kernel_spec
+from harness.kernels.spec import GuestKernel, KernelSpec
 from harness.kernels.tree import check_package, ensure_base_repo, prepare_tree
 from harness.kernels.tree_build import build_tree
 
@@ -91,7 +91,7 @@ def _published(key: str) -> dict:
     return info
 
 
-def build_kernel(spec: KernelSpec | str | None, *, fragments: list[Path | str] | None = None,
+def build_kernel(spec: KernelSpec | None, *, fragments: list[Path | str] | None = None,
                  tree: Path | str | None = None, progress=None,
                  patches_root: Path | str | None = None, tree_rev: str | None = None) -> GuestKernel:
     """Build (or fetch from cache) the guest kernel a ``base[+SERIES...]`` spec names.
@@ -106,8 +106,6 @@ def build_kernel(spec: KernelSpec | str | None, *, fragments: list[Path | str] |
         return build_tree(spec, Path(tree), fragments, progress, rev=tree_rev)
     if spec is None:
         raise InputError("kernel build: give a spec (base or base+SERIES...) or a tree")
-    if isinstance(spec, str):
-        spec = parse_kernel_spec(spec)
     if spec.kind != "build":
         raise InputError(f"kernel spec {spec.text!r}: only base or base+SERIES... specs are built")
     t_start = time.monotonic()

@@ -18,12 +18,16 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Annotated, Any
+
+from pydantic import PlainSerializer, PlainValidator, WithJsonSchema
 
 from harness.errors import InputError
 from harness.kernels.record import KernelRecord
 from harness.kernels.stacks import expand
+from harness.validation import problem
 
 FLAVOUR_NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 SERIES_REF = re.compile(r"^(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)(?:@(?P<count>\d+))?$")
@@ -57,6 +61,20 @@ class KernelSpec:
         # "%" would need escaping in URLs of the report: flavours become "~" (unreserved everywhere)
         return re.sub(r"[^A-Za-z0-9._+@~-]", "_", self.text.replace("%", "~"))
 
+    def plus(self, ref: str) -> KernelSpec:
+        """This built spec with one more series (SERIES or SERIES@N) on top, as `SPEC+ref` would parse."""
+        name = series_ref(ref)[0]
+        if self.kind != "build":
+            raise InputError(f"kernel spec {self.text!r}: series go only on kernels the harness builds")
+        if name in (series_ref(r)[0] for r in self.series):
+            raise InputError(f"kernel spec {self.text!r}+{ref}: a series is named twice")
+
+        def on_top(text: str) -> str:
+            head, *flavours = text.split("%")
+            return "%".join([f"{head}+{ref}", *flavours])
+        return replace(self, text=on_top(self.text), series=(*self.series, ref),
+                       expanded=None if self.expanded is None else on_top(self.expanded))
+
 
 @dataclass
 class GuestKernel:
@@ -88,6 +106,15 @@ def check_kernel_image(path: Path) -> None:
     raise InputError(f"kernel image {path}: not a bzImage or an ELF vmlinux")
 
 
+def file_spec(text: str) -> KernelSpec:
+    """The spec of a kernel image file (a bzImage or an ELF vmlinux, checked)."""
+    path = Path(text).expanduser()
+    if not path.is_file():
+        raise InputError(f"kernel spec {text!r}: no such kernel image file")
+    check_kernel_image(path)
+    return KernelSpec(text, "file", path=path.resolve())
+
+
 def parse_kernel_spec(text: str) -> KernelSpec:
     text = text.strip()
     if not text:
@@ -95,11 +122,7 @@ def parse_kernel_spec(text: str) -> KernelSpec:
     if text == "stock":
         return KernelSpec(text, "stock")
     if "/" in text or text.endswith("bzImage"):
-        path = Path(text).expanduser()
-        if not path.is_file():
-            raise InputError(f"kernel spec {text!r}: no such kernel image file")
-        check_kernel_image(path)
-        return KernelSpec(text, "file", path=path.resolve())
+        return file_spec(text)
     typed = text
     text, stack = expand(text)
     text, *flavours = text.split("%")
@@ -128,3 +151,23 @@ def parse_kernel_spec(text: str) -> KernelSpec:
     if stack is not None:
         return KernelSpec(typed, "build", series=series, flavours=tuple(flavours), stack=stack, expanded=full)
     return KernelSpec(full, "build", series=series, flavours=tuple(flavours))
+
+
+STOCK = KernelSpec("stock", "stock")
+
+
+def _kernel_spec(value: Any) -> KernelSpec:
+    if isinstance(value, KernelSpec):
+        return value
+    if not isinstance(value, str):
+        raise problem(f"a kernel spec is a string (stock, base+SERIES..., a named stack), got {value!r}")
+    try:
+        return parse_kernel_spec(value)
+    except InputError as exc:
+        raise problem(str(exc)) from None
+
+
+# A kernel spec in a model (scenario, nightly plan, bisect state): parsed when the file is read, its text
+# when it is written.  Specs are parsed once, at the edge: here, and by the command line's options.
+KernelSpecField = Annotated[KernelSpec, PlainValidator(_kernel_spec), PlainSerializer(lambda s: s.text),
+                            WithJsonSchema({"type": "string"})]

@@ -14,6 +14,7 @@ import tempfile
 from pathlib import Path
 
 from harness.errors import HarnessError
+from harness.kernels.cache import flock
 from harness.kernels.record import KernelRecord
 from harness.kernels.spec import GuestKernel, KernelSpec
 from harness.paths import cache_root
@@ -101,16 +102,21 @@ def stock_modules(kernel: GuestKernel, names: list[str]) -> list[Path]:
     release = kernel.version
     if release is None:
         raise HarnessError(f"{kernel.bzimage} is not an unpacked stock kernel")
-    if not (dest / "order").exists():
-        with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
-            tmpdir = Path(tmp)
-            _deb, tree = _download(release, tmpdir)
-            out = tmpdir / "out"
-            modules = _copy_modules(tree, release, names, out)
-            (out / "order").write_text("".join(f"{m}\n" for m in modules))
-            shutil.rmtree(dest, ignore_errors=True)
-            out.rename(dest)
+    with flock(f"stock-{release}"):
+        if not (dest / "order").exists():
+            _unpack_modules(release, names, dest)
     return [dest / m for m in (dest / "order").read_text().split()]
+
+
+def _unpack_modules(release: str, names: list[str], dest: Path) -> None:
+    with tempfile.TemporaryDirectory(dir=dest.parent) as tmp:
+        tmpdir = Path(tmp)
+        _deb, tree = _download(release, tmpdir)
+        out = tmpdir / "out"
+        modules = _copy_modules(tree, release, names, out)
+        (out / "order").write_text("".join(f"{m}\n" for m in modules))
+        shutil.rmtree(dest, ignore_errors=True)
+        out.rename(dest)
 
 
 ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
@@ -146,14 +152,16 @@ def fetch_stock_kernel(spec: KernelSpec, progress=None) -> GuestKernel:
     """Download (once) and unpack the newest stock cloud kernel."""
     release = newest_stock_release()
     dest = cache_root() / "stock" / release
-    if not (dest / "stock.json").exists():
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if progress is not None:
-            progress.console.print(f"downloading stock kernel {release}")
-        _unpack(release, dest)
+    # Runs started together on a fresh machine (CI jobs on one runner) unpack it once: the others wait.
+    with flock(f"stock-{release}"):
+        if not (dest / "stock.json").exists():
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if progress is not None:
+                progress.console.print(f"downloading stock kernel {release}")
+            _unpack(release, dest)
+        vmlinux = pvh_vmlinux(dest)
     info = json.loads((dest / "stock.json").read_text())
     bzimage = dest / "bzImage"
-    vmlinux = pvh_vmlinux(dest)
     return GuestKernel(
         spec=spec,
         bzimage=bzimage,

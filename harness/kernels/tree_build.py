@@ -21,11 +21,11 @@ from harness.kernels.spec import GuestKernel, KernelSpec
 from harness.kernels.tree import committed_state, sync_user_tree, tree_state, user_checkout
 
 
-def build_tree(spec, path: Path, fragments, progress, rev: str | None = None) -> GuestKernel:
+def build_tree(spec: KernelSpec | None, path: Path, fragments, progress, rev: str | None = None) -> GuestKernel:
     """Build the checkout as it is (HEAD, uncommitted diff, untracked files), or only its commit `rev`."""
     if spec is not None:
-        text = spec.text if isinstance(spec, KernelSpec) else str(spec)
-        if text.strip() != "base":
+        text = spec.text
+        if text != "base":
             raise InputError(f"--tree builds the checkout as it is: the spec must be omitted or 'base', "
                              f"got {text!r} (apply series in your tree instead)")
     path = path.expanduser().resolve()

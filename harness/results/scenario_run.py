@@ -16,7 +16,7 @@ from harness.errors import HarnessError, InputError
 from harness.guest import zeroing_paths
 from harness.kernels.resolve import check_available
 from harness.kernels.selftests import check_selftest_source
-from harness.kernels.spec import parse_kernel_spec, series_ref
+from harness.kernels.spec import KernelSpec, series_ref
 from harness.numbers import fmt_num
 from harness.paths import REPO_ROOT
 from harness.results.metrics import check_expectation_metrics
@@ -59,7 +59,7 @@ class RunOutcome:
     error: str | None
 
 
-def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, reps: int | None = None,
+def run_scenario(scenario_path: str | Path, kernels: list[KernelSpec] | None = None, reps: int | None = None,
                  results_dir: Path | None = None, junit: Path | None = None,
                  console: Console | None = None, timing: str | None = None,
                  require_accel: str | None = None, jobs: int | None = None,
@@ -75,7 +75,7 @@ def run_scenario(scenario_path: str | Path, kernels: list[str] | None = None, re
     overrides = validate(ScenarioOverrides, {"--timing": timing, "--repetitions-from": repetitions_from,
                                              "--reps": reps}, "the command line")
     scenario = load_scenario(scenario_path, overrides)
-    specs = [parse_kernel_spec(k) for k in kernels] if kernels else scenario.kernels
+    specs = kernels or scenario.kernels
     check_jobs(jobs)
     reps = scenario.repetitions
     slugs = [s.slug for s in specs]

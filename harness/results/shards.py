@@ -16,6 +16,7 @@ from typing import Annotated
 from pydantic import Field, ValidationError
 
 from harness.errors import InputError
+from harness.kernels.spec import KernelSpecField
 from harness.results.model import HostRecord, Manifest, Record
 
 PLAN_SCHEMA = 1
@@ -30,7 +31,7 @@ class PlanCell(Record):
     scenario: str  # the scenario's name
     path: str  # the scenario file, relative to the repository when inside it
     sha256: str  # of the scenario file when planned (a shard refuses a file that changed since)
-    kernels: list[str]  # kernel specs, the first is the baseline
+    kernels: list[KernelSpecField]  # the first is the baseline
     reps: int
     timing: str | None = None  # None: the scenario's own
     aa: bool = False  # A/A calibration: one kernel, its repetitions measure the runner's noise
@@ -39,7 +40,7 @@ class PlanCell(Record):
 
 
 class PlanBuild(Record):
-    spec: str
+    spec: KernelSpecField
     key: str  # the kernel build cache key
 
 
@@ -47,7 +48,7 @@ class PlanShard(Record):
     id: str
     cells: list[str]
     estimate_s: float
-    kernels: list[str]  # every kernel spec its cells run
+    kernels: list[KernelSpecField]  # every kernel its cells run
     build_keys: list[str]  # the build cache entries it needs (stock kernels have none)
 
 

@@ -16,8 +16,6 @@ import yaml
 from pydantic import (
     AfterValidator,
     Field,
-    PlainSerializer,
-    PlainValidator,
     WithJsonSchema,
     model_validator,
 )
@@ -25,7 +23,7 @@ from pydantic import (
 from harness.errors import InputError
 from harness.guest.overlay import DEFAULT_DEST_DIR, overlay_files
 from harness.guest.zeroing import METHODS as ZEROING_METHODS
-from harness.kernels.spec import KernelSpec, parse_kernel_spec
+from harness.kernels.spec import STOCK, KernelSpec, KernelSpecField
 from harness.machine.config import BACKENDS, FILE_BACKENDS, TIMING_MODES, MachineConfig
 from harness.scenario.bounds import (
     MAX_MIB,
@@ -67,18 +65,6 @@ MIN_GUEST_MIB = 256
 BOOT_PHASE = "boot"  # the phase of boot_to_ssh_s, whatever the boot step's own phase
 
 
-def _kernel_spec(value: Any) -> KernelSpec:
-    """A kernel spec is parsed once, here: the scenario carries the typed spec from then on."""
-    if isinstance(value, KernelSpec):
-        return value
-    if not isinstance(value, str):
-        raise problem(f"a kernel spec is a string (stock, base+SERIES..., a named stack), got {value!r}")
-    try:
-        return parse_kernel_spec(value)
-    except InputError as exc:
-        raise problem(str(exc)) from None
-
-
 RepetitionsFrom = Annotated[str, AfterValidator(one_of(REPETITIONS_FROM)),
                            WithJsonSchema({"enum": list(REPETITIONS_FROM)})]
 Backend = Annotated[str, AfterValidator(one_of(BACKENDS)), WithJsonSchema({"enum": list(BACKENDS)})]
@@ -88,8 +74,6 @@ ScenarioName = Annotated[str, AfterValidator(matching(NAME, "letters, digits, '.
                          WithJsonSchema({"type": "string", "pattern": NAME.pattern})]
 PhaseName = Annotated[str, AfterValidator(matching(PHASE, "letters, digits, '_' or '-'")),
                       WithJsonSchema({"type": "string", "pattern": PHASE.pattern})]
-KernelSpecField = Annotated[KernelSpec, PlainValidator(_kernel_spec), PlainSerializer(lambda s: s.text),
-                            WithJsonSchema({"type": "string"})]
 
 
 class BalloonOptions(Strict):
@@ -237,7 +221,7 @@ class ScenarioFile(Strict):
     guest: GuestOptions = GuestOptions()
     qemu: QemuOptions = QemuOptions()
     kernels: Annotated[list[KernelSpecField], Field(min_length=1)] = Field(
-        default_factory=lambda: [parse_kernel_spec("stock")])
+        default_factory=lambda: [STOCK])
     repetitions: Repetitions = 1
     # snapshot: boot each kernel once, save the booted guest, and start every later repetition from it
     # None: from a snapshot, unless a boot step measures the boot (then every repetition boots)

@@ -11,6 +11,7 @@ import pytest
 from harness.attribution.ablation import ablate, plot, to_markdown
 from harness.commands.ablate import ablation_steps
 from harness.errors import InputError
+from harness.kernels.spec import parse_kernel_spec
 from harness.results.bundle import load_bundle
 
 sys.path.insert(0, str(Path(__file__).parent.parent / "kernels"))
@@ -44,15 +45,16 @@ def test_ablation_steps_name_every_prefix(tmp_path, monkeypatch):
                                 "0002-b.patch": MAIL.format(subject="mm: second", line="y")})
     make_series(tmp_path, "t", {"0001-c.patch": MAIL.format(subject="mm: third", line="z")})
     monkeypatch.setenv("BALLOON_TESTBED_PATCHES", str(tmp_path))
-    specs, labels = ablation_steps("base+zs", ["s", "t"])
-    assert specs == ["base+zs", "base+zs+s@1", "base+zs+s", "base+zs+s+t"]
+    specs, labels = ablation_steps(parse_kernel_spec("base+zs"), ["s", "t"])
+    assert [s.text for s in specs] == ["base+zs", "base+zs+s@1", "base+zs+s", "base+zs+s+t"]
+    assert specs == [parse_kernel_spec(s.text) for s in specs]
     assert labels[1:] == ["s 1/2: mm: first", "s 2/2: mm: second", "t 1/1: mm: third"]
     with pytest.raises(InputError, match="named twice"):
-        ablation_steps("base+s", ["s"])
+        ablation_steps(parse_kernel_spec("base+s"), ["s"])
     with pytest.raises(InputError, match="name a whole series"):
-        ablation_steps("base", ["s@1"])
+        ablation_steps(parse_kernel_spec("base"), ["s@1"])
     with pytest.raises(InputError, match="no directory"):
-        ablation_steps("base", ["nope"])
+        ablation_steps(parse_kernel_spec("base"), ["nope"])
 
 
 def test_bisect_candidates_over_a_series(tmp_path, monkeypatch):
@@ -61,14 +63,16 @@ def test_bisect_candidates_over_a_series(tmp_path, monkeypatch):
     make_series(tmp_path, "s", {f"000{i}-p.patch": MAIL.format(subject=f"mm: p{i}", line=f"l{i}") for i in (1, 2, 3)})
     make_series(tmp_path, "zs", {"0001-z.patch": MAIL.format(subject="z", line="z")})
     monkeypatch.setenv("BALLOON_TESTBED_PATCHES", str(tmp_path))
-    specs, labels = series_candidates("base+zs", "base+zs+s")
-    assert specs == ["base+zs", "base+zs+s@1", "base+zs+s@2", "base+zs+s"]
+    p = parse_kernel_spec
+    specs, labels = series_candidates(p("base+zs"), p("base+zs+s"))
+    assert [s.text for s in specs] == ["base+zs", "base+zs+s@1", "base+zs+s@2", "base+zs+s"]
+    assert specs == [p(s.text) for s in specs]
     assert labels[3] == "s 3/3: mm: p3"
-    specs, _ = series_candidates("base+zs+s@1", "base+zs+s@2")
-    assert specs == ["base+zs+s@1", "base+zs+s@2"]
+    specs, _ = series_candidates(p("base+zs+s@1"), p("base+zs+s@2"))
+    assert [s.text for s in specs] == ["base+zs+s@1", "base+zs+s@2"]
     for good, bad in (("base", "base+zs+s"), ("base+zs+s@2", "base+zs+s@2"), ("stock", "base+s")):
         with pytest.raises(InputError):
-            series_candidates(good, bad)
+            series_candidates(p(good), p(bad))
 
 
 def test_bisect_candidates_over_a_tree(tmp_path):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from harness.attribution.bisect_plan import BisectPlan
 from harness.attribution.search import BAD, GOOD, BisectState
 from harness.commands import bisect as bis
 
@@ -19,7 +20,6 @@ def bisect(tmp_path, monkeypatch):
     digests = {specs[0]: "A", specs[1]: "A", specs[2]: "B", specs[3]: "C", specs[4]: "C", specs[5]: "D"}
     monkeypatch.setattr(bis, "resolve_kernel", lambda spec: spec.text)
     monkeypatch.setattr(bis, "image_digest", lambda kernel: digests[kernel])
-    monkeypatch.setattr(bis, "parse_kernel_spec", lambda text: type("S", (), {"text": text})())
 
     def run(*a, **k):
         raise Ran
@@ -28,7 +28,7 @@ def bisect(tmp_path, monkeypatch):
     plan = {"scenario": "x.yaml", "tree": None, "candidates": specs, "labels": specs,
             "criterion": {"metric": "fault_in_ms", "phase": "touch"}, "direction": 1, "reps": 1, "max_reps": 3,
             "timing": "icount"}
-    return bis.Bisect(tmp_path, plan, BisectState(specs))
+    return bis.Bisect(tmp_path, BisectPlan.model_validate(plan), BisectState(specs))
 
 
 def test_the_good_ends_image_is_good_without_a_run(bisect):
@@ -44,5 +44,5 @@ def test_an_image_judged_bad_before_is_bad_without_a_run(bisect):
     assert v.verdict == BAD and "[4]" in v.evidence
     with pytest.raises(Ran):
         bisect.judge(2, 1)
-    assert bisect.plan["images"] == {"0": "A", "4": "C", "3": "C", "2": "B"}  # kept in bisect.json for --resume
+    assert bisect.plan.images == {"0": "A", "4": "C", "3": "C", "2": "B"}  # kept in bisect.json for --resume
 

@@ -91,17 +91,18 @@ def test_steps_left_counts_down():
 
 
 def test_a_bisect_directory_resumes_from_its_one_state_file(tmp_path):
+    from harness.attribution.bisect_plan import BisectPlan
     from harness.commands.bisect import LOG_FILE, STATE_FILE, Bisect
 
     plan = {"scenario": "s.yaml", "tree": None, "candidates": ["a", "b", "c"], "labels": ["good", "p1", "p2"],
             "criterion": {"metric": "fault_in_ms", "phase": "touch"}, "direction": 1, "reps": 3, "max_reps": 12,
             "timing": None}
-    bisect = Bisect(tmp_path, dict(plan), BisectState(plan["labels"]))
+    bisect = Bisect(tmp_path, BisectPlan.model_validate(plan), BisectState(plan["labels"]))
     bisect.state.record(2, BAD, "moved")
     bisect.save()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([STATE_FILE, LOG_FILE])
     resumed = Bisect.load(tmp_path)
-    assert resumed.plan == plan and resumed.state.log_lines() == bisect.state.log_lines()
+    assert resumed.plan == BisectPlan.model_validate(plan) and resumed.state.log_lines() == bisect.state.log_lines()
     assert resumed.state.next_candidate() == 1
 
 

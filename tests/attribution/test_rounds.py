@@ -229,6 +229,7 @@ def test_a_bisect_keeps_the_bad_ends_failure_rate_and_each_good_verdicts_confide
     """Bisect.run with rounds from an injected runner: candidates 4.. fail one repetition in three."""
     import json
 
+    from harness.attribution.bisect_plan import BisectPlan
     from harness.attribution.rounds import failure_rate_lower_bound
     from harness.attribution.search import BisectState
     from harness.commands.bisect import LOG_FILE, STATE_FILE, Bisect
@@ -237,12 +238,12 @@ def test_a_bisect_keeps_the_bad_ends_failure_rate_and_each_good_verdicts_confide
         def judge(self, k, direction):
             runner = Failures(lambda i: k >= 4 and i % 3 == 1)
             return judge_step(self.criterion, runner, reps=3, max_reps=12, direction=direction,
-                              bad_fail_rate=self.plan.get("bad_fail_rate"), say=lambda line: None)
+                              bad_fail_rate=self.plan.bad_fail_rate, say=lambda line: None)
 
     labels = ["good"] + [f"p{i}" for i in range(1, 7)]
     plan = {"scenario": "s.yaml", "tree": None, "candidates": labels, "labels": labels,
             "criterion": {"expect": "nonzero_pages"}, "direction": None, "reps": 3, "max_reps": 12, "timing": None}
-    bisect = Fake(tmp_path, plan, BisectState(labels))
+    bisect = Fake(tmp_path, BisectPlan.model_validate(plan), BisectState(labels))
     assert bisect.run() == 0
     assert "first bad: [4] p4" in capsys.readouterr().out
     state = json.loads((tmp_path / STATE_FILE).read_text())

@@ -58,12 +58,12 @@ def test_plan_cells_are_comparison_groups_with_stable_ids(tmp_path):
     assigned = [c for s in plan.shards for c in s.cells]
     assert sorted(assigned) == sorted(c.id for c in plan.cells)  # every cell on exactly one shard, whole
     base_key = build_key(parse_kernel_spec("base"))
-    assert [(b.spec, b.key) for b in plan.builds] == [("base", base_key)]
+    assert [(b.spec.text, b.key) for b in plan.builds] == [("base", base_key)]
     for s in plan.shards:
-        kernels = {k for c in s.cells for k in plan.cell(c).kernels}
-        assert set(s.kernels) == kernels and s.build_keys == ([base_key] if "base" in kernels else [])
+        kernels = {k.text for c in s.cells for k in plan.cell(c).kernels}
+        assert {k.text for k in s.kernels} == kernels and s.build_keys == ([base_key] if "base" in kernels else [])
     aa = [c for c in plan.cells if c.aa]
-    assert len(aa) == 1 and aa[0].kernels == ["base"]
+    assert len(aa) == 1 and [k.text for k in aa[0].kernels] == ["base"]
     # 3 x 2 kernel-repetitions at the default estimate against 1 + 2: the big cell gets a shard of its own.
     big = next(c for c in plan.cells if c.reps == 3)
     assert [big.id] in [s.cells for s in plan.shards]
@@ -122,9 +122,10 @@ def shard_dir(root: Path, plan, shard_id: str, runner: Runner = RUNNER, skip: tu
         if cid in skip:
             continue
         c = plan.cell(cid)
-        name = f"20261122T01000{len(cells)}Z-{c.scenario}-{'_vs_'.join(c.kernels)}"
+        kernels = [k.text for k in c.kernels]
+        name = f"20261122T01000{len(cells)}Z-{c.scenario}-{'_vs_'.join(kernels)}"
         synth.write_bundle(d / name, {k: {("vmstat.pgfault", "touch"): [100 + i] * c.reps}
-                                      for i, k in enumerate(c.kernels)}, accel=runner.accelerator,
+                                      for i, k in enumerate(kernels)}, accel=runner.accelerator,
                            qemu=runner.qemu_version, cpu=runner.cpu)
         cells.append(ShardCell(id=cid, bundle=name, status="complete", wall_s=5.0))
     write_model(d / SHARD_FILE, ShardRecord(plan=plan, plan_digest=plan.digest(), shard=shard_id, runner=runner,
@@ -150,7 +151,7 @@ def test_merge_keeps_every_bundle_and_records_cells_and_runners(tmp_path, plan):
     for c in merge.cells:
         src = tmp_path / "shards" / c.shard / c.bundle
         assert not filecmp.dircmp(src, tmp_path / "out" / c.bundle).diff_files
-        assert c.kernels == plan.cell(c.id).kernels and c.aa == plan.cell(c.id).aa
+        assert c.kernels == [k.text for k in plan.cell(c.id).kernels] and c.aa == plan.cell(c.id).aa
     raw = json.loads((tmp_path / "out/merge.json").read_text())
     assert {"plan", "cells", "runners", "merged_at"} <= raw.keys()
     assert {"cpu", "cores", "accelerator", "qemu_version"} <= raw["runners"]["s1"].keys()
@@ -207,4 +208,4 @@ def test_the_shipped_small_matrix_is_valid():
     from harness.commands.matrix import load_matrix
 
     entries = load_matrix(REPO_ROOT / "scenarios" / "nightly-small.yaml")
-    assert [(e.kernels, e.aa) for e in entries] == [(["base", "base+zeroing-stats"], False), (["base"], True)]
+    assert [([k.text for k in e.kernels], e.aa) for e in entries] == [(["base", "base+zeroing-stats"], False), (["base"], True)]

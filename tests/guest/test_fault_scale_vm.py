@@ -9,6 +9,7 @@ import json
 import pytest
 import yaml
 
+from harness.kernels.spec import parse_kernel_spec
 from harness.paths import REPO_ROOT
 from harness.results.scenario_run import run_scenario
 
@@ -49,7 +50,7 @@ def test_faultscale_takes_one_fault_per_page_on_stock(tmp_path):
              "phase": "anon-threads"},
         ],
     }))
-    outcome = run_scenario(scenario, kernels=["stock"], results_dir=tmp_path)
+    outcome = run_scenario(scenario, kernels=[parse_kernel_spec("stock")], results_dir=tmp_path)
     assert outcome.status == "complete", outcome.error
     steps = steps_of(outcome.bundle, "stock")
     for phase, mode, tasks in (("anon", "anon", "processes"), ("file", "file", "processes"),
@@ -71,7 +72,7 @@ def test_fault_scale_scenario_on_the_baseline_and_a_series(tmp_path):
     scenario.write_text(yaml.safe_dump(data))
     kernels = ["base+zeroing-stats", "base+zeroing-stats+fpi-free-unref-page+pg-zeroed-core+balloon-opt-ins"
                "+deflate-zeroed-hint"]
-    outcome = run_scenario(scenario, kernels=kernels, results_dir=tmp_path)
+    outcome = run_scenario(scenario, kernels=[parse_kernel_spec(k) for k in kernels], results_dir=tmp_path)
     assert outcome.status == "complete", outcome.error
     manifest = json.loads((outcome.bundle / "manifest.json").read_text())
     rates = ops_per_s(outcome.bundle)

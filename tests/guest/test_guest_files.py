@@ -104,7 +104,7 @@ def test_own_static_binaries_run_in_a_real_guest(tmp_path):
         {"upload": {"src": "hello-up", "dest": "/root/bin/hello-up"}, "phase": "upload"},
         {"shell": "/usr/local/bin/hello a b && /root/bin/hello-up", "phase": "mine"},
     ])
-    outcome = run_scenario(path, kernels=["stock"], results_dir=tmp_path / "r")
+    outcome = run_scenario(path, kernels=[parse_kernel_spec("stock")], results_dir=tmp_path / "r")
     assert outcome.status == "complete", outcome.error
     rep = outcome.bundle / "stock" / "rep1"
     assert (rep / "shell-mine.txt").read_text() == ("hello from /usr/local/bin/hello with 2 argument(s)\n"

@@ -8,6 +8,7 @@ import json
 import pytest
 import yaml
 
+from harness.kernels.spec import parse_kernel_spec
 from harness.results.scenario_run import run_scenario
 
 pytestmark = pytest.mark.vm
@@ -35,7 +36,7 @@ SCENARIO = {
 def test_probes_take_one_write_fault_per_page_and_allocate_thps(kernel, timing, tmp_path):
     scenario = tmp_path / "fault-path.yaml"
     scenario.write_text(yaml.safe_dump(SCENARIO))
-    outcome = run_scenario(scenario, kernels=[kernel], results_dir=tmp_path, timing=timing)
+    outcome = run_scenario(scenario, kernels=[parse_kernel_spec(kernel)], results_dir=tmp_path, timing=timing)
     assert outcome.status == "complete", outcome.error
     manifest = json.loads((outcome.bundle / "manifest.json").read_text())
     assert manifest["timing"] == (timing if manifest["accel"] == "tcg" else "realtime")

@@ -269,7 +269,7 @@ def _parser():
 def test_cli_parses():
     args = _parser().parse_args(["kernel", "build", "base+A", "--config-fragment", "x.config",
                                  "--config-fragment", "y.config"])
-    assert args.spec == "base+A" and args.config_fragment == ["x.config", "y.config"] and args.tree is None
+    assert args.spec.text == "base+A" and args.config_fragment == ["x.config", "y.config"] and args.tree is None
     args = _parser().parse_args(["kernel", "build", "--tree", "/src/linux"])
     assert args.spec is None and args.tree == "/src/linux"
     assert _parser().parse_args(["kernel", "list"]).func is kcmd._cmd_list
@@ -294,7 +294,7 @@ def test_cli_build_rejects_bad_specs():
 
 def test_tree_mode_rejects_series_and_non_trees(tmp_path):
     with pytest.raises(InputError, match="spec"):
-        kb.build_kernel("base+A", tree=tmp_path)
+        kb.build_kernel(parse_kernel_spec("base+zeroing-stats"), tree=tmp_path)
     with pytest.raises(InputError, match="not a kernel source tree"):
         kb.build_kernel(None, tree=tmp_path)
     (tmp_path / "Makefile").write_text("all:\n")

@@ -9,6 +9,7 @@ import json
 import pytest
 import yaml
 
+from harness.kernels.spec import parse_kernel_spec
 from harness.paths import REPO_ROOT
 from harness.results.scenario_run import run_scenario
 
@@ -52,7 +53,7 @@ def metrics_of(bundle):
 def test_series_builds_boots_and_counts_zeroing(spec, tmp_path):
     scenario = tmp_path / "counters.yaml"
     scenario.write_text(yaml.safe_dump(COUNTERS))
-    outcome = run_scenario(scenario, kernels=[spec], results_dir=tmp_path)
+    outcome = run_scenario(scenario, kernels=[parse_kernel_spec(spec)], results_dir=tmp_path)
     assert outcome.ok, outcome.error
     manifest = json.loads((outcome.bundle / "manifest.json").read_text())
     (kernel,) = manifest["kernels"]
@@ -99,7 +100,7 @@ def test_reporting_unregister_catches_a_kernel_that_keeps_trusting(tmp_path):
     """pg-zeroed-reporting without its patch 2 keeps its PG_zeroed marks trusted after the reporting device
     unregisters: the scenario that checks trust is withdrawn must fail on it (issue 20, item 13)."""
     old = f"{STATS}+thp-gfp-zero+fpi-free-unref-page+pg-zeroed-core+balloon-opt-ins+pg-zeroed+pg-zeroed-reporting@1"
-    outcome = run_scenario(REPO_ROOT / "scenarios" / "reporting-unregister.yaml", kernels=[old],
+    outcome = run_scenario(REPO_ROOT / "scenarios" / "reporting-unregister.yaml", kernels=[parse_kernel_spec(old)],
                            results_dir=tmp_path)
     assert not outcome.ok
     m = metrics_of(outcome.bundle)
@@ -108,7 +109,7 @@ def test_reporting_unregister_catches_a_kernel_that_keeps_trusting(tmp_path):
 
 
 def test_negative_control_is_caught_by_the_stale_data_check(tmp_path):
-    outcome = run_scenario(REPO_ROOT / "scenarios" / "stale-data.yaml", kernels=[NEGATIVE_CONTROL],
+    outcome = run_scenario(REPO_ROOT / "scenarios" / "stale-data.yaml", kernels=[parse_kernel_spec(NEGATIVE_CONTROL)],
                            results_dir=tmp_path)
     assert not outcome.ok
     assert outcome.error.startswith(f"LEAK on {NEGATIVE_CONTROL}: rep1 touch-reported:"), outcome.error
@@ -122,7 +123,7 @@ def test_host_that_cannot_discard_makes_trusting_kernels_leak(kernel, trusts, tm
     the kernel's own __GFP_ZERO allocations (the zero_scan module); a kernel that trusts the host hands out stale
     data.  One run per kernel: a trusting kernel may also crash on the stale data it gave itself (seed 000's
     page tables), which fails its own run and is a finding too."""
-    outcome = run_scenario(REPO_ROOT / "scenarios" / "stale-data-mlock.yaml", kernels=[kernel], results_dir=tmp_path)
+    outcome = run_scenario(REPO_ROOT / "scenarios" / "stale-data-mlock.yaml", kernels=[parse_kernel_spec(kernel)], results_dir=tmp_path)
     m = metrics_of(outcome.bundle)
     if trusts is None:
         assert outcome.ok, outcome.error
@@ -153,7 +154,7 @@ def expectation(bundle, name):
 
 @pytest.mark.parametrize("design", DEBUG_VM_DESIGNS)
 def test_debug_vm_finds_no_misplaced_hint_in_the_design(design, tmp_path):
-    outcome = run_scenario(REPO_ROOT / "scenarios" / "stale-data.yaml", kernels=[f"{design}+{CHECKS}%debug-vm"],
+    outcome = run_scenario(REPO_ROOT / "scenarios" / "stale-data.yaml", kernels=[parse_kernel_spec(f"{design}+{CHECKS}%debug-vm")],
                            results_dir=tmp_path)
     print(f"{design}: {outcome.bundle}")
     assert outcome.ok, outcome.error
@@ -165,7 +166,7 @@ def test_debug_vm_checks_fire_on_a_hint_left_on_a_merged_buddy(checks, tmp_path)
     """The planted bug (a merged buddy keeps PG_zeroed) is a bad-page report with the checks, and silent
     without them: the checks are what finds it."""
     spec = "control-hint-left-on-merge%debug-vm" if checks else f"seed001+{PLANTED_BUG}%debug-vm"
-    outcome = run_scenario(REPO_ROOT / "scenarios" / "stale-data.yaml", kernels=[spec], results_dir=tmp_path)
+    outcome = run_scenario(REPO_ROOT / "scenarios" / "stale-data.yaml", kernels=[parse_kernel_spec(spec)], results_dir=tmp_path)
     print(f"{spec}: {outcome.bundle}")
     dmesg = "".join(p.read_text(errors="replace") for p in outcome.bundle.glob("*/rep*/dmesg.txt"))
     if checks:
@@ -184,7 +185,7 @@ def test_legal_stack_without_the_counters_builds_and_boots(spec, tmp_path):
     """The legal stacks that do not carry zeroing-stats (so no vmstat counters to check) boot and fault cleanly."""
     scenario = tmp_path / "counters.yaml"
     scenario.write_text(yaml.safe_dump(COUNTERS))
-    outcome = run_scenario(scenario, kernels=[spec], results_dir=tmp_path)
+    outcome = run_scenario(scenario, kernels=[parse_kernel_spec(spec)], results_dir=tmp_path)
     assert outcome.status == "complete", outcome.error
     manifest = json.loads((outcome.bundle / "manifest.json").read_text())
     (kernel,) = manifest["kernels"]

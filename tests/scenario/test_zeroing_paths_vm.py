@@ -41,10 +41,11 @@ def test_zeroing_sources_applies_right_after_zeroing_stats(spec):
 @pytest.mark.vm
 @pytest.mark.kernelbuild
 def test_zeroing_paths_add_up_to_pgzero_alloc(tmp_path):
+    from harness.kernels.spec import parse_kernel_spec
     from harness.results.scenario_run import run_scenario
 
-    outcome = run_scenario(REPO_ROOT / "scenarios" / "zeroing-paths.yaml", kernels=[EXTENDED], reps=1,
-                           results_dir=tmp_path)
+    outcome = run_scenario(REPO_ROOT / "scenarios" / "zeroing-paths.yaml", kernels=[parse_kernel_spec(EXTENDED)],
+                           reps=1, results_dir=tmp_path)
     assert outcome.ok, outcome.error
     rows = json.loads((outcome.bundle / "metrics.json").read_text())
     m = {r["name"]: r["value"] for r in rows if r["phase"] == "touch4k"}
