@@ -51,9 +51,10 @@ class Guest:
         key = paramiko.ECDSAKey.from_private_key_file(str(self.keys.client_key))
         kind, b64 = self.keys.host_pub.split()[:2]
         host_key = paramiko.Ed25519Key(data=base64.b64decode(b64))
-        last_error: list[Exception | None] = [None]
+        last_error: Exception | None = None
 
         def connected() -> bool:
+            nonlocal last_error
             client = paramiko.SSHClient()
             client.get_host_keys().add(f"[127.0.0.1]:{self.port}", kind, host_key)
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -63,7 +64,7 @@ class Guest:
                     timeout=5, banner_timeout=5, auth_timeout=5,
                 )
             except (paramiko.SSHException, OSError, EOFError) as exc:
-                last_error[0] = exc
+                last_error = exc
                 client.close()
                 return False
             self._client = client
@@ -72,7 +73,7 @@ class Guest:
         now = time.monotonic()
         poll_until(connected, timeout=max(0.0, deadline - now), started=now, interval=CONNECT_RETRY_S, alive=alive,
                    on_timeout=lambda: GuestCommandError(
-                       f"SSH to the guest never came up on 127.0.0.1:{self.port}: {last_error[0]!r}"))
+                       f"SSH to the guest never came up on 127.0.0.1:{self.port}: {last_error!r}"))
 
     def run(self, command: str, timeout: float = 60, check: bool = True) -> Result:
         """Run `command` with /bin/sh in the guest; raise on timeout, and on non-zero exit if `check`."""

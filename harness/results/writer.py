@@ -130,9 +130,8 @@ class BundleWriter:
         self.manifest.jobs = jobs
         self.manifest.rep_order = order
 
-    def add_kernel(self, record: KernelRecord | dict) -> None:
-        self.manifest.kernels.append(KernelRecord.model_validate(record if isinstance(record, dict)
-                                                                 else record.model_dump()))
+    def add_kernel(self, record: KernelRecord) -> None:
+        self.manifest.kernels.append(record.model_copy(deep=True))
 
     def update_kernel(self, index: int, *, zeroing_counters: str | None, guest_release: str | None,
                       qemu_argv: list[str], clocksource: str | None = None, zeroing: dict | None = None) -> None:

@@ -5,6 +5,7 @@ import json
 import pytest
 
 from harness.errors import InputError
+from harness.kernels.record import KernelRecord
 from harness.results.bundle import load_bundle
 from harness.results.writer import BundleWriter
 
@@ -65,9 +66,11 @@ def test_what_a_run_records_reads_back(tmp_path):
     w = BundleWriter(tmp_path, "smoke", ["stock"])
     w.manifest.reps = 2
     w.set_environment(accel="tcg", timing="icount", qemu_version="7.2.0", qemu_binary="qemu-system-x86_64")
-    w.add_kernel({"spec": "stock", "slug": "stock", "version": "6.12", "package": "linux-image", "sha256": "ab",
-                  "cache_key": None, "config": "/c", "config_fragment_sha256": None, "series": [], "boot": "bzImage"})
-    w.add_kernel({"spec": "base", "slug": "base", "series": [], "base": {"package": "linux-source-6.12"}})
+    w.add_kernel(KernelRecord.model_validate(
+        {"spec": "stock", "slug": "stock", "version": "6.12", "package": "linux-image", "sha256": "ab",
+         "cache_key": None, "config": "/c", "config_fragment_sha256": None, "series": [], "boot": "bzImage"}))
+    w.add_kernel(KernelRecord.model_validate({"spec": "base", "slug": "base", "series": [],
+                                              "base": {"package": "linux-source-6.12"}}))
     w.update_kernel(0, zeroing_counters="trace", guest_release="6.12", qemu_argv=["qemu-system-x86_64", "-m"],
                     zeroing={"methods": ["trace"], "unavailable": {"zeroing.thp_pages": "kprobe refused"}})
     w.add_metric("fault_in_ms", 1.5, phase="touch", rep=0, kernel="stock")
