@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from harness.errors import InputError
+from harness.kernels.inputs import load_series
+from harness.kernels.spec import KernelSpec, series_ref
 from harness.results import stats
 from harness.results.bundle import Bundle
 from harness.results.compare import Row, compare_kernels, fmt_num, md_escape
@@ -23,6 +26,21 @@ class AblationStep:
     label: str  # the patch this step adds ("baseline" for step 0)
     moved: list[Row] = field(default_factory=list)  # flagged against the step before
     unsure: list[Row] = field(default_factory=list)  # above the threshold, but too few samples to tell
+
+
+def ablation_steps(on: KernelSpec, series: list[str]) -> tuple[list[KernelSpec], list[str]]:
+    """The kernel spec of every step, and what each step adds ("baseline" for the first)."""
+    specs, labels = [on], [f"baseline ({on.text})"]
+    stack = on
+    for name in series:
+        if series_ref(name)[1] is not None:
+            raise InputError(f"--series {name!r}: name a whole series; ablation runs each of its prefixes")
+        patches = load_series(name).patches
+        for k, patch in enumerate(patches, 1):
+            specs.append(stack.plus(name if k == len(patches) else f"{name}@{k}"))
+            labels.append(f"{name} {k}/{len(patches)}: {patch.subject}")
+        stack = stack.plus(name)
+    return specs, labels
 
 
 def ablate(bundle: Bundle, kernels: list[str], labels: list[str], threshold_pct: float) -> list[AblationStep]:

@@ -15,32 +15,16 @@ import json
 import sys
 from pathlib import Path
 
-from harness.attribution.ablation import ablate, plot, to_json, to_markdown
+from harness.attribution.ablation import ablate, ablation_steps, plot, to_json, to_markdown
 from harness.commands.jobs_option import add_jobs_option
 from harness.commands.run import add_timing_option
 from harness.errors import InputError
-from harness.kernels.inputs import load_series
-from harness.kernels.spec import KernelSpec, parse_kernel_spec, series_ref
+from harness.kernels.spec import parse_kernel_spec
 from harness.results import stats
 from harness.results.bundle import load_bundle
 from harness.results.scenario_run import check_jobs, run_scenario
 from harness.results.table import provenance
 from harness.scenario.schema import load_scenario
-
-
-def ablation_steps(on: KernelSpec, series: list[str]) -> tuple[list[KernelSpec], list[str]]:
-    """The kernel spec of every step, and what each step adds ("baseline" for the first)."""
-    specs, labels = [on], [f"baseline ({on.text})"]
-    stack = on
-    for name in series:
-        if series_ref(name)[1] is not None:
-            raise InputError(f"--series {name!r}: name a whole series; ablation runs each of its prefixes")
-        patches = load_series(name).patches
-        for k, patch in enumerate(patches, 1):
-            specs.append(stack.plus(name if k == len(patches) else f"{name}@{k}"))
-            labels.append(f"{name} {k}/{len(patches)}: {patch.subject}")
-        stack = stack.plus(name)
-    return specs, labels
 
 
 def cmd_ablate(args: argparse.Namespace) -> int:

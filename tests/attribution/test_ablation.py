@@ -8,8 +8,7 @@ from pathlib import Path
 import bundle_synth as synth
 import pytest
 
-from harness.attribution.ablation import ablate, plot, to_markdown
-from harness.commands.ablate import ablation_steps
+from harness.attribution.ablation import ablate, ablation_steps, plot, to_markdown
 from harness.errors import InputError
 from harness.kernels.spec import parse_kernel_spec
 from harness.results.bundle import load_bundle
@@ -58,7 +57,7 @@ def test_ablation_steps_name_every_prefix(tmp_path, monkeypatch):
 
 
 def test_bisect_candidates_over_a_series(tmp_path, monkeypatch):
-    from harness.commands.bisect import series_candidates
+    from harness.attribution.bisection import series_candidates
 
     make_series(tmp_path, "s", {f"000{i}-p.patch": MAIL.format(subject=f"mm: p{i}", line=f"l{i}") for i in (1, 2, 3)})
     make_series(tmp_path, "zs", {"0001-z.patch": MAIL.format(subject="z", line="z")})
@@ -78,7 +77,7 @@ def test_bisect_candidates_over_a_series(tmp_path, monkeypatch):
 def test_bisect_candidates_over_a_tree(tmp_path):
     import subprocess
 
-    from harness.commands.bisect import tree_candidates
+    from harness.attribution.bisection import tree_candidates
 
     def git(*args):
         subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t", *args],

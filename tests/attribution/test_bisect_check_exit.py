@@ -192,7 +192,7 @@ def test_an_unusable_results_directory_aborts(tmp_path, scenario):
 
 
 def test_two_checks_in_the_same_second_get_their_own_directories(tmp_path):
-    from harness.commands.bisect import new_directory
+    from harness.attribution.bisection import new_directory
 
     first, second = new_directory(tmp_path, "bisect-check"), new_directory(tmp_path, "bisect-check")
     assert first != second and first.is_dir() and second.is_dir()

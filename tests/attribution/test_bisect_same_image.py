@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from harness.attribution import bisection as bis
 from harness.attribution.bisect_plan import BisectPlan
 from harness.attribution.search import BAD, GOOD, BisectState
-from harness.commands import bisect as bis
 
 
 class Ran(Exception):

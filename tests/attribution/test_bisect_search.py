@@ -92,7 +92,7 @@ def test_steps_left_counts_down():
 
 def test_a_bisect_directory_resumes_from_its_one_state_file(tmp_path):
     from harness.attribution.bisect_plan import BisectPlan
-    from harness.commands.bisect import LOG_FILE, STATE_FILE, Bisect
+    from harness.attribution.bisection import LOG_FILE, STATE_FILE, Bisect
 
     plan = {"scenario": "s.yaml", "tree": None, "candidates": ["a", "b", "c"], "labels": ["good", "p1", "p2"],
             "criterion": {"metric": "fault_in_ms", "phase": "touch"}, "direction": 1, "reps": 3, "max_reps": 12,

@@ -230,9 +230,9 @@ def test_a_bisect_keeps_the_bad_ends_failure_rate_and_each_good_verdicts_confide
     import json
 
     from harness.attribution.bisect_plan import BisectPlan
+    from harness.attribution.bisection import LOG_FILE, STATE_FILE, Bisect
     from harness.attribution.rounds import failure_rate_lower_bound
     from harness.attribution.search import BisectState
-    from harness.commands.bisect import LOG_FILE, STATE_FILE, Bisect
 
     class Fake(Bisect):
         def judge(self, k, direction):
