@@ -68,6 +68,20 @@ def flock(name: str, waiting: Callable[[], None] | None = None) -> Iterator[IO]:
         yield fh
 
 
+@contextlib.contextmanager
+def flock_if_free(name: str) -> Iterator[IO | None]:
+    """Hold locks/<name>.lock if nobody else holds it; else yield None at once."""
+    d = kernel_cache() / "locks"
+    d.mkdir(exist_ok=True)
+    with open(d / f"{name}.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield None
+            return
+        yield fh
+
+
 def load_build(key: str) -> dict | None:
     """builds/<key>/build.json if that build is complete and intact, else None (see :func:`check_build`)."""
     return check_build(key)[0]

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from harness.errors import HarnessError, InputError
-from harness.kernels.cache import flock, kernel_cache
+from harness.kernels.cache import flock, flock_if_free, kernel_cache, load_build
 from harness.kernels.inputs import BaseInfo, PatchFile, Series, load_base
 from harness.kernels.progress import Reporter
 from harness.process import git, run_command, tail
@@ -142,11 +142,12 @@ def prepare_tree(src: Path, key: str, series: list[Series], rep: Reporter, snaps
             return tree
     ready.unlink(missing_ok=True)
     check_series_applies(src, series, rep, snapshot)  # fail fast, before checking out a 1.5 GB worktree
-    with flock("src"):
-        with rep.status(f"creating worktree trees/{key[:12]}"):
-            _remove_worktree(src, tree)
-            _git(src, "worktree", "add", "-q", "--detach", str(tree), "base",
-                 what=f"git worktree add {tree}")
+    if not _adopt_tree(src, trees, key, series, rep):
+        with flock("src"):
+            with rep.status(f"creating worktree trees/{key[:12]}"):
+                _remove_worktree(src, tree)
+                _git(src, "worktree", "add", "-q", "--detach", str(tree), "base",
+                     what=f"git worktree add {tree}")
     try:
         apply_series(tree, series, rep, snapshot)
     except BaseException:
@@ -155,6 +156,52 @@ def prepare_tree(src: Path, key: str, series: list[Series], rep: Reporter, snaps
         raise
     ready.write_text(_git(tree, "rev-parse", "HEAD").stdout.strip() + "\n")
     return tree
+
+
+def _patch_ids(info: dict) -> list[tuple[str, str]]:
+    return [(s["name"], p["sha256"]) for s in info.get("series") or [] for p in s.get("patches") or []]
+
+
+def _donor(trees: Path, key: str, series: list[Series]) -> str | None:
+    """The worktree of a published build to build `key` in, the one sharing the most leading patches with it
+    (then the newest): make then compiles only the files whose patches differ, instead of a fresh worktree's
+    1960 objects through ccache."""
+    want = [(s.name, p.sha256) for s in series for p in s.patches]
+    best: tuple[int, float, str] | None = None
+    for ready in trees.glob("*.ready"):
+        donor = ready.name.removesuffix(".ready")
+        info = load_build(donor)
+        if donor == key or info is None or info.get("tree") != str(trees / donor) or not (trees / donor).is_dir():
+            continue  # not a published build of base + series in its own worktree (a --tree clone, say)
+        have = _patch_ids(info)
+        shared = next((i for i, (a, b) in enumerate(zip(want, have)) if a != b), min(len(want), len(have)))
+        rank = (shared, ready.stat().st_mtime, donor)
+        if best is None or rank > best:
+            best = rank
+    return best[2] if best else None
+
+
+def _adopt_tree(src: Path, trees: Path, key: str, series: list[Series], rep: Reporter) -> bool:
+    """Move a published build's worktree to trees/<key> and put the base back in it (the build's objects stay,
+    older than every file the new series touch); False when there is none free to take."""
+    donor = _donor(trees, key, series)
+    if donor is None:
+        return False
+    with flock_if_free(donor) as mine, flock_if_free(f"{donor}-selftests") as selftests:
+        if mine is None or selftests is None or not (trees / f"{donor}.ready").is_file():
+            return False  # being rebuilt or read: build beside it
+        with flock("src"), rep.status(f"taking over trees/{donor[:12]} (built) as trees/{key[:12]}"):
+            (trees / f"{donor}.ready").unlink()
+            _remove_worktree(src, trees / key)
+            _git(src, "worktree", "move", str(trees / donor), str(trees / key), what=f"git worktree move {donor[:12]}")
+    tree = trees / key
+    _git(tree, "checkout", "-q", "-f", "--detach", "base", what="git checkout base")
+    # The kernel counts its builds in .version ("#2" in the version string): without it, this tree's image is
+    # byte for byte a fresh worktree's.
+    (tree / ".version").unlink(missing_ok=True)
+    rep.log(f"kernel build: building in the worktree of build {donor[:12]} (its objects kept: make compiles "
+            f"what the series change)")
+    return True
 
 
 def check_series_applies(src: Path, series: list[Series], rep: Reporter | None = None,

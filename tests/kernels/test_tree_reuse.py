@@ -1,0 +1,83 @@
+"""A build takes over the worktree of a published build (its objects kept) instead of a fresh worktree: make
+compiles only what the new series change, and the image is the one a fresh worktree gives."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from harness.kernels import build as kb
+from harness.kernels import cache as kcache
+from harness.kernels import tree as kt
+from harness.kernels.inputs import load_base, load_series
+from harness.kernels.spec import parse_kernel_spec
+
+FIXTURE_PATCHES = Path(__file__).parent.parent / "data" / "kernel_build" / "patches"
+
+
+def test_the_donor_is_the_published_tree_sharing_the_most_leading_patches(tmp_path, monkeypatch):
+    monkeypatch.setenv("BALLOON_TESTBED_CACHE", str(tmp_path / "cache"))
+    trees = kcache.kernel_cache() / "trees"
+    trees.mkdir()
+    a, b = load_series("trivial-comment", FIXTURE_PATCHES), load_series("docs-only", FIXTURE_PATCHES)
+
+    def published(key: str, series, tree: bool = True, ready: bool = True) -> None:
+        bdir = kcache.kernel_cache() / "builds" / key
+        bdir.mkdir(parents=True)
+        (bdir / "bzImage").write_bytes(b"x")
+        info = {"key": key, "tree": str(trees / key) if tree else {"path": "/src/linux"},
+                "series": [{"name": s.name, "patches": [{"file": p.file, "sha256": p.sha256} for p in s.patches]}
+                           for s in series]}
+        (bdir / "build.json").write_text(json.dumps(info))
+        (trees / key).mkdir()
+        if ready:
+            (trees / f"{key}.ready").write_text("head\n")
+
+    monkeypatch.setattr(kt, "load_build", lambda key: json.loads(
+        (kcache.kernel_cache() / "builds" / key / "build.json").read_text()))
+    assert kt._donor(trees, "new", [a, b]) is None
+    published("base", [])
+    assert kt._donor(trees, "new", [a, b]) == "base"  # any built tree beats a fresh worktree
+    published("with-a", [a])
+    published("with-b", [b])  # shares nothing with a+b's first patch
+    published("user-clone", [a, b], tree=False)  # a --tree build's clone: never taken over
+    published("half", [a, b], ready=False)  # no .ready: not a complete worktree
+    assert kt._donor(trees, "new", [a, b]) == "with-a"
+    assert kt._donor(trees, "with-a", [a]) in ("base", "with-b")  # never itself; the others share nothing
+
+
+@pytest.mark.kernelbuild
+def test_a_build_in_a_taken_over_tree_compiles_little_and_gives_a_fresh_trees_image(capsys):
+    """base+trivial-comment (a comment in mm/page_alloc.c, on an unchanged line count) is built in base's
+    worktree: ccache is asked for a handful of objects, and the image is base's byte for byte, as a fresh
+    worktree's is (the build counter that would say "#2" is reset)."""
+    base = kb.build_kernel(parse_kernel_spec("base"))
+    spec = parse_kernel_spec("base+trivial-comment")
+    key = kb.build_key(spec, patches_root=FIXTURE_PATCHES)
+    shutil.rmtree(kcache.kernel_cache() / "builds" / key, ignore_errors=True)
+    trees = kcache.kernel_cache() / "trees"
+    if not (trees / f"{base.record.cache_key}.ready").is_file():  # taken over by an earlier build: make it again
+        shutil.rmtree(kcache.kernel_cache() / "builds" / base.record.cache_key)
+        base = kb.build_kernel(parse_kernel_spec("base"))
+    for other in trees.glob("*.ready"):  # base's must be the donor
+        if other.name != f"{base.record.cache_key}.ready":
+            other.unlink()
+    capsys.readouterr()
+    try:
+        kernel = kb.build_kernel(spec, patches_root=FIXTURE_PATCHES)
+        err = capsys.readouterr().err
+        assert f"building in the worktree of build {base.record.cache_key[:12]}" in err, err
+        info = kcache.load_build(key)
+        assert info is not None and info["tree"] == str(trees / key)
+        assert not (trees / base.record.cache_key).exists() and (trees / f"{key}.ready").is_file()
+        compiled = info["ccache"]["hits"] + info["ccache"]["misses"]
+        assert 0 < compiled < 100, info["ccache"]  # a fresh worktree asks ccache for every object (about 1300)
+        assert kernel.bzimage.read_bytes() == base.bzimage.read_bytes()
+        assert kb.build_kernel(parse_kernel_spec("base")).bzimage == base.bzimage  # still served from the cache
+    finally:
+        shutil.rmtree(kcache.kernel_cache() / "builds" / key, ignore_errors=True)
+        (trees / f"{key}.ready").unlink(missing_ok=True)
+        kt._remove_worktree(kt.ensure_base_repo(load_base()), trees / key)  # 1.5 GB no build of the cache names
