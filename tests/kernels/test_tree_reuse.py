@@ -50,7 +50,7 @@ def test_the_donor_is_the_published_tree_sharing_the_most_leading_patches(tmp_pa
 
 
 @pytest.mark.kernelbuild
-def test_a_build_in_a_taken_over_tree_compiles_little_and_gives_a_fresh_trees_image(capsys):
+def test_a_build_in_a_taken_over_tree_compiles_little_and_gives_a_fresh_trees_image(capsys, monkeypatch):
     """base+trivial-comment (a comment in mm/page_alloc.c, on an unchanged line count) is built in base's
     worktree: ccache is asked for a handful of objects, and the image is base's byte for byte, as a fresh
     worktree's is (the build counter that would say "#2" is reset)."""
@@ -62,9 +62,7 @@ def test_a_build_in_a_taken_over_tree_compiles_little_and_gives_a_fresh_trees_im
     if not (trees / f"{base.record.cache_key}.ready").is_file():  # taken over by an earlier build: make it again
         shutil.rmtree(kcache.kernel_cache() / "builds" / base.record.cache_key)
         base = kb.build_kernel(parse_kernel_spec("base"))
-    for other in trees.glob("*.ready"):  # base's must be the donor
-        if other.name != f"{base.record.cache_key}.ready":
-            other.unlink()
+    monkeypatch.setattr(kt, "_donor", lambda *a: base.record.cache_key)  # which tree: the test above
     capsys.readouterr()
     try:
         kernel = kb.build_kernel(spec, patches_root=FIXTURE_PATCHES)
