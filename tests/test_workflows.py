@@ -62,7 +62,7 @@ def test_nightly_shards_come_from_the_plan_and_never_build():
 
 @pytest.mark.skipif(shutil.which("jq") is None, reason="jq is not installed (the workflow's runners have it)")
 def test_the_plan_steps_jq_reads_a_real_plan(tmp_path):
-    from harness.commands.plan import make_plan
+    from harness.results.night_plan import make_plan
     from harness.results.shards import write_model
 
     matrix = tmp_path / "m.yaml"

@@ -28,11 +28,11 @@ from pathlib import Path
 from harness.errors import InputError
 from harness.machine.config import TIMING_MODES
 from harness.paths import REPO_ROOT
+from harness.results.matrix import load_matrix
 from harness.results.required_accel import check_required_accel
 from harness.results.scenario_run import check_jobs
 
 from .jobs_option import add_jobs_option
-from .matrix import load_matrix
 from .require_accel import add_require_accel_option
 
 
@@ -44,7 +44,7 @@ def cmd_nightly(args) -> int:
         raise InputError(f"--history {history}: no such directory")
     check_required_accel(args.require_accel)
     check_jobs(args.jobs)
-    from .shard_night import run_sharded_nightly  # lazily: the run stage is heavy
+    from harness.results.nightly_run import run_sharded_nightly  # lazily: the run stage is heavy
 
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     night = Path(args.results) if args.results else REPO_ROOT / "results" / "nightly" / stamp

@@ -9,9 +9,9 @@ import sys
 import bundle_synth as synth
 import pytest
 
-from harness.commands.plan import make_plan
 from harness.paths import REPO_ROOT
 from harness.results.bundle import load_bundle
+from harness.results.night_plan import make_plan
 from harness.results.required_accel import required_accel_rows
 from harness.results.shards import write_model
 

@@ -12,14 +12,14 @@ from pathlib import Path
 import bundle_synth as synth
 import pytest
 
-from harness.commands.merge import EXIT_INFRASTRUCTURE, merge_shards
-from harness.commands.plan import balance, make_plan
 from harness.kernels.build import build_key
 from harness.kernels.spec import parse_kernel_spec
 from harness.paths import REPO_ROOT
 from harness.results.bundle import load_bundle
 from harness.results.compare import run_compare
+from harness.results.night_plan import balance, make_plan
 from harness.results.report import build_report
+from harness.results.shard_merge import EXIT_INFRASTRUCTURE, merge_shards
 from harness.results.shards import SHARD_FILE, PlanCell, Runner, ShardCell, ShardRecord, load_merge, write_model
 
 SMOKE = REPO_ROOT / "scenarios" / "smoke.yaml"
@@ -205,7 +205,7 @@ def test_merge_bad_input(tmp_path, plan):
 
 
 def test_the_shipped_small_matrix_is_valid():
-    from harness.commands.matrix import load_matrix
+    from harness.results.matrix import load_matrix
 
     entries = load_matrix(REPO_ROOT / "scenarios" / "nightly-small.yaml")
     assert [([k.text for k in e.kernels], e.aa) for e in entries] == [(["base", "base+zeroing-stats"], False), (["base"], True)]

@@ -185,7 +185,7 @@ def test_report_real_bundles(smoke_bundles, tmp_path):
 def fake_runs(monkeypatch, calls, fail_scenario=None):
     """Stand in for the runs of `harness run-shard` (which `harness nightly` takes, sharded or not): each cell
     writes a synthetic bundle on a synthetic runner."""
-    from harness.commands import run_shard
+    from harness.results import shard_run as run_shard
     from harness.results.shards import Runner
 
     class RunOutcome:
@@ -193,6 +193,7 @@ def fake_runs(monkeypatch, calls, fail_scenario=None):
             self.bundle, self.ok, self.error = bundle, ok, error
 
     def run_scenario(scenario_path, kernels=None, reps=None, results_dir=None, timing=None, require_accel=None, jobs=None):
+        kernels = [k.text for k in kernels] if kernels else None  # the plan's typed specs
         calls.append((Path(scenario_path).name, kernels, reps))
         name = Path(scenario_path).stem
         if name == "explodes":
@@ -291,10 +292,10 @@ def test_nightly_matrix_validation(tmp_path):
 
 
 def test_repository_nightly_matrix_is_valid():
-    from harness.commands.nightly import load_matrix
+    from harness.results.matrix import load_matrix
 
     entries = load_matrix(REPO_ROOT / "scenarios" / "nightly.yaml")
     assert entries[0].path.name == "smoke.yaml" and entries[0].path.is_file()
-    assert (entries[0].kernels, entries[0].reps) == (["stock"], 3)
+    assert ([k.text for k in entries[0].kernels], entries[0].reps) == (["stock"], 3)
     assert {e.path.name for e in entries} >= {"reporting.yaml", "deflate.yaml", "init-on-free.yaml",
                                               "free-contig-range.yaml", "stale-data.yaml"}

@@ -14,12 +14,11 @@ from pathlib import Path
 
 from harness.kernels.build import build_kernel
 from harness.paths import REPO_ROOT
+from harness.results.night_plan import describe_plan, make_plan
 from harness.results.report import Entry, build_report
+from harness.results.shard_merge import EXIT_INFRASTRUCTURE, merge_shards
+from harness.results.shard_run import run_shard
 from harness.results.shards import write_model
-
-from .merge import EXIT_INFRASTRUCTURE, merge_shards
-from .plan import describe_plan, make_plan
-from .run_shard import run_shard
 
 
 def run_sharded_nightly(matrix: Path, n_shards: int, night: Path, out: Path | None = None, junit: Path | None = None,
