@@ -16,8 +16,7 @@ import sys
 from pathlib import Path
 
 from harness.attribution.ablation import ablate, ablation_steps, plot, to_json, to_markdown
-from harness.commands.jobs_option import add_jobs_option
-from harness.commands.run import add_timing_option
+from harness.commands.options import add_jobs_option, add_timing_option
 from harness.errors import InputError
 from harness.kernels.spec import parse_kernel_spec
 from harness.results import stats

@@ -39,8 +39,7 @@ from harness.attribution.bisection import Bisect, new_directory, series_candidat
 from harness.attribution.judge import Criterion
 from harness.attribution.rounds import PANIC_CHOICES
 from harness.attribution.search import BAD, GOOD, UNKNOWN, BisectState
-from harness.commands.jobs_option import add_jobs_option
-from harness.commands.run import add_timing_option
+from harness.commands.options import add_jobs_option, add_timing_option
 from harness.errors import HarnessError, InputError
 from harness.kernels.build import build_kernel
 from harness.kernels.resolve import check_available

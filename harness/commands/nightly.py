@@ -25,15 +25,12 @@ import argparse
 import time
 from pathlib import Path
 
+from harness.commands.options import add_jobs_option, add_require_accel_option, add_timing_option
 from harness.errors import InputError
-from harness.machine.config import TIMING_MODES
 from harness.paths import REPO_ROOT
 from harness.results.matrix import load_matrix
 from harness.results.required_accel import check_required_accel
 from harness.results.scenario_run import check_jobs
-
-from .jobs_option import add_jobs_option
-from .require_accel import add_require_accel_option
 
 
 def cmd_nightly(args) -> int:
@@ -63,8 +60,7 @@ def register(subparsers) -> None:
                         "results/nightly/<UTC time>)")
     p.add_argument("--out", metavar="DIR", help="report directory (default RESULTS/report)")
     p.add_argument("--junit", metavar="FILE", help="also write JUnit XML of every run")
-    p.add_argument("--timing", choices=TIMING_MODES,
-                   help="guest time for every run: realtime, or icount (TCG only); default: each scenario's own")
+    add_timing_option(p, help="guest time for every run: realtime, or icount (TCG only); default: each scenario's own")
     p.add_argument("--history", metavar="DIR",
                    help="earlier nights' results, one directory each (e.g. restored from the last run's artifact): "
                         "trends in the report, and tonight judged against the last night")

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from harness.machine.config import TIMING_MODES
+from harness.commands.options import add_timing_option
 from harness.paths import REPO_ROOT
 from harness.results.night_plan import describe_plan, make_plan
 from harness.results.shards import write_model
@@ -43,6 +43,5 @@ def register(subparsers) -> None:
     p.add_argument("--out", metavar="FILE", help="write the plan here (default: print it)")
     p.add_argument("--history", action="append", metavar="DIR",
                    help="earlier bundles to estimate durations from (repeatable; default the repository's results/)")
-    p.add_argument("--timing", choices=TIMING_MODES,
-                   help="guest time for every cell that does not set its own; default: each scenario's own")
+    add_timing_option(p, help="guest time for every cell that does not set its own; default: each scenario's own")
     p.set_defaults(func=cmd_plan)

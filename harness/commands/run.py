@@ -6,13 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.commands.options import add_jobs_option, add_require_accel_option, add_timing_option
 from harness.kernels.spec import parse_kernel_spec
-from harness.machine.config import TIMING_MODES
 from harness.results.scenario_run import DEFAULT_RESULTS, run_scenario
 from harness.scenario.saved_boot import REPETITIONS_FROM
-
-from .jobs_option import add_jobs_option
-from .require_accel import add_require_accel_option
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -41,11 +38,5 @@ def register(sub) -> None:
     add_jobs_option(p)
     add_require_accel_option(p)
     p.set_defaults(func=cmd_run)
-
-
-def add_timing_option(p) -> None:
-    p.add_argument("--timing", choices=TIMING_MODES,
-                   help="guest time: realtime, or icount (TCG: instruction counting, repeatable timings); "
-                        "overrides the scenario's qemu.timing")
 
 

@@ -14,12 +14,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from harness.commands.options import add_jobs_option, add_require_accel_option
 from harness.results.scenario_run import check_jobs
 from harness.results.shard_run import run_shard
 from harness.results.shards import SHARD_FILE, load_plan
-
-from .jobs_option import add_jobs_option
-from .require_accel import add_require_accel_option
 
 
 def cmd_run_shard(args) -> int:
