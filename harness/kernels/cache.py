@@ -48,6 +48,20 @@ def kernel_cache() -> Path:
     return d
 
 
+def _lock_file(name: str) -> IO:
+    d = kernel_cache() / "locks"
+    d.mkdir(exist_ok=True)
+    return open(d / f"{name}.lock", "w")
+
+
+def _try_lock(fh: IO) -> bool:
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        return False
+
+
 @contextlib.contextmanager
 def flock(name: str, waiting: Callable[[], None] | None = None) -> Iterator[IO]:
     """Hold locks/<name>.lock exclusively (one per build key, "src" for the base repo); yields the open lock file.
@@ -56,12 +70,8 @@ def flock(name: str, waiting: Callable[[], None] | None = None) -> Iterator[IO]:
     is never released with LOCK_UN, only by closing: a build hands the file to make (pass_fds), so if the
     harness is killed, the lock stays held until the last compiler it started has exited.
     """
-    d = kernel_cache() / "locks"
-    d.mkdir(exist_ok=True)
-    with open(d / f"{name}.lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+    with _lock_file(name) as fh:
+        if not _try_lock(fh):
             if waiting is not None:
                 waiting()
             fcntl.flock(fh, fcntl.LOCK_EX)
@@ -71,15 +81,8 @@ def flock(name: str, waiting: Callable[[], None] | None = None) -> Iterator[IO]:
 @contextlib.contextmanager
 def flock_if_free(name: str) -> Iterator[IO | None]:
     """Hold locks/<name>.lock if nobody else holds it; else yield None at once."""
-    d = kernel_cache() / "locks"
-    d.mkdir(exist_ok=True)
-    with open(d / f"{name}.lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            yield None
-            return
-        yield fh
+    with _lock_file(name) as fh:
+        yield fh if _try_lock(fh) else None
 
 
 def load_build(key: str) -> dict | None:
