@@ -142,14 +142,16 @@ def prepare_tree(src: Path, key: str, series: list[Series], rep: Reporter, snaps
             return tree
     ready.unlink(missing_ok=True)
     check_series_applies(src, series, rep, snapshot)  # fail fast, before checking out a 1.5 GB worktree
-    if not _adopt_tree(src, trees, key, series, rep):
+    applied = _adopt_tree(src, trees, key, series, rep)
+    if applied is None:
+        applied = 0
         with flock("src"):
             with rep.status(f"creating worktree trees/{key[:12]}"):
                 _remove_worktree(src, tree)
                 _git(src, "worktree", "add", "-q", "--detach", str(tree), "base",
                      what=f"git worktree add {tree}")
     try:
-        apply_series(tree, series, rep, snapshot)
+        apply_series(tree, series, rep, snapshot, skip=applied)
     except BaseException:
         with flock("src"):
             _remove_worktree(src, tree)
@@ -158,50 +160,64 @@ def prepare_tree(src: Path, key: str, series: list[Series], rep: Reporter, snaps
     return tree
 
 
+def _patch_list(series: list[Series]) -> list[tuple[str, str]]:
+    return [(s.name, p.sha256) for s in series for p in s.patches]
+
+
 def _patch_ids(info: dict) -> list[tuple[str, str]]:
     return [(s["name"], p["sha256"]) for s in info.get("series") or [] for p in s.get("patches") or []]
+
+
+def _shared(want: list[tuple[str, str]], have: list[tuple[str, str]]) -> int:
+    return next((i for i, (a, b) in enumerate(zip(want, have)) if a != b), min(len(want), len(have)))
 
 
 def _donor(trees: Path, key: str, series: list[Series]) -> str | None:
     """The worktree of a published build to build `key` in, the one sharing the most leading patches with it
     (then the newest): make then compiles only the files whose patches differ, instead of a fresh worktree's
     1960 objects through ccache."""
-    want = [(s.name, p.sha256) for s in series for p in s.patches]
+    want = _patch_list(series)
     best: tuple[int, float, str] | None = None
     for ready in trees.glob("*.ready"):
         donor = ready.name.removesuffix(".ready")
         info = load_build(donor)
         if donor == key or info is None or info.get("tree") != str(trees / donor) or not (trees / donor).is_dir():
             continue  # not a published build of base + series in its own worktree (a --tree clone, say)
-        have = _patch_ids(info)
-        shared = next((i for i, (a, b) in enumerate(zip(want, have)) if a != b), min(len(want), len(have)))
-        rank = (shared, ready.stat().st_mtime, donor)
+        rank = (_shared(want, _patch_ids(info)), ready.stat().st_mtime, donor)
         if best is None or rank > best:
             best = rank
     return best[2] if best else None
 
 
-def _adopt_tree(src: Path, trees: Path, key: str, series: list[Series], rep: Reporter) -> bool:
-    """Move a published build's worktree to trees/<key> and put the base back in it (the build's objects stay,
-    older than every file the new series touch); False when there is none free to take."""
+def _adopt_tree(src: Path, trees: Path, key: str, series: list[Series], rep: Reporter) -> int | None:
+    """Move a published build's worktree to trees/<key> and check out in it the commit of the patches the two
+    share (the build's objects stay, older than every file the other patches touch); returns how many patches
+    are applied there already, None when there is no tree free to take."""
     donor = _donor(trees, key, series)
     if donor is None:
-        return False
+        return None
+    have = _patch_ids(load_build(donor) or {})
     with flock_if_free(donor) as mine, flock_if_free(f"{donor}-selftests") as selftests:
         if mine is None or selftests is None or not (trees / f"{donor}.ready").is_file():
-            return False  # being rebuilt or read: build beside it
+            return None  # being rebuilt or read: build beside it
         with flock("src"), rep.status(f"taking over trees/{donor[:12]} (built) as trees/{key[:12]}"):
             (trees / f"{donor}.ready").unlink()
             _remove_worktree(src, trees / key)
             _git(src, "worktree", "move", str(trees / donor), str(trees / key), what=f"git worktree move {donor[:12]}")
     tree = trees / key
-    _git(tree, "checkout", "-q", "-f", "--detach", "base", what="git checkout base")
+    shared = _shared(_patch_list(series), have)
+    target = f"HEAD~{len(have) - shared}"
+    if _git(tree, "rev-list", "--count", "base..HEAD").stdout.strip() != str(len(have)):
+        shared, target = 0, "base"  # not one commit per patch on the base: start from the base
+    # Only the files that differ between the two commits change (and get a new mtime): make rebuilds what they
+    # touch, nothing the shared patches changed.
+    _git(tree, "checkout", "-q", "-f", "--detach", target, what="git checkout")
     # The kernel counts its builds in .version ("#2" in the version string): without it, this tree's image is
     # byte for byte a fresh worktree's.
     (tree / ".version").unlink(missing_ok=True)
-    rep.log(f"kernel build: building in the worktree of build {donor[:12]} (its objects kept: make compiles "
-            f"what the series change)")
-    return True
+    rep.log(f"kernel build: building in the worktree of build {donor[:12]} (its objects kept, its first {shared} "
+            f"patch(es) kept applied: make compiles what the others change)")
+    return shared
 
 
 def check_series_applies(src: Path, series: list[Series], rep: Reporter | None = None,
@@ -231,16 +247,22 @@ def check_series_applies(src: Path, series: list[Series], rep: Reporter | None =
                         f"{tail(out.strip(), 40)}")
 
 
-def apply_series(tree: Path, series: list[Series], rep: Reporter | None = None, snapshot: Path | None = None):
+def apply_series(tree: Path, series: list[Series], rep: Reporter | None = None, snapshot: Path | None = None,
+                 skip: int = 0):
     """`git am` each patch of each series in order; a patch that does not apply raises HarnessError.
 
-    snapshot: a directory with <series>/<patch file> copies to apply instead of the originals.
+    snapshot: a directory with <series>/<patch file> copies to apply instead of the originals.  skip: how many
+    leading patches (over all series) the tree has applied already.
     """
     rep = rep or Reporter(quiet=True)
     env = dict(os.environ, GIT_COMMITTER_DATE=GIT_DATE)
     for s in series:
-        with rep.status(f"applying series {s.name} ({len(s.patches)} patches)"):
-            for i, p in enumerate(s.patches, 1):
+        first = min(skip, len(s.patches))
+        skip -= first
+        if first == len(s.patches):
+            continue
+        with rep.status(f"applying series {s.name} ({len(s.patches) - first} patches)"):
+            for i, p in enumerate(s.patches[first:], first + 1):
                 ppath = snapshot / s.name / p.file if snapshot is not None else p.path
                 res = _git(tree, "am", "--no-3way", "--keep-cr", str(ppath), check=False, env=env)
                 if res.returncode != 0:
