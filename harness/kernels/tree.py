@@ -174,19 +174,21 @@ def _shared(want: list[tuple[str, str]], have: list[tuple[str, str]]) -> int:
 
 def _donor(trees: Path, key: str, series: list[Series]) -> str | None:
     """The worktree of a published build to build `key` in, the one sharing the most leading patches with it
-    (then the newest): make then compiles only the files whose patches differ, instead of a fresh worktree's
+    (then the one with the fewest others, then the newest): make then compiles only the files whose patches differ, instead of a fresh worktree's
     1960 objects through ccache."""
     want = _patch_list(series)
-    best: tuple[int, float, str] | None = None
+    best: tuple[int, int, float, str] | None = None
     for ready in trees.glob("*.ready"):
         donor = ready.name.removesuffix(".ready")
         info = load_build(donor)
         if donor == key or info is None or info.get("tree") != str(trees / donor) or not (trees / donor).is_dir():
             continue  # not a published build of base + series in its own worktree (a --tree clone, say)
-        rank = (_shared(want, _patch_ids(info)), ready.stat().st_mtime, donor)
+        have = _patch_ids(info)
+        shared = _shared(want, have)
+        rank = (shared, shared - len(have), ready.stat().st_mtime, donor)  # then the fewest patches to take back
         if best is None or rank > best:
             best = rank
-    return best[2] if best else None
+    return best[3] if best else None
 
 
 def _adopt_tree(src: Path, trees: Path, key: str, series: list[Series], rep: Reporter) -> int | None:
