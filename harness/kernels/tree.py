@@ -173,9 +173,9 @@ def _shared(want: list[tuple[str, str]], have: list[tuple[str, str]]) -> int:
 
 
 def _donor(trees: Path, key: str, series: list[Series]) -> str | None:
-    """The worktree of a published build to build `key` in, the one sharing the most leading patches with it
-    (then the one with the fewest others, then the newest): make then compiles only the files whose patches differ, instead of a fresh worktree's
-    1960 objects through ccache."""
+    """The worktree of a published build to build `key` in: the one sharing the most leading patches with it,
+    then the one with the fewest others, then the newest.  make then compiles only the files whose patches
+    differ, instead of a fresh worktree's 1960 objects through ccache."""
     want = _patch_list(series)
     best: tuple[int, int, float, str] | None = None
     for ready in trees.glob("*.ready"):
@@ -205,7 +205,8 @@ def _adopt_tree(src: Path, trees: Path, key: str, series: list[Series], rep: Rep
         with flock("src"), rep.status(f"taking over trees/{donor[:12]} (built) as trees/{key[:12]}"):
             (trees / f"{donor}.ready").unlink()
             _remove_worktree(src, trees / key)
-            _git(src, "worktree", "move", str(trees / donor), str(trees / key), what=f"git worktree move {donor[:12]}")
+            _git(src, "worktree", "move", str(trees / donor), str(trees / key),
+                 what=f"git worktree move {donor[:12]}")
     tree = trees / key
     shared = _shared(_patch_list(series), have)
     target = f"HEAD~{len(have) - shared}"
