@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import signal
 import subprocess
 import tempfile
 import time
@@ -117,17 +119,42 @@ def _ws_url(profile: Path, proc: subprocess.Popen, timeout_s: float) -> str:
     return pages[0]["webSocketDebuggerUrl"]
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the browser and every helper it started (its own session), then SIGKILL what is left."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if proc.poll() is not None and not _group_alive(proc.pid):
+                return
+            time.sleep(0.1)
+    proc.wait()
+
+
 def check_page(page: Path, screenshot: Path | None = None, timeout_s: float = 60.0, width: int = 1300) -> PageCheck:
     """Load `page` (a file) in a fresh headless Chromium and report what a reader would hit."""
     binary = chromium()
     if binary is None:
         raise RuntimeError("chromium is not installed")
-    with tempfile.TemporaryDirectory(prefix="report-chromium-") as tmp:
+    # Chromium's helper processes may still write its profile after the browser exits: the whole process group
+    # is stopped below, and a file written after that does not fail the check.
+    with tempfile.TemporaryDirectory(prefix="report-chromium-", ignore_cleanup_errors=True) as tmp:
         profile = Path(tmp)
         proc = subprocess.Popen(
             [binary, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--no-default-browser-check",
              "--remote-debugging-port=0", f"--user-data-dir={profile}", "about:blank"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
         try:
             tools = DevTools(_ws_url(profile, proc, timeout_s))
             try:
@@ -150,9 +177,4 @@ def check_page(page: Path, screenshot: Path | None = None, timeout_s: float = 60
             finally:
                 tools.close()
         finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop_group(proc)
