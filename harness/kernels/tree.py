@@ -172,12 +172,12 @@ def _shared(want: list[tuple[str, str]], have: list[tuple[str, str]]) -> int:
     return next((i for i, (a, b) in enumerate(zip(want, have)) if a != b), min(len(want), len(have)))
 
 
-def _donor(trees: Path, key: str, series: list[Series]) -> str | None:
+def _donor(trees: Path, key: str, series: list[Series]) -> tuple[str, list[tuple[str, str]]] | None:
     """The worktree of a published build to build `key` in: the one sharing the most leading patches with it,
     then the one with the fewest others, then the newest.  make then compiles only the files whose patches
-    differ, instead of a fresh worktree's 1960 objects through ccache."""
+    differ, instead of a fresh worktree's 1960 objects through ccache.  Returns its key and its patches."""
     want = _patch_list(series)
-    best: tuple[int, int, float, str] | None = None
+    best: tuple[int, int, float, str, list[tuple[str, str]]] | None = None
     for ready in trees.glob("*.ready"):
         donor = ready.name.removesuffix(".ready")
         info = load_build(donor)
@@ -185,20 +185,20 @@ def _donor(trees: Path, key: str, series: list[Series]) -> str | None:
             continue  # not a published build of base + series in its own worktree (a --tree clone, say)
         have = _patch_ids(info)
         shared = _shared(want, have)
-        rank = (shared, shared - len(have), ready.stat().st_mtime, donor)  # then the fewest patches to take back
+        rank = (shared, shared - len(have), ready.stat().st_mtime, donor, have)  # then the fewest to take back
         if best is None or rank > best:
             best = rank
-    return best[3] if best else None
+    return (best[3], best[4]) if best else None
 
 
 def _adopt_tree(src: Path, trees: Path, key: str, series: list[Series], rep: Reporter) -> int | None:
     """Move a published build's worktree to trees/<key> and check out in it the commit of the patches the two
     share (the build's objects stay, older than every file the other patches touch); returns how many patches
     are applied there already, None when there is no tree free to take."""
-    donor = _donor(trees, key, series)
-    if donor is None:
+    found = _donor(trees, key, series)
+    if found is None:
         return None
-    have = _patch_ids(load_build(donor) or {})
+    donor, have = found
     with flock_if_free(donor) as mine, flock_if_free(f"{donor}-selftests") as selftests:
         if mine is None or selftests is None or not (trees / f"{donor}.ready").is_file():
             return None  # being rebuilt or read: build beside it

@@ -40,13 +40,13 @@ def test_the_donor_is_the_published_tree_sharing_the_most_leading_patches(tmp_pa
         (kcache.kernel_cache() / "builds" / key / "build.json").read_text()))
     assert kt._donor(trees, "new", [a, b]) is None
     published("base", [])
-    assert kt._donor(trees, "new", [a, b]) == "base"  # any built tree beats a fresh worktree
+    assert kt._donor(trees, "new", [a, b])[0] == "base"  # any built tree beats a fresh worktree
     published("with-a", [a])
     published("with-b", [b])  # shares nothing with a+b's first patch
     published("user-clone", [a, b], tree=False)  # a --tree build's clone: never taken over
     published("half", [a, b], ready=False)  # no .ready: not a complete worktree
-    assert kt._donor(trees, "new", [a, b]) == "with-a"
-    assert kt._donor(trees, "with-a", [a]) == "base"  # never itself; of those sharing nothing, the fewest patches
+    assert kt._donor(trees, "new", [a, b])[0] == "with-a"
+    assert kt._donor(trees, "with-a", [a])[0] == "base"  # never itself; of those sharing nothing, the fewest patches
     assert kt._shared(kt._patch_list([a, b]), kt._patch_list([a])) == len(a.patches)
     assert kt._shared(kt._patch_list([a]), kt._patch_list([a, b])) == len(a.patches)
     assert kt._shared(kt._patch_list([b, a]), kt._patch_list([a, b])) == 0
@@ -65,7 +65,7 @@ def test_a_build_in_a_taken_over_tree_compiles_little_and_gives_a_fresh_trees_im
     if not (trees / f"{base.record.cache_key}.ready").is_file():  # taken over by an earlier build: make it again
         shutil.rmtree(kcache.kernel_cache() / "builds" / base.record.cache_key)
         base = kb.build_kernel(parse_kernel_spec("base"))
-    monkeypatch.setattr(kt, "_donor", lambda *a: base.record.cache_key)  # which tree: the test above
+    monkeypatch.setattr(kt, "_donor", lambda *a: (base.record.cache_key, []))  # which tree: the test above
     capsys.readouterr()
     try:
         kernel = kb.build_kernel(spec, patches_root=FIXTURE_PATCHES)
