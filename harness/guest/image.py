@@ -17,6 +17,7 @@ from pathlib import Path
 from harness.errors import HarnessError
 from harness.guest.keys import SshKeys, ssh_keys
 from harness.kernels.spec import GuestKernel
+from harness.kernels.stock import boot_module_lanes
 from harness.paths import REPO_ROOT, cache_root
 from harness.process import run_command
 
@@ -60,9 +61,21 @@ def _compile_probes(out: Path) -> dict[str, Path]:
     return probes
 
 
+FSTAB = """\
+proc /proc proc defaults 0 0
+sysfs /sys sysfs defaults 0 0
+devtmpfs /dev devtmpfs defaults 0 0
+tmpfs /tmp tmpfs defaults 0 0
+tmpfs /run tmpfs defaults 0 0
+debugfs /sys/kernel/debug debugfs defaults 0 0
+tracefs /sys/kernel/tracing tracefs defaults 0 0
+"""
+
+
 def _etc_files(keys: SshKeys, kernel: GuestKernel) -> dict[str, str]:
-    boot_modules = "".join(f"{m.name}\n" for m in kernel.modules)
+    boot_modules = "".join(" ".join(m.name for m in lane) + "\n" for lane in boot_module_lanes(kernel.modules))
     return {
+        "/etc/fstab": FSTAB,
         "/etc/passwd": "root:x:0:0:root:/root:/bin/sh\n",
         "/etc/group": "root:x:0:\ntty:x:5:\n",
         "/etc/shadow": "root:*:19000:0:99999:7:::\n",

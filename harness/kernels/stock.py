@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from harness.errors import HarnessError
@@ -35,7 +36,7 @@ def newest_stock_release() -> str:
 
 def _module_closure(moddir: Path, names: list[str]) -> list[Path]:
     """Module files for `names` plus their dependencies, dependencies first."""
-    index = {p.name.split(".ko")[0].replace("-", "_"): p for p in moddir.rglob("*.ko*")}
+    index = {_key(p): p for p in moddir.rglob("*.ko*")}
     ordered: list[Path] = []
 
     def visit(name: str) -> None:
@@ -45,14 +46,35 @@ def _module_closure(moddir: Path, names: list[str]) -> list[Path]:
             raise HarnessError(f"stock kernel has no module {name} under {moddir}")
         if path in ordered:
             return
-        depends = run_command(["modinfo", "-F", "depends", str(path)]).stdout.strip()
-        for dep in filter(None, depends.split(",")):
+        for dep in _depends(path):
             visit(dep)
         ordered.append(path)
 
     for n in names:
         visit(n)
     return ordered
+
+
+def _depends(module: Path) -> list[str]:
+    """The modules `module` depends on (modinfo), with underscores for dashes."""
+    depends = run_command(["modinfo", "-F", "depends", str(module)]).stdout.strip()
+    return [d.replace("-", "_") for d in depends.split(",") if d]
+
+
+def boot_module_lanes(modules: list[Path], depends: Callable[[Path], list[str]] = _depends) -> list[list[Path]]:
+    """`modules` (dependencies first) split into lanes that share no module, each in dependency order: init
+    loads the lanes at the same time.  A module joins the lanes of all its dependencies, merged."""
+    lanes: list[list[Path]] = []
+    for module in modules:
+        names = set(depends(module))
+        joined = [lane for lane in lanes if any(_key(m) in names for m in lane)]
+        lanes = [lane for lane in lanes if lane not in joined]
+        lanes.append([m for lane in joined for m in lane] + [module])
+    return lanes
+
+
+def _key(module: Path) -> str:
+    return module.name.split(".ko")[0].replace("-", "_")
 
 
 def _download(release: str, tmpdir: Path) -> tuple[Path, Path]:

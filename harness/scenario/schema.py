@@ -24,7 +24,7 @@ from harness.errors import InputError
 from harness.guest.overlay import DEFAULT_DEST_DIR, overlay_files
 from harness.guest.zeroing import METHODS as ZEROING_METHODS
 from harness.kernels.spec import STOCK, KernelSpec, KernelSpecField
-from harness.machine.config import BACKENDS, FILE_BACKENDS, TIMING_MODES, MachineConfig
+from harness.machine.config import BACKENDS, FILE_BACKENDS, MACHINE_TYPES, TIMING_MODES, MachineConfig
 from harness.scenario.bounds import (
     MAX_MIB,
     IntervalS,
@@ -69,6 +69,7 @@ RepetitionsFrom = Annotated[str, AfterValidator(one_of(REPETITIONS_FROM)),
                            WithJsonSchema({"enum": list(REPETITIONS_FROM)})]
 Backend = Annotated[str, AfterValidator(one_of(BACKENDS)), WithJsonSchema({"enum": list(BACKENDS)})]
 Timing = Annotated[str, AfterValidator(one_of(TIMING_MODES)), WithJsonSchema({"enum": list(TIMING_MODES)})]
+MachineType = Annotated[str, AfterValidator(one_of(MACHINE_TYPES)), WithJsonSchema({"enum": list(MACHINE_TYPES)})]
 ZeroingMethod = Annotated[str, AfterValidator(one_of(ZEROING_METHODS)), WithJsonSchema({"enum": list(ZEROING_METHODS)})]
 ScenarioName = Annotated[str, AfterValidator(matching(NAME, "letters, digits, '.', '_' or '-'")),
                          WithJsonSchema({"type": "string", "pattern": NAME.pattern})]
@@ -89,6 +90,7 @@ class QemuOptions(Strict):
     mem_path: str | None = None  # file backends: a directory or file path (default: the private run dir)
     balloon: BalloonOptions = BalloonOptions()
     timing: Timing = "realtime"
+    machine: MachineType = "q35"
 
     @model_validator(mode="after")
     def _mem_path_needs_file(self) -> QemuOptions:
@@ -319,7 +321,7 @@ class Scenario:
                              prealloc=q.prealloc, mem_lock=q.mem_lock, mem_path=q.mem_path,
                              free_page_reporting=q.balloon.free_page_reporting,
                              deflate_on_oom=q.balloon.deflate_on_oom, stats_interval_s=q.balloon.stats_interval_s,
-                             timing=q.timing)
+                             timing=q.timing, machine_type=q.machine)
 
 
 class ScenarioOverrides(Strict):

@@ -44,3 +44,19 @@ def test_dashes_and_underscores_name_the_same_module(moddir):
 def test_a_missing_module_is_named(moddir):
     with pytest.raises(HarnessError, match="stock kernel has no module virtio_mem"):
         stock._module_closure(moddir, ["virtio_mem"])
+
+
+def test_lanes_share_no_module_and_keep_dependency_order(moddir):
+    order = stock._module_closure(moddir, ["virtio_balloon", "virtio_net", "virtio-rng"])
+    # virtio_net needs both virtio (lane of virtio_balloon) and net_failover: the two lanes merge.
+    assert [names(lane) for lane in stock.boot_module_lanes(order)] == [
+        ["virtio", "virtio_ring", "virtio_balloon", "failover", "net_failover", "virtio_net"], ["virtio-rng"]]
+
+
+def test_modules_with_builtin_dependencies_load_side_by_side(moddir):
+    # The stock cloud kernel has virtio and virtio_ring built in: balloon, the net chain and rng are three lanes.
+    paths = {p.name.split(".ko")[0]: p for p in moddir.rglob("*.ko*")}
+    order = [paths[n] for n in ("virtio_balloon", "failover", "net_failover", "virtio_net", "virtio-rng")]
+    lanes = stock.boot_module_lanes(order)
+    assert [names(lane) for lane in lanes] == [["virtio_balloon"], ["failover", "net_failover", "virtio_net"],
+                                               ["virtio-rng"]]

@@ -29,6 +29,16 @@ def test_good_scenario_parses(tmp_path):
     assert s.steps[0].params.target_mib == 1024
     assert s.steps[1].params.model_dump() == {"size_mib": 256, "thp": True, "fault": "populate"}
     assert [k.text for k in s.kernels] == ["stock"]
+    assert s.machine().machine_type == "q35"
+
+
+def test_the_machine_type_reaches_qemu(tmp_path):
+    from harness.machine.qemu_argv import qemu_argv
+
+    config = load_scenario(write(tmp_path, GOOD + "qemu: {machine: pc}\n")).machine()
+    argv = qemu_argv(kernel=tmp_path / "k", initrd=tmp_path / "i", config=config, accel="tcg", rundir=tmp_path,
+                     serial_log=tmp_path / "s", ssh_port=2222)
+    assert argv[argv.index("-machine") + 1] == "pc,memory-backend=mem0"
 
 
 def test_every_shipped_scenario_is_valid():
@@ -150,6 +160,7 @@ def test_step_parameters_are_typed(tmp_path):
         ("name: t\nsteps: [{shell: ''}]\n", "steps[0].shell.command: must not be empty"),
         ("name: t\nsteps: [{sleep: -1}]\n", "steps[0].sleep.seconds: must be at least 0"),
         ("name: t\nsteps: [snapshot]\nqemu: {mem_path: /x}\n", "qemu.mem_path: only meaningful"),
+        ("name: t\nsteps: [snapshot]\nqemu: {machine: microvm}\n", "qemu.machine: 'microvm' is not one of q35, pc"),
         ("name: t\nsteps: []\n", "steps: must not be empty"),
         ("name: t\nsteps: [snapshot]\nguest: {zeroing: kprobe}\n",
          "guest.zeroing: 'kprobe' is not one of auto, vmstat, trace, both"),
