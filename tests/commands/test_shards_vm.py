@@ -3,6 +3,7 @@ same cells, each whole on one runner, and the same counter verdicts."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 from pathlib import Path
@@ -12,7 +13,9 @@ import pytest
 from harness.paths import REPO_ROOT
 from harness.results import metrics
 from harness.results.bundle import load_bundle
+from harness.results.calibration import Calibration
 from harness.results.compare import run_compare
+from harness.results.history import load_night
 from harness.results.shards import Merge, load_merge
 
 pytestmark = [pytest.mark.vm, pytest.mark.kernels]  # about 10 minutes under TCG: 2 x 4 icount boots
@@ -30,16 +33,28 @@ def sharded_night(night: Path, shards: int) -> Merge:
     return merge
 
 
-def counter_verdicts(merged: Path, merge: Merge) -> dict[tuple[str, str, str, str], str]:
-    """(cell, kernel, counter, phase) -> verdict against the cell's baseline kernel."""
+MARGIN = 1.5  # a change within this factor of its threshold is judged by the night's noise, not by the kernels
+
+
+def counter_verdicts(merged: Path, merge: Merge) -> dict[tuple[str, str, str, str], tuple[str, bool]]:
+    """(cell, kernel, counter, phase) -> (verdict against the cell's baseline kernel, clear), judged as the
+    night's report judges it (thresholds from the night's own A/A cell).  Clear: the change is over MARGIN
+    times its threshold or under the threshold divided by MARGIN."""
+    calibration = Calibration.from_nights([load_night(merged)])
+    assert calibration, "the small nightly's A/A cell gave no calibration"
     verdicts = {}
     for cell in merge.cells:
         if len(cell.kernels) < 2:  # an A/A cell: one kernel, nothing to judge it against
             continue
-        for comparison in run_compare(load_bundle(merged / cell.bundle), None, 5.0):
+        bundle = load_bundle(merged / cell.bundle)
+        threshold = calibration.threshold_for(bundle, 5.0)
+        for comparison in run_compare(bundle, None, 5.0, threshold):
             for row in comparison.rows:
-                if metrics.definition(row.judgement.name).kind == metrics.COUNTER:
-                    verdicts[(cell.id, comparison.other, row.judgement.name, row.phase)] = row.judgement.verdict
+                j = row.judgement
+                if metrics.definition(j.name).kind == metrics.COUNTER:
+                    limit, change = threshold(j.name, row.phase).pct, abs(j.change_pct)
+                    clear = not math.isfinite(change) or change > MARGIN * limit or change < limit / MARGIN
+                    verdicts[(cell.id, comparison.other, j.name, row.phase)] = (j.verdict, clear)
     return verdicts
 
 
@@ -66,6 +81,14 @@ def test_one_shard_and_two_shards_run_the_same_cells(nights):
 
 
 def test_one_shard_and_two_shards_give_the_same_counter_verdicts(nights):
+    """The same verdict for every counter whose change is clear of its threshold in both nights.  A counter
+    counted over a host-timed step (wait_reporting's settling: how many guest timer ticks pass depends on the
+    host's load, even under icount) changes between two runs of one kernel, and each night's two-sample A/A
+    cell estimates that noise differently (seen: zeroing.alloc_pages@reporting +35 % against a threshold of
+    37 % in one night, +39 % against 2.4 % in the other); such a verdict is a coin toss whatever the sharding."""
     (one_dir, one), (two_dir, two) = nights[1], nights[2]
     one_v, two_v = counter_verdicts(one_dir / "merged", one), counter_verdicts(two_dir / "merged", two)
-    assert one_v and one_v == two_v
+    assert one_v and one_v.keys() == two_v.keys()
+    clear = [k for k in one_v if one_v[k][1] and two_v[k][1]]
+    assert len(clear) >= 0.75 * len(one_v), f"only {len(clear)} of {len(one_v)} counter verdicts are clear"
+    assert {k: one_v[k][0] for k in clear} == {k: two_v[k][0] for k in clear}
