@@ -75,7 +75,7 @@ def make_cell(entry: MatrixEntry, matrix: Path, timing: str | None,
             check_available(k)
         except InputError as exc:
             raise InputError(f"{matrix}: entry {entry.index}: {exc}") from None
-    check_kernel_names(scenario, [k.text for k in kernels])  # what `harness run` checks too: bad input before any shard boots
+    check_kernel_names(scenario, kernels)  # what `harness run` checks too: bad input before any shard boots
     check_expectation_metrics(scenario)
     reps = entry.reps or scenario.repetitions
     timing = entry.timing or timing

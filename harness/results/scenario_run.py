@@ -87,7 +87,7 @@ def run_scenario(scenario_path: str | Path, kernels: list[KernelSpec] | None = N
         if scenario.mm_selftests:
             check_selftest_source(spec)
     _check_zeroing_paths_kernels(scenario, specs)
-    check_kernel_names(scenario, [s.text for s in specs])
+    check_kernel_names(scenario, specs)
     check_expectation_metrics(scenario)
     check_required_accel(require_accel)
     results_dir = results_dir or DEFAULT_RESULTS

@@ -10,6 +10,7 @@ import statistics
 from dataclasses import replace
 
 from harness.errors import InputError
+from harness.kernels.spec import KernelSpec
 from harness.kernels.stacks import expand
 from harness.numbers import fmt_num
 from harness.scenario.expectation_models import Expectations, MetricCheck, RatioCheck
@@ -199,11 +200,11 @@ def _bounds(check: MetricCheck | RatioCheck, names: tuple[str, ...]) -> str:
     return ", ".join(f"{b} {getattr(check, b)}" for b in names if getattr(check, b) is not None)
 
 
-def check_kernel_names(scenario: Scenario, run_kernels: list[str]) -> None:
+def check_kernel_names(scenario: Scenario, run_kernels: list[KernelSpec]) -> None:
     """InputError for a metric or ratio check naming a kernel that is neither in the scenario's kernels nor
     run (--kernel): a typo would silently drop the check.  Checks on scenario kernels that a --kernel
     override leaves out are skipped by evaluate(), as before."""
-    known = [k.text for k in scenario.kernels] + [k for k in run_kernels if k not in {s.text for s in scenario.kernels}]
+    known = [k.text for k in scenario.kernels] + [k.text for k in run_kernels if k not in scenario.kernels]
     specs = {expand(k)[0] for k in known}  # a named stack and its spec are one kernel
     for group in ("metrics", "ratios", "expected_leaks", "kernel_log"):
         for i, check in enumerate(getattr(scenario.expect, group)):

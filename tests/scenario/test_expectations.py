@@ -10,9 +10,14 @@ import pytest
 import yaml
 
 from harness.errors import InputError
+from harness.kernels.spec import parse_kernel_spec
 from harness.scenario.expectations import check_kernel_names, evaluate
 from harness.scenario.schema import parse_scenario
 from harness.scenario.steps import RepResult, StepRecord
+
+
+def specs(*texts: str) -> list:
+    return [parse_kernel_spec(t) for t in texts]
 
 
 class Metrics:
@@ -149,7 +154,7 @@ def test_ratio_checks():
 def test_checks_on_kernels_a_kernel_override_left_out_are_skipped():
     expect = {"metrics": [{"name": "sys_ms", "kernel": "base+x", "max": 1}]}
     s = scenario(expect, kernels=("base", "base+x"))
-    check_kernel_names(s, ["base"])  # --kernel base: the check on base+x is skipped, not an error
+    check_kernel_names(s, specs("base"))  # --kernel base: the check on base+x is skipped, not an error
     out = evaluate(s, Metrics({}), [rep("base")], ["base"])
     assert not [r for r in out if r["kernel"] == "base+x"]
 
@@ -158,8 +163,8 @@ def test_a_check_naming_a_kernel_nobody_runs_is_bad_input():
     s = scenario({"ratios": [{"name": "sys_ms", "kernel": "base+typo", "baseline": "base", "max_ratio": 1}]},
                  kernels=("base", "base+x"))
     with pytest.raises(InputError, match=r"t.yaml: expect.ratios\[0\].kernel: 'base\+typo' is not a kernel"):
-        check_kernel_names(s, ["base", "base+x"])
-    check_kernel_names(s, ["base", "base+typo"])  # named with --kernel: known
+        check_kernel_names(s, specs("base", "base+x"))
+    check_kernel_names(s, specs("base", "base+typo"))  # named with --kernel: known
 
 
 def test_cli_rejects_an_expectation_on_an_unknown_kernel(tmp_path):

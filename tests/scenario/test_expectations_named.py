@@ -5,8 +5,14 @@ from __future__ import annotations
 
 from conftest import write_scenario
 
+from harness.kernels.spec import parse_kernel_spec
 from harness.scenario.expectations import _named_as_run, check_kernel_names
 from harness.scenario.schema import load_scenario
+
+
+def specs(*texts: str) -> list:
+    return [parse_kernel_spec(t) for t in texts]
+
 
 SEED002 = "base+zeroing-stats+balloon-opt-ins+host-zeroed-reporting"
 
@@ -16,7 +22,7 @@ def test_a_check_on_a_spec_applies_to_its_named_stack(tmp_path):
                                     f"expect:\n  expected_leaks: [{{kernel: {SEED002}, why: trusts the host}}]\n"
                                     "  kernel_log: [{kernel: seed002, contains: refusing}]\n")
     scenario = load_scenario(path)
-    check_kernel_names(scenario, ["seed002"])  # no "not a kernel this run knows"
+    check_kernel_names(scenario, specs("seed002"))  # no "not a kernel this run knows"
     as_run = _named_as_run(scenario.expect, ["seed002"])
     assert [x.kernel for x in as_run.expected_leaks] == ["seed002"]
     assert [x.kernel for x in _named_as_run(scenario.expect, [SEED002]).kernel_log] == [SEED002]
