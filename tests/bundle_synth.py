@@ -25,7 +25,7 @@ from harness.results.model import (
 
 def manifest(scenario="smoke", kernels=("stock",), *, status="complete", error=None, accel="kvm",
              qemu="8.2.2", cpu="Intel(R) Xeon(R) CPU", started="2026-11-22T01:30:00Z", reps=3,
-             timing="realtime") -> Manifest:
+             timing="realtime", machine=None) -> Manifest:
     return Manifest(
         status=status,
         error=error,
@@ -39,6 +39,7 @@ def manifest(scenario="smoke", kernels=("stock",), *, status="complete", error=N
         started=started,
         ended=started,
         reps=reps,
+        machine=machine,
     )
 
 

@@ -37,10 +37,16 @@ from harness.scenario.schema import GuestOptions, QemuOptions
 
 
 def environment(b: Bundle) -> dict[str, str | None]:
-    """What timings depend on: accelerator, timing mode, QEMU version, host CPU."""
+    """What timings depend on: accelerator, timing mode, QEMU version and machine type, host CPU."""
     qemu, host = b.manifest.qemu, b.manifest.host
     return {"accel": b.accel, "timing": b.timing, "QEMU": qemu.version if qemu else None,
-            "host CPU": host.cpu if host else None}
+            "machine": machine_type(b), "host CPU": host.cpu if host else None}
+
+
+def machine_type(b: Bundle) -> str:
+    """The QEMU machine type the bundle's guests ran on: bundles that do not record one ran pc (q35 is the
+    default since 2026-12-06)."""
+    return str((b.manifest.machine or {}).get("machine_type", "pc"))
 
 
 def timing_comparability(a: Bundle, b: Bundle) -> tuple[bool, str]:
@@ -58,7 +64,8 @@ def configuration(b: Bundle, recorded: bool = True) -> dict | None:
     """The machine the bundle ran on (its timing mode is judged apart): as the manifest records it, else (older
     bundles, or `recorded` False) as its scenario asked for it; None when neither is there."""
     if recorded and b.manifest.machine is not None:
-        return {"machine": {k: v for k, v in b.manifest.machine.items() if k != "timing"}}
+        machine = {"machine_type": machine_type(b), **b.manifest.machine}
+        return {"machine": {k: v for k, v in machine.items() if k != "timing"}}
     sc = b.manifest.scenario
     content = getattr(sc, "content", None)
     if not content:

@@ -131,6 +131,16 @@ def test_different_host_cpu_refuses_timings(tmp_path, base, capsys):
     assert "host CPU" in json.loads(out)["comparisons"][0]["timings_reason"]
 
 
+def test_a_bundle_from_before_the_machine_type_ran_pc(tmp_path, base, capsys):
+    # q35 boots faster than pc: a night on q35 after nights on pc is not a boot-time improvement
+    b = synth.write_bundle(tmp_path / "b", {"stock": samples(100, 2)}, machine={"memory_mib": 2048,
+                                                                               "machine_type": "q35"})
+    code, out = run([base, b, "--json"], capsys)
+    c = json.loads(out)["comparisons"][0]
+    assert c["timings_reason"] == "timings not judged: machine pc vs q35"
+    assert {r["name"]: r["verdict"] for r in c["metrics"]}["boot_to_ssh_s"] == "not-judged"
+
+
 def test_single_bundle_several_kernels(tmp_path, capsys):
     b = synth.write_bundle(tmp_path / "multi", {
         "base": samples(100, 1),
