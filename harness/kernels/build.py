@@ -21,6 +21,7 @@ from harness.kernels.cache import check_build, flock, guest_kernel, kernel_cache
 from harness.kernels.flavours import Flavour, load_flavours
 from harness.kernels.inputs import (
     compute_key,
+    fragment_sha256,
     gcc_version,
     load_base,
     load_fragments,
@@ -144,7 +145,7 @@ def build_kernel(spec: KernelSpec | None, *, fragments: list[Path | str] | None 
                 (tmp / "series").mkdir()
                 frag_paths, mod_copy = snapshot_inputs(tmp, series, frags, mod_sha)
                 t = time.monotonic()
-                wtree = prepare_tree(src, key, series, rep, snapshot=tmp / "series")
+                wtree = prepare_tree(src, key, series, rep, snapshot=tmp / "series", config=fragment_sha256(frags))
                 timings["tree_s"] = round(time.monotonic() - t, 2)
             checkout = Checkout(srcdir=wtree, make_args=[], objdir=wtree, ccache_basedir=wtree, label=spec.text,
                                  log_header=f"# harness kernel build {spec.text} key {key}\n# tree {wtree}\n")

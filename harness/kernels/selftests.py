@@ -90,7 +90,7 @@ def _source_tree(kernel: GuestKernel, info: dict, rep: Reporter) -> Iterator[Pat
         return
     series = load_stack([f"{s['name']}@{len(s['patches'])}" for s in info.get("series", [])])
     src = ensure_base_repo(load_base(), progress=rep.progress)
-    yield prepare_tree(src, info["key"], series, rep)
+    yield prepare_tree(src, info["key"], series, rep, config=info.get("config_fragment_sha256"))
 
 
 def load_selftests(key: str) -> SelftestBuild | None:

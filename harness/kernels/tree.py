@@ -129,8 +129,11 @@ def _remove_worktree(src: Path, tree: Path):
     _git(src, "worktree", "prune", check=False)
 
 
-def prepare_tree(src: Path, key: str, series: list[Series], rep: Reporter, snapshot: Path | None = None) -> Path:
-    """trees/<key>: a worktree of the base with the series applied (reused if complete, else recreated)."""
+def prepare_tree(src: Path, key: str, series: list[Series], rep: Reporter, snapshot: Path | None = None,
+                 config: str | None = None) -> Path:
+    """trees/<key>: a worktree of the base with the series applied (reused if complete, else recreated).
+
+    config: the key's config fragment digest, to recreate it from a worktree whose objects have that config."""
     trees = kernel_cache() / "trees"
     trees.mkdir(exist_ok=True)
     tree = trees / key
@@ -142,7 +145,7 @@ def prepare_tree(src: Path, key: str, series: list[Series], rep: Reporter, snaps
             return tree
     ready.unlink(missing_ok=True)
     check_series_applies(src, series, rep, snapshot)  # fail fast, before checking out a 1.5 GB worktree
-    applied = _adopt_tree(src, trees, key, series, rep)
+    applied = _adopt_tree(src, trees, key, series, rep, config)
     if applied is None:
         applied = 0
         with flock("src"):
@@ -172,12 +175,14 @@ def _shared(want: list[tuple[str, str]], have: list[tuple[str, str]]) -> int:
     return next((i for i, (a, b) in enumerate(zip(want, have)) if a != b), min(len(want), len(have)))
 
 
-def _donor(trees: Path, key: str, series: list[Series]) -> tuple[str, list[tuple[str, str]]] | None:
-    """The worktree of a published build to build `key` in: the one sharing the most leading patches with it,
+def _donor(trees: Path, key: str, series: list[Series],
+           config: str | None = None) -> tuple[str, list[tuple[str, str]]] | None:
+    """The worktree of a published build to build `key` in: one whose objects have the same configuration
+    (another config recompiles about 1150 objects), then the one sharing the most leading patches with it,
     then the one with the fewest others, then the newest.  make then compiles only the files whose patches
     differ, instead of a fresh worktree's 1960 objects through ccache.  Returns its key and its patches."""
     want = _patch_list(series)
-    best: tuple[int, int, float, str, list[tuple[str, str]]] | None = None
+    best: tuple[bool, int, int, float, str, list[tuple[str, str]]] | None = None
     for ready in trees.glob("*.ready"):
         donor = ready.name.removesuffix(".ready")
         info = load_build(donor)
@@ -185,17 +190,31 @@ def _donor(trees: Path, key: str, series: list[Series]) -> tuple[str, list[tuple
             continue  # not a published build of base + series in its own worktree (a --tree clone, say)
         have = _patch_ids(info)
         shared = _shared(want, have)
-        rank = (shared, shared - len(have), ready.stat().st_mtime, donor, have)  # then the fewest to take back
+        same_config = config is not None and _objects_config(trees / donor, info) == config
+        rank = (same_config, shared, shared - len(have), ready.stat().st_mtime, donor, have)
         if best is None or rank > best:
             best = rank
-    return (best[3], best[4]) if best else None
+    return (best[4], best[5]) if best else None
 
 
-def _adopt_tree(src: Path, trees: Path, key: str, series: list[Series], rep: Reporter) -> int | None:
+def _objects_config(tree: Path, info: dict) -> str | None:
+    """The config fragment digest the objects in a build's worktree were compiled with: the build's, while the
+    tree's .config is the one the build published.  A worktree recreated for its key without a build (to build
+    the selftests in) holds the objects of the build it was taken from: None."""
+    try:
+        here = (tree / ".config").read_bytes()
+        built = (kernel_cache() / "builds" / info["key"] / "config").read_bytes()
+    except (OSError, KeyError):
+        return None
+    return info.get("config_fragment_sha256") if here == built else None
+
+
+def _adopt_tree(src: Path, trees: Path, key: str, series: list[Series], rep: Reporter,
+                config: str | None = None) -> int | None:
     """Move a published build's worktree to trees/<key> and check out in it the commit of the patches the two
     share (the build's objects stay, older than every file the other patches touch); returns how many patches
     are applied there already, None when there is no tree free to take."""
-    found = _donor(trees, key, series)
+    found = _donor(trees, key, series, config)
     if found is None:
         return None
     donor, have = found
@@ -208,6 +227,7 @@ def _adopt_tree(src: Path, trees: Path, key: str, series: list[Series], rep: Rep
             _git(src, "worktree", "move", str(trees / donor), str(trees / key),
                  what=f"git worktree move {donor[:12]}")
     tree = trees / key
+    _rehome_tool_commands(tree, trees / donor)
     shared = _shared(_patch_list(series), have)
     target = f"HEAD~{len(have) - shared}"
     if _git(tree, "rev-list", "--count", "base..HEAD").stdout.strip() != str(len(have)):
@@ -221,6 +241,20 @@ def _adopt_tree(src: Path, trees: Path, key: str, series: list[Series], rep: Rep
     rep.log(f"kernel build: building in the worktree of build {donor[:12]} (its objects kept, its first {shared} "
             f"patch(es) kept applied: make compiles what the others change)")
     return shared
+
+
+def _rehome_tool_commands(tree: Path, old: Path) -> None:
+    """objtool (under tools/) is built with absolute paths: its .cmd files name the commands and dependencies
+    of the worktree's old place.  Moved, make would take those dependencies as missing and rebuild objtool,
+    and with it every object of the kernel (each one depends on objtool).  Rewrite them to the new place,
+    keeping their mtimes."""
+    before, after = str(old).encode(), str(tree).encode()
+    for cmd in (tree / "tools").rglob(".*.cmd"):
+        data = cmd.read_bytes()
+        if before in data:
+            st = cmd.stat()
+            cmd.write_bytes(data.replace(before, after))
+            os.utime(cmd, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def check_series_applies(src: Path, series: list[Series], rep: Reporter | None = None,

@@ -4,6 +4,7 @@ compiles only what the new series change, and the image is the one a fresh workt
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -24,15 +25,21 @@ def test_the_donor_is_the_published_tree_sharing_the_most_leading_patches(tmp_pa
     trees.mkdir()
     a, b = load_series("trivial-comment", FIXTURE_PATCHES), load_series("docs-only", FIXTURE_PATCHES)
 
-    def published(key: str, series, tree: bool = True, ready: bool = True) -> None:
+    def published(key: str, series, tree: bool = True, ready: bool = True, config: str = "plain",
+                  objects: str | None = None) -> None:
+        """objects: the config the worktree's objects have, when not the build's (a tree recreated without
+        a build)."""
         bdir = kcache.kernel_cache() / "builds" / key
         bdir.mkdir(parents=True)
         (bdir / "bzImage").write_bytes(b"x")
+        (bdir / "config").write_text(f"CONFIG_{config}=y\n")
         info = {"key": key, "tree": str(trees / key) if tree else {"path": "/src/linux"},
+                "config_fragment_sha256": config,
                 "series": [{"name": s.name, "patches": [{"file": p.file, "sha256": p.sha256} for p in s.patches]}
                            for s in series]}
         (bdir / "build.json").write_text(json.dumps(info))
         (trees / key).mkdir()
+        (trees / key / ".config").write_text(f"CONFIG_{objects or config}=y\n")
         if ready:
             (trees / f"{key}.ready").write_text("head\n")
 
@@ -50,6 +57,14 @@ def test_the_donor_is_the_published_tree_sharing_the_most_leading_patches(tmp_pa
     assert kt._shared(kt._patch_list([a, b]), kt._patch_list([a])) == len(a.patches)
     assert kt._shared(kt._patch_list([a]), kt._patch_list([a, b])) == len(a.patches)
     assert kt._shared(kt._patch_list([b, a]), kt._patch_list([a, b])) == 0
+    # the same configuration first: another one recompiles nearly every object, whatever the patches share
+    assert kt._donor(trees, "new", [a, b], "plain")[0] == "with-a"
+    assert kt._donor(trees, "new", [a, b], "debug")[0] == "with-a"  # none has it: patches decide
+    published("debug-base", [], config="debug")
+    assert kt._donor(trees, "new", [a, b], "debug")[0] == "debug-base"
+    published("debug-a", [a], config="plain", objects="debug")  # recreated from debug-base for the selftests
+    assert kt._donor(trees, "new", [a, b], "plain")[0] == "with-a"
+    assert kt._donor(trees, "new", [a, b], "debug")[0] == "debug-base"
 
 
 @pytest.mark.kernelbuild
@@ -62,7 +77,11 @@ def test_a_build_in_a_taken_over_tree_compiles_little_and_gives_a_fresh_trees_im
     key = kb.build_key(spec, patches_root=FIXTURE_PATCHES)
     shutil.rmtree(kcache.kernel_cache() / "builds" / key, ignore_errors=True)
     trees = kcache.kernel_cache() / "trees"
-    if not (trees / f"{base.record.cache_key}.ready").is_file():  # taken over by an earlier build: make it again
+    base_tree = trees / base.record.cache_key
+    base_info = kcache.load_build(base.record.cache_key)
+    if not (trees / f"{base.record.cache_key}.ready").is_file() or \
+            kt._objects_config(base_tree, base_info) != base_info["config_fragment_sha256"]:
+        # taken over by an earlier build, or recreated for the selftests from another config's tree: build again
         shutil.rmtree(kcache.kernel_cache() / "builds" / base.record.cache_key)
         base = kb.build_kernel(parse_kernel_spec("base"))
     monkeypatch.setattr(kt, "_donor", lambda *a: (base.record.cache_key, []))  # which tree: the test above
@@ -76,6 +95,9 @@ def test_a_build_in_a_taken_over_tree_compiles_little_and_gives_a_fresh_trees_im
         assert not (trees / base.record.cache_key).exists() and (trees / f"{key}.ready").is_file()
         compiled = info["ccache"]["hits"] + info["ccache"]["misses"]
         assert 0 < compiled < 100, info["ccache"]  # a fresh worktree asks ccache for every object (about 1300)
+        log = (kcache.kernel_cache() / "builds" / key / "build.log").read_text()
+        rebuilt = re.findall(r"^\s+(?:CC|LD|AR|LINK)\s+\S*tools/objtool/\S*", log, re.MULTILINE)
+        assert not rebuilt, rebuilt  # objtool's commands name its absolute paths: rewritten for the new place
         assert kernel.bzimage.read_bytes() == base.bzimage.read_bytes()
         assert kb.build_kernel(parse_kernel_spec("base")).bzimage == base.bzimage  # still served from the cache
     finally:
