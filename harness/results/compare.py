@@ -76,7 +76,8 @@ def configuration(b: Bundle, recorded: bool = True) -> dict | None:
         qemu = QemuOptions.model_validate(data.get("qemu") or {})
     except (yaml.YAMLError, ValidationError, AttributeError):
         return None
-    return {"guest": guest.model_dump(), "qemu": qemu.model_dump(exclude={"timing"})}
+    # The machine type it ran, not the scenario's default: an older bundle's scenario reads as q35, it ran pc.
+    return {"guest": guest.model_dump(), "qemu": {**qemu.model_dump(exclude={"timing"}), "machine": machine_type(b)}}
 
 
 def check_same_configuration(a: Bundle, b: Bundle) -> None:

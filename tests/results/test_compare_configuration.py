@@ -67,7 +67,11 @@ def test_the_recorded_machine_is_what_is_compared(tmp_path):
     c = with_machine(bundle_of(tmp_path / "c", "fault-scale-off-1cpu"), cpus=2)
     with pytest.raises(InputError, match="machine.cpus 1 vs 2"):
         run_compare(a, c, 5.0)
-    # Against a bundle from before the record, both sides are read from their scenarios.
+    # Against a bundle from before the record, both sides are read from their scenarios: with the machine type
+    # each ran (the old one pc, whatever today's default is).
     old = bundle_of(tmp_path / "old", "fault-scale-off-1cpu")
-    (comparison,) = run_compare(a, old, 5.0)
+    pc = with_machine(bundle_of(tmp_path / "pc", "fault-scale-off-1cpu"), cpus=1, machine_type="pc")
+    (comparison,) = run_compare(pc, old, 5.0)
     assert comparison.rows
+    with pytest.raises(InputError, match="qemu.machine 'q35' vs 'pc'"):
+        run_compare(a, old, 5.0)
