@@ -15,17 +15,12 @@ import time
 from pathlib import Path
 
 from harness.errors import HarnessError, InputError
-from harness.kernels.cache import flock, flock_if_free, kernel_cache, load_build
+from harness.kernels.cache import flock, kernel_cache
+from harness.kernels.gitops import GIT_DATE, git_in, remove_worktree
 from harness.kernels.inputs import BaseInfo, PatchFile, Series, load_base
 from harness.kernels.progress import Reporter
+from harness.kernels.takeover import adopt_tree
 from harness.process import git, run_command, tail
-
-GIT_IDENTITY = ["-c", "user.name=testbed", "-c", "user.email=testbed@localhost", "-c", "gc.auto=0"]
-GIT_DATE = "2026-01-01T00:00:00+00:00"
-
-
-def _git(repo: Path, *args: str, check: bool = True, what: str | None = None, env=None):
-    return git(repo, *GIT_IDENTITY, *args, check=check, what=what or f"git {' '.join(args[:3])}", env=env)
 
 
 def apt_install(package: str):
@@ -102,13 +97,13 @@ def ensure_base_repo(base: BaseInfo | None = None, progress=None) -> Path:
                 f"{base.tarball}: Makefile says linux {found}, base.yaml pins {base.kernel_version}")
         env = dict(os.environ, GIT_AUTHOR_DATE=GIT_DATE, GIT_COMMITTER_DATE=GIT_DATE)
         with rep.status(f"committing the base tree to git ({src})"):
-            _git(tmp, "init", "-q")
-            _git(tmp, "config", "core.autocrlf", "false")
-            _git(tmp, "config", "gc.auto", "0")
-            _git(tmp, "add", "-A", "-f", ".")
-            _git(tmp, "commit", "-q", "--no-verify", "-m",
-                 f"{base.package} {base.version} (linux {base.kernel_version})", env=env)
-            _git(tmp, "tag", "base")
+            git_in(tmp, "init", "-q")
+            git_in(tmp, "config", "core.autocrlf", "false")
+            git_in(tmp, "config", "gc.auto", "0")
+            git_in(tmp, "add", "-A", "-f", ".")
+            git_in(tmp, "commit", "-q", "--no-verify", "-m",
+                   f"{base.package} {base.version} (linux {base.kernel_version})", env=env)
+            git_in(tmp, "tag", "base")
         tmp.rename(src)
         rep.log(f"base linux {base.kernel_version} extracted in {time.monotonic() - t0:.0f} s: {src}")
     return src
@@ -117,16 +112,7 @@ def ensure_base_repo(base: BaseInfo | None = None, progress=None) -> Path:
 def _base_ready(src: Path) -> bool:
     if not (src / ".git").is_dir() or not (src / "Makefile").is_file():
         return False
-    return _git(src, "rev-parse", "-q", "--verify", "refs/tags/base", check=False).returncode == 0
-
-
-def _remove_worktree(src: Path, tree: Path):
-    _git(src, "worktree", "unlock", str(tree), check=False)  # a `worktree add` killed half-way leaves it locked
-    if tree.exists():
-        _git(src, "worktree", "remove", "--force", "--force", str(tree), check=False)
-        if tree.exists():
-            shutil.rmtree(tree)
-    _git(src, "worktree", "prune", check=False)
+    return git_in(src, "rev-parse", "-q", "--verify", "refs/tags/base", check=False).returncode == 0
 
 
 def prepare_tree(src: Path, key: str, series: list[Series], rep: Reporter, snapshot: Path | None = None,
@@ -139,122 +125,28 @@ def prepare_tree(src: Path, key: str, series: list[Series], rep: Reporter, snaps
     tree = trees / key
     ready = trees / f"{key}.ready"
     if tree.exists() and ready.is_file():
-        head = _git(tree, "rev-parse", "HEAD", check=False).stdout.strip()
-        dirty = _git(tree, "status", "--porcelain", "--untracked-files=no", check=False)
+        head = git_in(tree, "rev-parse", "HEAD", check=False).stdout.strip()
+        dirty = git_in(tree, "status", "--porcelain", "--untracked-files=no", check=False)
         if head and head == ready.read_text().strip() and dirty.returncode == 0 and not dirty.stdout.strip():
             return tree
     ready.unlink(missing_ok=True)
     check_series_applies(src, series, rep, snapshot)  # fail fast, before checking out a 1.5 GB worktree
-    applied = _adopt_tree(src, trees, key, series, rep, config)
+    applied = adopt_tree(src, trees, key, series, rep, config)
     if applied is None:
         applied = 0
         with flock("src"):
             with rep.status(f"creating worktree trees/{key[:12]}"):
-                _remove_worktree(src, tree)
-                _git(src, "worktree", "add", "-q", "--detach", str(tree), "base",
-                     what=f"git worktree add {tree}")
+                remove_worktree(src, tree)
+                git_in(src, "worktree", "add", "-q", "--detach", str(tree), "base",
+                       what=f"git worktree add {tree}")
     try:
         apply_series(tree, series, rep, snapshot, skip=applied)
     except BaseException:
         with flock("src"):
-            _remove_worktree(src, tree)
+            remove_worktree(src, tree)
         raise
-    ready.write_text(_git(tree, "rev-parse", "HEAD").stdout.strip() + "\n")
+    ready.write_text(git_in(tree, "rev-parse", "HEAD").stdout.strip() + "\n")
     return tree
-
-
-def _patch_list(series: list[Series]) -> list[tuple[str, str]]:
-    return [(s.name, p.sha256) for s in series for p in s.patches]
-
-
-def _patch_ids(info: dict) -> list[tuple[str, str]]:
-    return [(s["name"], p["sha256"]) for s in info.get("series") or [] for p in s.get("patches") or []]
-
-
-def _shared(want: list[tuple[str, str]], have: list[tuple[str, str]]) -> int:
-    return next((i for i, (a, b) in enumerate(zip(want, have)) if a != b), min(len(want), len(have)))
-
-
-def _donor(trees: Path, key: str, series: list[Series],
-           config: str | None = None) -> tuple[str, list[tuple[str, str]]] | None:
-    """The worktree of a published build to build `key` in: one whose objects have the same configuration
-    (another config recompiles about 1150 objects), then the one sharing the most leading patches with it,
-    then the one with the fewest others, then the newest.  make then compiles only the files whose patches
-    differ, instead of a fresh worktree's 1960 objects through ccache.  Returns its key and its patches."""
-    want = _patch_list(series)
-    best: tuple[bool, int, int, float, str, list[tuple[str, str]]] | None = None
-    for ready in trees.glob("*.ready"):
-        donor = ready.name.removesuffix(".ready")
-        info = load_build(donor)
-        if donor == key or info is None or info.get("tree") != str(trees / donor) or not (trees / donor).is_dir():
-            continue  # not a published build of base + series in its own worktree (a --tree clone, say)
-        have = _patch_ids(info)
-        shared = _shared(want, have)
-        same_config = config is not None and _objects_config(trees / donor, info) == config
-        rank = (same_config, shared, shared - len(have), ready.stat().st_mtime, donor, have)
-        if best is None or rank > best:
-            best = rank
-    return (best[4], best[5]) if best else None
-
-
-def _objects_config(tree: Path, info: dict) -> str | None:
-    """The config fragment digest the objects in a build's worktree were compiled with: the build's, while the
-    tree's .config is the one the build published.  A worktree recreated for its key without a build (to build
-    the selftests in) holds the objects of the build it was taken from: None."""
-    try:
-        here = (tree / ".config").read_bytes()
-        built = (kernel_cache() / "builds" / info["key"] / "config").read_bytes()
-    except (OSError, KeyError):
-        return None
-    return info.get("config_fragment_sha256") if here == built else None
-
-
-def _adopt_tree(src: Path, trees: Path, key: str, series: list[Series], rep: Reporter,
-                config: str | None = None) -> int | None:
-    """Move a published build's worktree to trees/<key> and check out in it the commit of the patches the two
-    share (the build's objects stay, older than every file the other patches touch); returns how many patches
-    are applied there already, None when there is no tree free to take."""
-    found = _donor(trees, key, series, config)
-    if found is None:
-        return None
-    donor, have = found
-    with flock_if_free(donor) as mine, flock_if_free(f"{donor}-selftests") as selftests:
-        if mine is None or selftests is None or not (trees / f"{donor}.ready").is_file():
-            return None  # being rebuilt or read: build beside it
-        with flock("src"), rep.status(f"taking over trees/{donor[:12]} (built) as trees/{key[:12]}"):
-            (trees / f"{donor}.ready").unlink()
-            _remove_worktree(src, trees / key)
-            _git(src, "worktree", "move", str(trees / donor), str(trees / key),
-                 what=f"git worktree move {donor[:12]}")
-    tree = trees / key
-    _rehome_tool_commands(tree, trees / donor)
-    shared = _shared(_patch_list(series), have)
-    target = f"HEAD~{len(have) - shared}"
-    if _git(tree, "rev-list", "--count", "base..HEAD").stdout.strip() != str(len(have)):
-        shared, target = 0, "base"  # not one commit per patch on the base: start from the base
-    # Only the files that differ between the two commits change (and get a new mtime): make rebuilds what they
-    # touch, nothing the shared patches changed.
-    _git(tree, "checkout", "-q", "-f", "--detach", target, what="git checkout")
-    # The kernel counts its builds in .version ("#2" in the version string): without it, this tree's image is
-    # byte for byte a fresh worktree's.
-    (tree / ".version").unlink(missing_ok=True)
-    rep.log(f"kernel build: building in the worktree of build {donor[:12]} (its objects kept, its first {shared} "
-            f"patch(es) kept applied: make compiles what the others change)")
-    return shared
-
-
-def _rehome_tool_commands(tree: Path, old: Path) -> None:
-    """objtool (under tools/) is built with absolute paths: its .cmd files name the commands and dependencies
-    of the worktree's old place.  Moved, make would take those dependencies as missing and rebuild objtool,
-    and with it every object of the kernel (each one depends on objtool).  Rewrite them to the new place,
-    keeping their mtimes."""
-    before, after = str(old).encode(), str(tree).encode()
-    for cmd in (tree / "tools").rglob(".*.cmd"):
-        data = cmd.read_bytes()
-        if before in data:
-            st = cmd.stat()
-            cmd.write_bytes(data.replace(before, after))
-            os.utime(cmd, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
 def check_series_applies(src: Path, series: list[Series], rep: Reporter | None = None,
@@ -270,11 +162,11 @@ def check_series_applies(src: Path, series: list[Series], rep: Reporter | None =
 
     with tempfile.TemporaryDirectory(prefix="kb-index-") as td, rep.status("checking that the series apply"):
         env = dict(os.environ, GIT_INDEX_FILE=str(Path(td) / "index"))
-        _git(src, "read-tree", "base", env=env, what="git read-tree base")
+        git_in(src, "read-tree", "base", env=env, what="git read-tree base")
         for s in series:
             for i, p in enumerate(s.patches, 1):
                 ppath = snapshot / s.name / p.file if snapshot is not None else p.path
-                res = _git(src, "apply", "--cached", "--verbose", str(ppath), check=False, env=env)
+                res = git_in(src, "apply", "--cached", "--verbose", str(ppath), check=False, env=env)
                 if res.returncode != 0:
                     out = "\n".join(line for line in (res.stdout + res.stderr).splitlines()
                                     if not line.startswith("Checking patch"))
@@ -301,13 +193,13 @@ def apply_series(tree: Path, series: list[Series], rep: Reporter | None = None, 
         with rep.status(f"applying series {s.name} ({len(s.patches) - first} patches)"):
             for i, p in enumerate(s.patches[first:], first + 1):
                 ppath = snapshot / s.name / p.file if snapshot is not None else p.path
-                res = _git(tree, "am", "--no-3way", "--keep-cr", str(ppath), check=False, env=env)
+                res = git_in(tree, "am", "--no-3way", "--keep-cr", str(ppath), check=False, env=env)
                 if res.returncode != 0:
                     raise HarnessError(_patch_failure(tree, s, i, p, ppath, res.stdout + res.stderr))
 
 
 def _patch_failure(tree: Path, s: Series, index: int, p: PatchFile, ppath: Path, am_out: str) -> str:
-    _git(tree, "am", "--abort", check=False)
+    git_in(tree, "am", "--abort", check=False)
     rej = git(tree, "apply", "--reject", "--verbose", str(ppath), check=False)
     rej_texts = []
     for r in sorted(tree.rglob("*.rej")):
@@ -382,8 +274,8 @@ def sync_user_tree(path: Path, state: dict, rep: Reporter | None = None, local_c
         tmp.rename(co)
     (co / ".git" / "index.lock").unlink(missing_ok=True)  # left by a git killed half-way; we hold co's lock
     with rep.status(f"checking out {state['head'][:12]} of {path} into {co.name}"):
-        _git(co, "checkout", "--quiet", "--force", "--detach", state["head"], what=f"git checkout {state['head']}")
-        _git(co, "clean", "-fdq", what="git clean")  # untracked sources of an earlier sync, not build outputs
+        git_in(co, "checkout", "--quiet", "--force", "--detach", state["head"], what=f"git checkout {state['head']}")
+        git_in(co, "clean", "-fdq", what="git clean")  # untracked sources of an earlier sync, not build outputs
         diff = git(path, "diff", "--binary", "HEAD", binary=True).stdout \
             if local_changes else b""
         if diff:

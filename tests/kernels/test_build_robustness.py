@@ -25,6 +25,7 @@ import yaml
 
 from harness.kernels import build as kb
 from harness.kernels import cache as kcache
+from harness.kernels import gitops
 from harness.kernels import inputs as ki
 from harness.kernels import tree as kt
 from harness.kernels.spec import check_kernel_image, parse_kernel_spec
@@ -143,7 +144,7 @@ def _forget(key: str) -> None:
     shutil.rmtree(kcache.kernel_cache() / "failed" / key, ignore_errors=True)
     trees = kcache.kernel_cache() / "trees"
     (trees / f"{key}.ready").unlink(missing_ok=True)
-    kt._remove_worktree(kt.ensure_base_repo(), trees / key)
+    gitops.remove_worktree(kt.ensure_base_repo(), trees / key)
 
 
 @pytest.mark.kernelbuild
@@ -237,7 +238,7 @@ def test_a_tree_build_hits_the_series_ccache_and_skips_commits_that_build_nothin
     src = kt.ensure_base_repo()
     linux = tmp_path / "linux"
     subprocess.run(["git", "clone", "--quiet", "--shared", str(src), str(linux)], check=True)
-    subprocess.run(["git", *kt.GIT_IDENTITY, "-C", str(linux), "am", "--quiet",
+    subprocess.run(["git", *gitops.GIT_IDENTITY, "-C", str(linux), "am", "--quiet",
                     *sorted(str(p) for p in (FIXTURE_PATCHES / "docs-only").glob("*.patch"))], check=True)
     heads = subprocess.run(["git", "-C", str(linux), "rev-list", "--first-parent", "HEAD~2..HEAD"],
                            capture_output=True, text=True, check=True).stdout.split()

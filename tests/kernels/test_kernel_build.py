@@ -15,6 +15,7 @@ from harness.errors import HarnessError, InputError
 from harness.kernels import build as kb
 from harness.kernels import cache as kcache
 from harness.kernels import config as kconf
+from harness.kernels import gitops
 from harness.kernels import inputs as ki
 from harness.kernels import tree as kt
 from harness.kernels.progress import Reporter
@@ -315,7 +316,7 @@ def test_sync_user_tree_copies_sources_not_build_outputs(monkeypatch, tmp_path):
     tree.mkdir()
 
     def git(*a):
-        subprocess.run(["git", *kt.GIT_IDENTITY, "-C", str(tree), *a], check=True, capture_output=True)
+        subprocess.run(["git", *gitops.GIT_IDENTITY, "-C", str(tree), *a], check=True, capture_output=True)
 
     (tree / ".gitignore").write_text(".config\n*.o\n")
     (tree / "a.c").write_text("int a;\n")
@@ -462,7 +463,7 @@ def _tiny_repo(path: Path):
     (path / "Makefile").write_text("# SPDX-License-Identifier: GPL-2.0\nVERSION = 6\nPATCHLEVEL = 12\n"
                                    "SUBLEVEL = 117\nEXTRAVERSION =\nNAME = Baby Opossum Posse\n")
     for cmd in (["init", "-q"], ["add", "-A"], ["commit", "-qm", "base"], ["tag", "base"]):
-        subprocess.run(["git", *kt.GIT_IDENTITY, "-C", str(path), *cmd], check=True, capture_output=True)
+        subprocess.run(["git", *gitops.GIT_IDENTITY, "-C", str(path), *cmd], check=True, capture_output=True)
     return path
 
 

@@ -12,6 +12,7 @@ import pytest
 
 from harness.kernels import build as kb
 from harness.kernels import cache as kcache
+from harness.kernels import gitops, takeover
 from harness.kernels import tree as kt
 from harness.kernels.inputs import load_base, load_series
 from harness.kernels.spec import parse_kernel_spec
@@ -43,28 +44,28 @@ def test_the_donor_is_the_published_tree_sharing_the_most_leading_patches(tmp_pa
         if ready:
             (trees / f"{key}.ready").write_text("head\n")
 
-    monkeypatch.setattr(kt, "load_build", lambda key: json.loads(
+    monkeypatch.setattr(takeover, "load_build", lambda key: json.loads(
         (kcache.kernel_cache() / "builds" / key / "build.json").read_text()))
-    assert kt._donor(trees, "new", [a, b]) is None
+    assert takeover.choose_donor(trees, "new", [a, b]) is None
     published("base", [])
-    assert kt._donor(trees, "new", [a, b])[0] == "base"  # any built tree beats a fresh worktree
+    assert takeover.choose_donor(trees, "new", [a, b])[0] == "base"  # any built tree beats a fresh worktree
     published("with-a", [a])
     published("with-b", [b])  # shares nothing with a+b's first patch
     published("user-clone", [a, b], tree=False)  # a --tree build's clone: never taken over
     published("half", [a, b], ready=False)  # no .ready: not a complete worktree
-    assert kt._donor(trees, "new", [a, b])[0] == "with-a"
-    assert kt._donor(trees, "with-a", [a])[0] == "base"  # never itself; of those sharing nothing, the fewest patches
-    assert kt._shared(kt._patch_list([a, b]), kt._patch_list([a])) == len(a.patches)
-    assert kt._shared(kt._patch_list([a]), kt._patch_list([a, b])) == len(a.patches)
-    assert kt._shared(kt._patch_list([b, a]), kt._patch_list([a, b])) == 0
+    assert takeover.choose_donor(trees, "new", [a, b])[0] == "with-a"
+    assert takeover.choose_donor(trees, "with-a", [a])[0] == "base"  # never itself; of those sharing nothing, the fewest patches
+    assert takeover.shared_patches(takeover.patch_list([a, b]), takeover.patch_list([a])) == len(a.patches)
+    assert takeover.shared_patches(takeover.patch_list([a]), takeover.patch_list([a, b])) == len(a.patches)
+    assert takeover.shared_patches(takeover.patch_list([b, a]), takeover.patch_list([a, b])) == 0
     # the same configuration first: another one recompiles nearly every object, whatever the patches share
-    assert kt._donor(trees, "new", [a, b], "plain")[0] == "with-a"
-    assert kt._donor(trees, "new", [a, b], "debug")[0] == "with-a"  # none has it: patches decide
+    assert takeover.choose_donor(trees, "new", [a, b], "plain")[0] == "with-a"
+    assert takeover.choose_donor(trees, "new", [a, b], "debug")[0] == "with-a"  # none has it: patches decide
     published("debug-base", [], config="debug")
-    assert kt._donor(trees, "new", [a, b], "debug")[0] == "debug-base"
+    assert takeover.choose_donor(trees, "new", [a, b], "debug")[0] == "debug-base"
     published("debug-a", [a], config="plain", objects="debug")  # recreated from debug-base for the selftests
-    assert kt._donor(trees, "new", [a, b], "plain")[0] == "with-a"
-    assert kt._donor(trees, "new", [a, b], "debug")[0] == "debug-base"
+    assert takeover.choose_donor(trees, "new", [a, b], "plain")[0] == "with-a"
+    assert takeover.choose_donor(trees, "new", [a, b], "debug")[0] == "debug-base"
 
 
 @pytest.mark.kernelbuild
@@ -80,11 +81,11 @@ def test_a_build_in_a_taken_over_tree_compiles_little_and_gives_a_fresh_trees_im
     base_tree = trees / base.record.cache_key
     base_info = kcache.load_build(base.record.cache_key)
     if not (trees / f"{base.record.cache_key}.ready").is_file() or \
-            kt._objects_config(base_tree, base_info) != base_info["config_fragment_sha256"]:
+            takeover.objects_config(base_tree, base_info) != base_info["config_fragment_sha256"]:
         # taken over by an earlier build, or recreated for the selftests from another config's tree: build again
         shutil.rmtree(kcache.kernel_cache() / "builds" / base.record.cache_key)
         base = kb.build_kernel(parse_kernel_spec("base"))
-    monkeypatch.setattr(kt, "_donor", lambda *a: (base.record.cache_key, []))  # which tree: the test above
+    monkeypatch.setattr(takeover, "choose_donor", lambda *a: (base.record.cache_key, []))  # which tree: the test above
     capsys.readouterr()
     try:
         kernel = kb.build_kernel(spec, patches_root=FIXTURE_PATCHES)
@@ -103,4 +104,4 @@ def test_a_build_in_a_taken_over_tree_compiles_little_and_gives_a_fresh_trees_im
     finally:
         shutil.rmtree(kcache.kernel_cache() / "builds" / key, ignore_errors=True)
         (trees / f"{key}.ready").unlink(missing_ok=True)
-        kt._remove_worktree(kt.ensure_base_repo(load_base()), trees / key)  # 1.5 GB no build of the cache names
+        gitops.remove_worktree(kt.ensure_base_repo(load_base()), trees / key)  # 1.5 GB no build of the cache names

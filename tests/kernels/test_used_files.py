@@ -161,6 +161,7 @@ def test_a_tree_commit_that_changes_no_used_file_finds_the_build_below(tmp_path,
     """--tree: the nearest cached build at a first-parent ancestor, and the files changed since."""
     import subprocess
 
+    from harness.kernels import gitops
     from harness.kernels import tree as kt
 
     monkeypatch.setenv("BALLOON_TESTBED_CACHE", str(tmp_path / "cache"))
@@ -168,7 +169,7 @@ def test_a_tree_commit_that_changes_no_used_file_finds_the_build_below(tmp_path,
     repo.mkdir()
 
     def git(*a):
-        return subprocess.run(["git", *kt.GIT_IDENTITY, "-C", str(repo), *a], check=True, capture_output=True,
+        return subprocess.run(["git", *gitops.GIT_IDENTITY, "-C", str(repo), *a], check=True, capture_output=True,
                               text=True).stdout.strip()
 
     write(repo, "mm/a.c", "int a;\n")
