@@ -11,6 +11,7 @@ from pathlib import Path
 
 from harness.constants import READY_MARKER
 from harness.errors import HarnessError, InputError
+from harness.guest import delay_loop
 from harness.guest.image import build_image
 from harness.guest.keys import SshKeys, ssh_keys
 from harness.guest.ssh import Guest
@@ -64,8 +65,9 @@ def make_vm(kit: BootKit, config: MachineConfig, accel_name: str, logdir: Path,
             restore_from: Path | None = None) -> VM:
     """The VM for `kit` (not started: use it as a context manager); `restore_from`: a guest saved after
     its boot (VM.save_state) to start from instead of booting."""
-    if kit.kernel.cmdline:
-        config = replace(config, cmdline=" ".join(filter(None, [config.cmdline, kit.kernel.cmdline])))
+    lpj = delay_loop.preset(kit.kernel, accel_name, config) if restore_from is None else None
+    if kit.kernel.cmdline or lpj:
+        config = replace(config, cmdline=" ".join(filter(None, [config.cmdline, kit.kernel.cmdline, lpj])))
     return VM(kernel_image=kit.kernel.boot_image or kit.kernel.bzimage, initrd=kit.initrd, config=config,
               accel=accel_name, logdir=logdir, restore_from=restore_from)
 
@@ -80,7 +82,10 @@ def wait_ready(vm: VM, keys: SshKeys, timeout: float = 120, transcript: Path | N
     vm.attach(ssh)
     ssh.connect(deadline=deadline, alive=vm.check_alive)
     ssh.run("true", timeout=max(5.0, deadline - time.monotonic()))
-    return ssh, time.monotonic() - vm.started_at
+    ready = time.monotonic() - vm.started_at
+    if delay_loop.wants_preset(vm.accel, vm.config):
+        delay_loop.learn(ssh)
+    return ssh, ready
 
 
 def connect(vm: VM, keys: SshKeys, transcript: Path, timeout: float = 60) -> Guest:

@@ -39,7 +39,8 @@ def qemu_version(binary: str = QEMU_BINARY) -> str:
     return out.splitlines()[0].removeprefix("QEMU emulator version ").strip()
 
 
-def _cache_key() -> str:
+def host_key() -> str:
+    """This host and its QEMU: what cached facts about guests (the accelerator, the TSC rate) hold for."""
     return f"{platform.node()}|{platform.release()}|{qemu_version()}"
 
 
@@ -49,7 +50,7 @@ def _cache_file() -> Path:
 
 def choose_accel(probe: KvmProbe, refresh: bool = False) -> AccelChoice:
     """The accelerator to use, from the cache or a fresh `probe`."""
-    key = _cache_key()
+    key = host_key()
     path = _cache_file()
     if not refresh and path.exists():
         try:
