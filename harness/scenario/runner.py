@@ -91,8 +91,15 @@ def execute(scenario: Scenario, specs: list[KernelSpec], reps: int, sink: RunSin
 
         scheduler = Scheduler(planned, jobs, start=start, finish=finish)
         results = [r.result for r in scheduler.execute()]
-        started = {(r.kernel, r.rep): r.started_from for r in results}
-        sink.set_schedule(jobs=jobs, order=[{"kernel": p.kernel, "rep": p.rep,
-                                             "from": started.get((p.kernel, p.rep), FROM_BOOT)} for p in planned])
+        ran = {(r.kernel, r.rep): r for r in results}
+        sink.set_schedule(jobs=jobs, order=[_order_entry(p, ran.get((p.kernel, p.rep))) for p in planned])
     sink.set_expectations(expectations.evaluate(scenario, sink, results, [k.kernel.spec.text for k in kits]))
     return results
+
+
+def _order_entry(p: PlannedRep, result: RepResult | None) -> dict:
+    """A repetition in the manifest's rep_order: where it started from, and a first boot TCG's race killed."""
+    entry = {"kernel": p.kernel, "rep": p.rep, "from": result.started_from if result else FROM_BOOT}
+    if result is not None and result.boot_retried_after:
+        entry["boot_retried_after"] = result.boot_retried_after
+    return entry

@@ -19,7 +19,7 @@ from harness.machine import balloon
 from harness.machine.config import MachineConfig
 from harness.machine.qmp import QMP
 from harness.machine.rss import RssSampler
-from harness.machine.vm import VM
+from harness.machine.vm import VM, GuestDied
 from harness.scenario import migration_steps, probe_steps, workload_steps
 from harness.scenario.saved_boot import FROM_BOOT, FROM_SNAPSHOT, BootFacts, SavedBoot
 from harness.scenario.schema import (
@@ -36,6 +36,10 @@ BOOT_TIMEOUT_S = 180
 ICOUNT_BOOT_TIMEOUT_S = 3 * BOOT_TIMEOUT_S
 # What a kernel prints when it caught itself misbehaving: a run that hits one of these is not a clean
 # result, whatever the counters say.
+# QEMU's TCG, one host thread per vCPU, can run an instruction that another vCPU has just patched back (the
+# kernel's text_poke_bp()): the guest dies at boot with "Oops: int3" at a static-key site, about 1 boot in
+# 30-60 with 2 vCPUs on an idle host.  Such a boot is booted once more; the bundle says so.
+TCG_TEXT_POKE_RACE = re.compile(r"Oops: int3\b")
 KERNEL_PROBLEM = re.compile(r"WARNING: CPU: \d+ PID:|BUG:|Bad page (state|map)|Oops|general protection fault|"
                             r"list_(add|del) corruption|page dumped because")
 
@@ -64,10 +68,17 @@ class RepResult:
     kernel_log: str = ""  # the guest's dmesg at the end of the repetition
     selftest_failures: list[str] = field(default_factory=list)  # "test: case" of every failed selftest case
     started_from: str = FROM_BOOT  # or FROM_SNAPSHOT: loaded from the kernel's saved boot
+    boot_retried_after: str | None = None  # the failure of a first boot that TCG's patching race killed
 
     @property
     def invalid_steps(self) -> list[str]:
         return [f"rep{self.rep} {s.phase} ({s.kind}): {s.invalid}" for s in self.steps if s.invalid]
+
+
+def retry_boot_after(failure: str, accel: str, machine: MachineConfig, booted: bool, aborted: bool) -> bool:
+    """Whether a repetition that failed so is booted once more: only a boot that TCG's patching race killed."""
+    return (accel == "tcg" and machine.timing == "realtime" and machine.cpus > 1 and not booted and not aborted
+            and TCG_TEXT_POKE_RACE.search(failure) is not None)
 
 
 class RepRunner:
@@ -91,6 +102,7 @@ class RepRunner:
         self.previous_step_peak_kib = 0  # highest host RSS during the step before the current one
         self.zeroing: zeroing.Plan | None = None
         self._aborted = False
+        self._booted = False  # the guest answered over SSH (or was loaded from the saved boot)
 
     def metric(self, name: str, value: float, phase: str, unit: str | None = None) -> None:
         self.sink.add_metric(name, value, phase=phase, rep=self.rep, kernel=self.kernel.spec.text, unit=unit)
@@ -123,6 +135,22 @@ class RepRunner:
             self._vm.kill()
 
     def run(self) -> RepResult:
+        try:
+            return self._run_once()
+        except GuestDied as exc:
+            if not retry_boot_after(str(exc), self.accel, self.machine, self._booted, self._aborted):
+                raise
+            failure = str(exc)
+        aside = self.dir / "boot-attempt1-serial.log"
+        if (self.dir / "serial.log").is_file():
+            (self.dir / "serial.log").rename(aside)
+        self.console.print(f"  [yellow]the guest died at boot ({escape(failure)}): TCG's race with the kernel's "
+                           f"code patching; booting it once more (first boot's console: {aside.name})[/]")
+        self.result = RepResult(self.kernel.spec.text, self.rep, boot_retried_after=failure)
+        self._vm, self._ssh, self._rss, self.zeroing = None, None, None, None
+        return self._run_once()
+
+    def _run_once(self) -> RepResult:
         saves = self.saved_boot is not None and self.saved_boot.claim()
         facts = self.saved_boot.wait() if self.saved_boot is not None and not saves else None
         vm = make_vm(self.kit, self.machine, self.accel, self.dir,
@@ -169,6 +197,7 @@ class RepRunner:
         try:
             timeout = ICOUNT_BOOT_TIMEOUT_S if self.machine.timing == "icount" else BOOT_TIMEOUT_S
             self._ssh, seconds = wait_ready(self.vm, self.kit.keys, timeout, self.dir / "transcript.log")
+            self._booted = True
         finally:
             self.progress.remove_task(task)
         self.metric("boot_to_ssh_s", round(seconds, 3), BOOT_PHASE)
@@ -202,6 +231,7 @@ class RepRunner:
         """Instead of a boot: the guest the first repetition saved, loaded into this fresh QEMU."""
         assert isinstance(facts.zeroing, zeroing.Plan)
         self.result.started_from = FROM_SNAPSHOT
+        self._booted = True  # not a boot: nothing here for a second boot to redo
         self._ssh = connect(self.vm, self.kit.keys, self.dir / "transcript.log")
         self.metric("restore_s", round(self.vm.restore_s or 0.0, 3), BOOT_PHASE)
         self.result.guest_release, self.result.clocksource = facts.guest_release, facts.clocksource
