@@ -94,9 +94,9 @@ def adopt_tree(src: Path, trees: Path, key: str, series: list[Series], rep: Repo
 
 def rehome_tool_commands(tree: Path, old: Path) -> None:
     """objtool (under tools/) is built with absolute paths: its .cmd files name the commands and dependencies
-    of the worktree's old place.  Moved, make would take those dependencies as missing and rebuild objtool,
-    and with it every object of the kernel (each one depends on objtool).  Rewrite them to the new place,
-    keeping their mtimes."""
+    of the worktree's old place.  Moved, make would take those dependencies as missing and rebuild objtool
+    (27 compile and link lines, about 1.5 s of every build in a taken-over tree).  Rewrite them to the new
+    place, keeping their mtimes."""
     before, after = str(old).encode(), str(tree).encode()
     for cmd in (tree / "tools").rglob(".*.cmd"):
         data = cmd.read_bytes()
