@@ -29,21 +29,25 @@ def choose_donor(trees: Path, key: str, series: list[Series],
     """The worktree of a published build to build `key` in: one whose objects have the same configuration
     (another config recompiles about 1150 objects), then the one sharing the most leading patches with it,
     then the one with the fewest others, then the newest.  make then compiles only the files whose patches
-    differ, instead of a fresh worktree's 1960 objects through ccache.  Returns its key and its patches."""
+    differ, instead of a fresh worktree's 1960 objects through ccache.  Last, a worktree that no build names
+    (its build failed, or its record was removed): taken rather than left on the disk for good, and cheaper
+    than a fresh checkout.  Returns its key and its patches."""
     want = patch_list(series)
-    best: tuple[bool, int, int, float, str, list[tuple[str, str]]] | None = None
+    best: tuple[bool, bool, int, int, float, str, list[tuple[str, str]]] | None = None
     for ready in trees.glob("*.ready"):
         donor = ready.name.removesuffix(".ready")
+        if donor == key or donor.startswith("user-") or not (trees / donor).is_dir():
+            continue  # a --tree clone is never taken over
         info = load_build(donor)
-        if donor == key or info is None or info.get("tree") != str(trees / donor) or not (trees / donor).is_dir():
-            continue  # not a published build of base + series in its own worktree (a --tree clone, say)
-        have = patch_ids(info)
+        if info is not None and info.get("tree") != str(trees / donor):
+            continue  # a build of a --tree clone
+        have = patch_ids(info) if info is not None else []
         shared = shared_patches(want, have)
-        same_config = config is not None and objects_config(trees / donor, info) == config
-        rank = (same_config, shared, shared - len(have), ready.stat().st_mtime, donor, have)
+        same_config = info is not None and config is not None and objects_config(trees / donor, info) == config
+        rank = (info is not None, same_config, shared, shared - len(have), ready.stat().st_mtime, donor, have)
         if best is None or rank > best:
             best = rank
-    return (best[4], best[5]) if best else None
+    return (best[5], best[6]) if best else None
 
 
 def objects_config(tree: Path, info: dict) -> str | None:

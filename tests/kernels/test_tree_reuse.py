@@ -44,9 +44,15 @@ def test_the_donor_is_the_published_tree_sharing_the_most_leading_patches(tmp_pa
         if ready:
             (trees / f"{key}.ready").write_text("head\n")
 
-    monkeypatch.setattr(takeover, "load_build", lambda key: json.loads(
-        (kcache.kernel_cache() / "builds" / key / "build.json").read_text()))
+    def load_build(key: str) -> dict | None:
+        record = kcache.kernel_cache() / "builds" / key / "build.json"
+        return json.loads(record.read_text()) if record.is_file() else None
+
+    monkeypatch.setattr(takeover, "load_build", load_build)
     assert takeover.choose_donor(trees, "new", [a, b]) is None
+    (trees / "orphan").mkdir()  # its build failed, or its record was removed: the last choice, not a leak
+    (trees / "orphan.ready").write_text("head\n")
+    assert takeover.choose_donor(trees, "new", [a, b]) == ("orphan", [])
     published("base", [])
     assert takeover.choose_donor(trees, "new", [a, b])[0] == "base"  # any built tree beats a fresh worktree
     published("with-a", [a])
