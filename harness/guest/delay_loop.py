@@ -20,7 +20,7 @@ from pathlib import Path
 from harness.guest.ssh import Guest
 from harness.kernels.spec import GuestKernel
 from harness.machine import accel
-from harness.machine.config import MachineConfig
+from harness.machine.config import MachineConfig, parallel_tcg
 from harness.paths import cache_root
 
 DETECTED = re.compile(r"tsc: Detected (\d+)\.(\d{3}) MHz processor")
@@ -31,7 +31,7 @@ def _cache_file() -> Path:
 
 
 def wants_preset(accel_name: str, config: MachineConfig) -> bool:
-    return accel_name == "tcg" and config.timing == "realtime" and config.cpus > 1
+    return parallel_tcg(accel_name, config)
 
 
 def known_tsc_khz() -> int | None:

@@ -8,6 +8,7 @@ cached per host and QEMU version.
 
 from __future__ import annotations
 
+import functools
 import json
 import platform
 import time
@@ -31,6 +32,7 @@ class AccelChoice:
     cached: bool
 
 
+@functools.cache  # one QEMU per process; every TCG boot asks (host_key) and --version costs a subprocess
 def qemu_version(binary: str = QEMU_BINARY) -> str:
     try:
         out = run_command([binary, "--version"]).stdout

@@ -31,3 +31,9 @@ class MachineConfig:
     stats_interval_s: int = 0  # balloon guest statistics polling; 0 = off
     timing: str = "realtime"  # one of TIMING_MODES
     machine_type: str = "q35"  # one of MACHINE_TYPES
+
+
+def parallel_tcg(accel: str, config: MachineConfig) -> bool:
+    """TCG in real time with several vCPUs: one host thread per vCPU (MTTCG), so the vCPUs really run at once
+    (under icount they share one thread)."""
+    return accel == "tcg" and config.timing == "realtime" and config.cpus > 1

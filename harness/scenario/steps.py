@@ -16,7 +16,7 @@ from harness.guest import probes, zeroing, zeroing_paths
 from harness.guest.launch import BootKit, connect, make_vm, wait_ready
 from harness.guest.ssh import Guest
 from harness.machine import balloon
-from harness.machine.config import MachineConfig
+from harness.machine.config import MachineConfig, parallel_tcg
 from harness.machine.qmp import QMP
 from harness.machine.rss import RssSampler
 from harness.machine.vm import VM, GuestDied
@@ -77,7 +77,7 @@ class RepResult:
 
 def retry_boot_after(failure: str, accel: str, machine: MachineConfig, booted: bool, aborted: bool) -> bool:
     """Whether a repetition that failed so is booted once more: only a boot that TCG's patching race killed."""
-    return (accel == "tcg" and machine.timing == "realtime" and machine.cpus > 1 and not booted and not aborted
+    return (parallel_tcg(accel, machine) and not booted and not aborted
             and TCG_TEXT_POKE_RACE.search(failure) is not None)
 
 
