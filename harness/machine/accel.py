@@ -18,6 +18,7 @@ from pathlib import Path
 
 from harness.constants import QEMU_BINARY
 from harness.errors import HarnessError
+from harness.machine.config import MachineConfig, parallel_tcg
 from harness.paths import cache_root
 from harness.process import run_command
 
@@ -39,6 +40,21 @@ def qemu_version(binary: str = QEMU_BINARY) -> str:
     except HarnessError as exc:
         raise HarnessError(f"{binary} is not usable ({exc}): apt-get install qemu-system-x86") from None
     return out.splitlines()[0].removeprefix("QEMU emulator version ").strip()
+
+
+@functools.cache
+def host_cpu_emulated() -> bool:
+    """Whether this host's own CPU is QEMU's TCG (the KVM runner VM): a KVM guest's code then runs on the outer
+    TCG, one thread per vCPU, and meets TCG's races as a TCG guest does."""
+    try:
+        return "QEMU TCG CPU" in Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return False
+
+
+def guest_vcpus_on_mttcg(accel: str, config: MachineConfig) -> bool:
+    """Whether the guest's vCPUs run at once as TCG threads: parallel TCG here, or KVM nested in a TCG host."""
+    return parallel_tcg(accel, config) or (accel == "kvm" and config.cpus > 1 and host_cpu_emulated())
 
 
 def host_key() -> str:

@@ -16,7 +16,8 @@ from harness.guest import probes, zeroing, zeroing_paths
 from harness.guest.launch import BootKit, connect, make_vm, wait_ready
 from harness.guest.ssh import Guest
 from harness.machine import balloon
-from harness.machine.config import MachineConfig, parallel_tcg
+from harness.machine.accel import guest_vcpus_on_mttcg
+from harness.machine.config import MachineConfig
 from harness.machine.qmp import QMP
 from harness.machine.rss import RssSampler
 from harness.machine.vm import VM, GuestDied
@@ -36,7 +37,8 @@ BOOT_TIMEOUT_S = 180
 ICOUNT_BOOT_TIMEOUT_S = 3 * BOOT_TIMEOUT_S
 # QEMU's TCG, one host thread per vCPU, can run an instruction that another vCPU has just patched back (the
 # kernel's text_poke_bp()): the guest dies at boot with "Oops: int3" at a static-key site, about 1 boot in
-# 30-60 with 2 vCPUs on an idle host.  Such a boot is booted once more; the bundle says so.
+# 30-60 with 2 vCPUs on an idle host; a KVM guest nested in a TCG host (the KVM runner VM) meets it too.  Such a
+# boot is booted once more; the bundle says so.
 TCG_TEXT_POKE_RACE = re.compile(r"Oops: int3\b")
 # What a kernel prints when it caught itself misbehaving: a run that hits one of these is not a clean
 # result, whatever the counters say.
@@ -77,7 +79,7 @@ class RepResult:
 
 def retry_boot_after(failure: str, accel: str, machine: MachineConfig, booted: bool, aborted: bool) -> bool:
     """Whether a repetition that failed so is booted once more: only a boot that TCG's patching race killed."""
-    return (parallel_tcg(accel, machine) and not booted and not aborted
+    return (guest_vcpus_on_mttcg(accel, machine) and not booted and not aborted
             and TCG_TEXT_POKE_RACE.search(failure) is not None)
 
 

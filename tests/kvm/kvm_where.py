@@ -13,6 +13,18 @@ from harness.paths import REPO_ROOT
 
 HARNESS = str(Path(sys.executable).parent / "harness")
 RUNNER_UNUSABLE = "harness: error: KVM runner VM:"
+# The runner VM itself lost: its own kernel died (a TCG guest too: under load its MTTCG oopsed on an int3 in
+# __schedule while the kernel patched its code, or overflowed a stack), or it hung (once at 100 % CPU with its
+# nested guest silent mid-line, 13 minutes after a deflate, until it was stopped).
+RUNNER_LOST = ("harness: error: the KVM runner VM stopped before its job finished",
+               "harness: error: the KVM runner VM's job did not finish within")
+# A nested guest's oops, or its triple fault (QEMU exits as -no-reboot asks): tools/kvm-checks.sh repeats a
+# check on the same signatures.
+NESTED_CRASH = ("run failed: guest kernel failure", "run failed: QEMU exited with code 0")
+
+
+def first_line(output: str, starts: tuple[str, ...]) -> str | None:
+    return next((line for line in output.splitlines() if line.startswith(starts)), None)
 
 
 def host_kvm_usable() -> bool:

@@ -6,18 +6,11 @@ from __future__ import annotations
 import warnings
 
 import pytest
-from kvm_where import HARNESS, host_kvm_usable, run_with_kvm
+from kvm_where import HARNESS, NESTED_CRASH, RUNNER_LOST, first_line, host_kvm_usable, run_with_kvm
 
 from harness.results.bundle import load_bundle
 
 pytestmark = pytest.mark.vm
-# a nested guest's oops, or its triple fault (QEMU exits as -no-reboot asks); or the runner VM's own kernel
-# (a TCG guest too: under load its MTTCG once oopsed on an int3 in __schedule while the kernel patched its code)
-# A hang counts too: once the runner VM ran at 100 % CPU with its nested guest silent mid-line, 13 minutes after
-# a deflate, until it was stopped.
-NESTED_CRASH = ("run failed: guest kernel failure", "run failed: QEMU exited with code 0",
-                "harness: error: the KVM runner VM stopped before its job finished",
-                "harness: error: the KVM runner VM's job did not finish within")
 ATTEMPTS = 3
 # An attempt takes 3-5 minutes here; a hung one is cut off after this, not after the 25 minutes it had before.
 ATTEMPT_TIMEOUT_S = 720
@@ -32,7 +25,7 @@ def test_smoke_with_require_accel_kvm_runs_under_kvm(tmp_path):
         proc = run_with_kvm([HARNESS, "run", "scenarios/smoke.yaml", "--require-accel", "kvm", "--results",
                              str(results)], shares=[results], logs=tmp_path / f"runner-{attempt}",
                              timeout_s=ATTEMPT_TIMEOUT_S)
-        crash = next((line for line in proc.stdout.splitlines() if line.startswith(NESTED_CRASH)), None)
+        crash = first_line(proc.stdout, NESTED_CRASH + RUNNER_LOST)
         if proc.returncode == 0 or crash is None or attempt == ATTEMPTS or host_kvm_usable():
             break
         warnings.warn(f"a guest crashed in the KVM runner VM (attempt {attempt}), running it again: {crash}",

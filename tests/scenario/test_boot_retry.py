@@ -8,6 +8,7 @@ from types import SimpleNamespace
 import pytest
 from rich.console import Console
 
+from harness.machine import accel
 from harness.machine.config import MachineConfig
 from harness.machine.vm import GuestDied
 from harness.scenario.parallel import PlannedRep
@@ -19,7 +20,8 @@ RACE = ("QEMU exited with code 0 after a guest kernel failure: [    1.045529] Oo
 TWO = MachineConfig(cpus=2, timing="realtime")
 
 
-def test_only_tcg_s_patching_race_at_boot_is_retried():
+def test_only_tcg_s_patching_race_at_boot_is_retried(monkeypatch):
+    monkeypatch.setattr(accel, "host_cpu_emulated", lambda: False)
     assert retry_boot_after(RACE, "tcg", TWO, booted=False, aborted=False)
     assert not retry_boot_after(RACE, "kvm", TWO, booted=False, aborted=False)
     assert not retry_boot_after(RACE, "tcg", MachineConfig(cpus=2, timing="icount"), booted=False, aborted=False)
@@ -28,6 +30,12 @@ def test_only_tcg_s_patching_race_at_boot_is_retried():
     assert not retry_boot_after(RACE, "tcg", TWO, booted=False, aborted=True)
     assert not retry_boot_after("guest kernel failure: Kernel panic - not syncing: VFS", "tcg", TWO,
                                 booted=False, aborted=False)
+
+
+def test_a_kvm_guest_nested_in_a_tcg_host_is_retried_too(monkeypatch):
+    monkeypatch.setattr(accel, "host_cpu_emulated", lambda: True)  # the KVM runner VM: its CPU is QEMU's TCG
+    assert retry_boot_after(RACE, "kvm", TWO, booted=False, aborted=False)
+    assert not retry_boot_after(RACE, "kvm", MachineConfig(cpus=1), booted=False, aborted=False)
 
 
 def runner(tmp_path, failures: list[str]) -> tuple[RepRunner, Console]:
