@@ -1,6 +1,7 @@
 #!/bin/bash
 # Boot to SSH-ready, this checkout against another, interleaved: ROUNDS rounds of `harness bench boot -n N` in
-# each, so that a change in the host's load falls on both sides.  Run it on an idle machine (realtime guests).
+# each, the first side alternating, so that a change in the host's load falls on both sides.  Run it on an
+# idle machine (realtime guests).
 # Prints a Markdown table of each round's medians.
 #
 #   tools/bench-boot-ab.sh /path/to/other/checkout [TIMING] [ROUNDS] [N]
@@ -24,7 +25,11 @@ medians() {  # medians DIR: "init ssh cpu" medians of one bench boot run in chec
 echo "| round | checkout | guest init ready (s) | SSH ready (s) | QEMU CPU (s) |"
 echo "| ---: | --- | ---: | ---: | ---: |"
 for round in $(seq "$ROUNDS"); do
-    for side in "$OTHER" "$here"; do
+    # Which side goes first alternates: on 2026-12-06 20 pairs of boots in a fixed order had the second 0.29 s
+    # faster (medians), and 16 pairs of the same two settings in alternating order no difference at all.
+    sides=("$OTHER" "$here")
+    (( round % 2 )) || sides=("$here" "$OTHER")
+    for side in "${sides[@]}"; do
         read -r init ssh cpu <<<"$(medians "$side")"
         echo "| $round | $(git -C "$side" rev-parse --short HEAD) | ${init:-failed} | ${ssh:-failed} | ${cpu:-failed} |"
     done
