@@ -42,6 +42,8 @@ def checks() -> Path:
             break
         warnings.warn(f"the KVM runner VM was lost (attempt {attempt}), starting it again: {lost}", stacklevel=1)
     assert proc.returncode == 0, proc.stdout[-3000:]
+    for earlier in sorted((out / "attempts").glob("*.log")):
+        warnings.warn(f"tools/kvm-checks.sh ran a check again; its earlier attempt: {earlier}", stacklevel=1)
     return out
 
 
