@@ -3,6 +3,7 @@ instead of a fresh worktree's 1960 objects through ccache."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 
@@ -52,14 +53,18 @@ def choose_donor(trees: Path, key: str, series: list[Series],
 
 def objects_config(tree: Path, info: dict) -> str | None:
     """The config fragment digest the objects in a build's worktree were compiled with: the build's, while the
-    tree's .config is the one the build published.  A worktree recreated for its key without a build (to build
-    the selftests in) holds the objects of the build it was taken from: None."""
+    tree's .config and bzImage are the ones the build published.  A worktree recreated for its key without a
+    build (to build the selftests in) holds the objects of the build it was taken from, whose image differs even
+    where its .config is the same: None."""
     try:
         here = (tree / ".config").read_bytes()
         built = (kernel_cache() / "builds" / info["key"] / "config").read_bytes()
+        image = (tree / "arch/x86/boot/bzImage").read_bytes()
     except (OSError, KeyError):
         return None
-    return info.get("config_fragment_sha256") if here == built else None
+    if here != built or hashlib.sha256(image).hexdigest() != info.get("bzimage_sha256"):
+        return None
+    return info.get("config_fragment_sha256")
 
 
 def adopt_tree(src: Path, trees: Path, key: str, series: list[Series], rep: Reporter,

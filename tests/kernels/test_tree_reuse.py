@@ -3,6 +3,7 @@ compiles only what the new series change, and the image is the one a fresh workt
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import shutil
@@ -27,20 +28,22 @@ def test_the_donor_is_the_published_tree_sharing_the_most_leading_patches(tmp_pa
     a, b = load_series("trivial-comment", FIXTURE_PATCHES), load_series("docs-only", FIXTURE_PATCHES)
 
     def published(key: str, series, tree: bool = True, ready: bool = True, config: str = "plain",
-                  objects: str | None = None) -> None:
-        """objects: the config the worktree's objects have, when not the build's (a tree recreated without
-        a build)."""
+                  objects: str | None = None, image: bytes = b"x") -> None:
+        """objects: the config the worktree's objects have, when not the build's; image: the worktree's bzImage,
+        another build's when the tree was recreated without a build."""
         bdir = kcache.kernel_cache() / "builds" / key
         bdir.mkdir(parents=True)
         (bdir / "bzImage").write_bytes(b"x")
         (bdir / "config").write_text(f"CONFIG_{config}=y\n")
         info = {"key": key, "tree": str(trees / key) if tree else {"path": "/src/linux"},
-                "config_fragment_sha256": config,
+                "config_fragment_sha256": config, "bzimage_sha256": hashlib.sha256(b"x").hexdigest(),
                 "series": [{"name": s.name, "patches": [{"file": p.file, "sha256": p.sha256} for p in s.patches]}
                            for s in series]}
         (bdir / "build.json").write_text(json.dumps(info))
         (trees / key).mkdir()
         (trees / key / ".config").write_text(f"CONFIG_{objects or config}=y\n")
+        (trees / key / "arch/x86/boot").mkdir(parents=True)
+        (trees / key / "arch/x86/boot/bzImage").write_bytes(image)
         if ready:
             (trees / f"{key}.ready").write_text("head\n")
 
@@ -72,6 +75,9 @@ def test_the_donor_is_the_published_tree_sharing_the_most_leading_patches(tmp_pa
     published("debug-a", [a], config="plain", objects="debug")  # recreated from debug-base for the selftests
     assert takeover.choose_donor(trees, "new", [a, b], "plain")[0] == "with-a"
     assert takeover.choose_donor(trees, "new", [a, b], "debug")[0] == "debug-base"
+    # recreated for the selftests from a build of the same config: its .config is right, its objects are not
+    published("plain-ab", [a, b], image=b"another build's image")
+    assert takeover.choose_donor(trees, "new", [a, b], "plain")[0] == "with-a"
 
 
 @pytest.mark.kernelbuild
@@ -88,7 +94,7 @@ def test_a_build_in_a_taken_over_tree_compiles_little_and_gives_a_fresh_trees_im
     base_info = kcache.load_build(base.record.cache_key)
     if not (trees / f"{base.record.cache_key}.ready").is_file() or \
             takeover.objects_config(base_tree, base_info) != base_info["config_fragment_sha256"]:
-        # taken over by an earlier build, or recreated for the selftests from another config's tree: build again
+        # taken over by an earlier build, or recreated for the selftests from another build's tree: build again
         shutil.rmtree(kcache.kernel_cache() / "builds" / base.record.cache_key)
         base = kb.build_kernel(parse_kernel_spec("base"))
     monkeypatch.setattr(takeover, "choose_donor", lambda *a: (base.record.cache_key, []))  # which tree: the test above
