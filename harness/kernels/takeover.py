@@ -3,11 +3,10 @@ instead of a fresh worktree's 1960 objects through ccache."""
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
-from harness.kernels.cache import flock, flock_if_free, kernel_cache, load_build
+from harness.kernels.cache import file_sha256, flock, flock_if_free, kernel_cache, load_build
 from harness.kernels.gitops import git_in, remove_worktree
 from harness.kernels.inputs import Series
 from harness.kernels.progress import Reporter
@@ -57,14 +56,11 @@ def objects_config(tree: Path, info: dict) -> str | None:
     build (to build the selftests in) holds the objects of the build it was taken from, whose image differs even
     where its .config is the same: None."""
     try:
-        here = (tree / ".config").read_bytes()
-        built = (kernel_cache() / "builds" / info["key"] / "config").read_bytes()
-        image = (tree / "arch/x86/boot/bzImage").read_bytes()
+        same = ((tree / ".config").read_bytes() == (kernel_cache() / "builds" / info["key"] / "config").read_bytes()
+                and file_sha256(tree / "arch/x86/boot/bzImage") == info.get("bzimage_sha256"))
     except (OSError, KeyError):
         return None
-    if here != built or hashlib.sha256(image).hexdigest() != info.get("bzimage_sha256"):
-        return None
-    return info.get("config_fragment_sha256")
+    return info.get("config_fragment_sha256") if same else None
 
 
 def adopt_tree(src: Path, trees: Path, key: str, series: list[Series], rep: Reporter,
