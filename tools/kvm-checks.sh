@@ -12,7 +12,7 @@ mkdir -p "$OUT"
 # Inside the KVM runner VM a nested guest now and then dies of the outer TCG's emulation, not of the code under
 # test (harness/guest/runner_vm.py; tests/kvm/kvm_where.py lists the same signatures): such a check runs once
 # more.  On a host with KVM of its own nothing is repeated.
-EMULATION_CRASH='run failed: guest kernel failure|run failed: QEMU exited with code 0'
+EMULATION_CRASH='run failed: guest kernel failure|run failed: QEMU exited with code 0|run failed: guest did not boot within'
 
 # An earlier attempt's log and results (a crash above, or a runner VM that died mid-check and was started
 # again on the same OUT) go to OUT/attempts/NAME-N, so that what the tests read is the last attempt's alone.

@@ -36,7 +36,7 @@ def cmd_kvm_runner(args) -> int:
         p.mkdir(parents=True, exist_ok=True)
     logdir = Path(args.logs)
     vm = RunnerVM(shares=shares, logdir=logdir, memory_mib=args.memory, cpus=args.cpus,
-                  cpu=args.outer_cpu)
+                  cpu=args.outer_cpu, on_notice=lambda msg: print(f"kvm-runner: {msg}", file=sys.stderr, flush=True))
 
     def echo(line: str) -> None:
         sys.stdout.write(line)

@@ -19,6 +19,11 @@ inflated or deflated: a double fault in exc_page_fault (its page tables read bac
 nested paging keeps a stale translation of a page the nested QEMU discarded; no real KVM host has shown it.
 One thread for all vCPUs (`thread=single`) was too slow to tell: the smoke scenario's memdirty timed out and
 the KVM probe's guest went quiet for 30 s.
+
+The runner VM is a TCG guest too.  Its own boot can die of TCG's patching race ("Oops: int3", as any MTTCG
+guest's can): that boot, before the job started, is booted again (BOOT_ATTEMPTS in all).  And once its CPU 0
+stopped taking timer interrupts while a nested guest ran: the kernel reported the same RCU stall every 63 s
+until the job's timeout, 9 minutes later.  The runner is given up on at its STALL_REPORTS_LOST-th stall report.
 """
 
 from __future__ import annotations
@@ -33,12 +38,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from harness.constants import QEMU_BINARY
 from harness.errors import HarnessError, InputError
 from harness.guest.image import GUEST_DIR, cached_cpio, pack_cpio
 from harness.kernels.spec import STOCK, GuestKernel
 from harness.kernels.stock import fetch_stock_kernel, stock_modules
+from harness.machine.accel import TCG_TEXT_POKE_RACE
 from harness.machine.qemu_argv import QBOOT
 from harness.machine.vm import run_dir_root, sweep_stale_run_dirs
 from harness.process import die_with_parent, poll_until
@@ -50,10 +57,17 @@ MARKER = "@@kvm-runner "
 # Variables a job inherits from the host (besides HOME, PATH, TERM); the rest of the environment stays out.
 PASSED_ENV = ("CI", "HARNESS_LOG", "PYTEST_ADDOPTS", "BALLOON_TESTBED_CACHE", "LANG")
 IN_RUNNER_ENV = "BALLOON_TESTBED_KVM_RUNNER"  # set inside the runner VM
+BOOT_ATTEMPTS = 3
+RCU_STALL = "rcu: INFO: rcu_preempt detected stalls"
+STALL_REPORTS_LOST = 3  # about 150 s without a grace period (the first report at 21 s, then every 63 s)
 
 
 class RunnerUnusable(InputError):
     """This host cannot give the runner VM a working KVM (no svm, kvm_amd does not load): exit 2."""
+
+
+class RunnerDiedAtBoot(HarnessError):
+    """The runner VM's kernel died of TCG's patching race before the job started."""
 
 
 @dataclass
@@ -104,7 +118,8 @@ class RunnerVM:
     """One runner VM running one job; use `run()`.  QEMU and the virtiofsd daemons never outlive it."""
 
     def __init__(self, *, shares: list[Path], logdir: Path, memory_mib: int = 6144, cpus: int | None = None,
-                 cpu: str = OUTER_CPU):
+                 cpu: str = OUTER_CPU, on_notice: Callable[[str], None] = lambda _msg: None):
+        self.on_notice = on_notice  # what the user should know beside the job's output (a boot done again)
         self.shares = [p.resolve() for p in shares]
         self.logdir = logdir
         self.memory_mib = memory_mib
@@ -123,11 +138,23 @@ class RunnerVM:
         rundir = Path(tempfile.mkdtemp(prefix=f"vm-{os.getpid()}-runner-", dir=run_dir_root()))
         try:
             initrd = self._initrd(image, rundir, job_script(argv, cwd, job_env()))
-            sockets = self._start_virtiofsd(rundir)
-            return self._run_qemu(kernel, initrd, rundir, sockets, timeout_s, on_output)
+            for attempt in range(1, BOOT_ATTEMPTS):
+                try:
+                    return self._boot(kernel, initrd, rundir, timeout_s, on_output)
+                except RunnerDiedAtBoot as died:
+                    kept = self.logdir / f"console.boot-{attempt}.log"
+                    (self.logdir / "console.log").replace(kept)
+                    self.on_notice(f"{died}; booting it again (its console: {kept})")
+                    self._stop_all()  # virtiofsd serves one connection: each boot gets its own daemons
+            return self._boot(kernel, initrd, rundir, timeout_s, on_output)
         finally:
             self._stop_all()
             shutil.rmtree(rundir, ignore_errors=True)
+
+    def _boot(self, kernel: GuestKernel, initrd: Path, rundir: Path, timeout_s: float,
+              on_output: Callable[[str], None]) -> RunnerResult:
+        sockets = self._start_virtiofsd(rundir)
+        return self._run_qemu(kernel, initrd, rundir, sockets, timeout_s, on_output)
 
     def _initrd(self, image: Path, rundir: Path, script: str) -> Path:
         """The cached runner image with this run's job appended (the kernel unpacks concatenated cpios)."""
@@ -149,6 +176,7 @@ class RunnerVM:
         log = (self.logdir / "virtiofsd.log").open("ab")
         for tag, source in [("hostroot", Path("/")), *((f"out{i}", p) for i, p in enumerate(self.shares))]:
             sock = rundir / f"{tag}.sock"
+            sock.unlink(missing_ok=True)  # left by the daemon of a boot done again
             self._procs.append(subprocess.Popen(
                 [str(VIRTIOFSD), f"--socket-path={sock}", "-o", f"source={source}", "-o", "cache=none",
                  "-o", "sandbox=chroot"], stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -191,23 +219,36 @@ class RunnerVM:
         argv = self.argv(kernel, initrd, rundir, sockets)
         (self.logdir / "qemu-argv.txt").write_text(shlex.join(argv) + "\n")
         out_path = rundir / "job.out"
-        out_path.touch()
+        out_path.write_bytes(b"")  # a boot done again starts from an empty job output
+        console = self.logdir / "console.log"
+        console.unlink(missing_ok=True)  # an earlier run's stall reports are not this one's
         started = time.monotonic()
         with (self.logdir / "qemu.stderr").open("wb") as err:
             qemu = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err, preexec_fn=die_with_parent)
         self._procs.append(qemu)
         reader = _MarkerReader(out_path, on_output)
+        stalls = _ConsoleCounter(console, RCU_STALL)
 
         def exited() -> bool:
             reader.pump()
             return qemu.poll() is not None
 
-        poll_until(exited, timeout=timeout_s, interval=0.1, started=started,
-                   on_timeout=lambda: HarnessError(f"the KVM runner VM's job did not finish within {timeout_s:.0f} s "
-                                                   f"(console: {self.logdir / 'console.log'})"))
+        def not_stalled() -> None:
+            if stalls.count() >= STALL_REPORTS_LOST:
+                raise HarnessError(f"the KVM runner VM's kernel stalled ({STALL_REPORTS_LOST} RCU stall reports, "
+                                   f"no grace period for about 150 s; console: {console})")
+
+        try:
+            poll_until(exited, timeout=timeout_s, interval=0.1, started=started, alive=not_stalled,
+                       on_timeout=lambda: HarnessError(f"the KVM runner VM's job did not finish within "
+                                                       f"{timeout_s:.0f} s (console: {console})"))
+        finally:
+            stalls.close()
         reader.pump(final=True)
         if reader.unusable:
             raise RunnerUnusable(f"KVM runner VM: {reader.unusable}")
+        if died_of_patching_race_at_boot(reader, console.read_text(errors="replace")):
+            raise RunnerDiedAtBoot("the KVM runner VM's kernel died at boot of TCG's patching race (Oops: int3)")
         if reader.exit_code is None:
             why = (self.logdir / "qemu.stderr").read_text(errors="replace").strip().splitlines()
             raise HarnessError(f"the KVM runner VM stopped before its job finished (QEMU exit {qemu.returncode}"
@@ -221,6 +262,31 @@ class RunnerVM:
                 p.kill()
             p.wait()
         self._procs.clear()
+
+
+class _ConsoleCounter:
+    """Counts the lines of a growing console log that contain `text`, reading only what was added."""
+
+    def __init__(self, path: Path, text: str):
+        self.path = path
+        self.text = text.encode()
+        self.fh: BinaryIO | None = None
+        self.buf = b""
+        self.seen = 0
+
+    def count(self) -> int:
+        if self.fh is None:
+            if not self.path.exists():
+                return 0
+            self.fh = self.path.open("rb")
+        self.buf += self.fh.read()
+        *lines, self.buf = self.buf.split(b"\n")
+        self.seen += sum(self.text in line for line in lines)
+        return self.seen
+
+    def close(self) -> None:
+        if self.fh is not None:
+            self.fh.close()
 
 
 class _MarkerReader:
@@ -257,6 +323,11 @@ class _MarkerReader:
             self.unusable = rest
         elif word == "ready":
             self.ready_at = time.monotonic()
+
+
+def died_of_patching_race_at_boot(reader: _MarkerReader, console_text: str) -> bool:
+    """Whether the runner VM's kernel died of TCG's patching race before the job started (safe to boot again)."""
+    return reader.exit_code is None and reader.ready_at is None and TCG_TEXT_POKE_RACE.search(console_text) is not None
 
 
 def check_runner_tools() -> None:

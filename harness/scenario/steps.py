@@ -16,7 +16,7 @@ from harness.guest import probes, zeroing, zeroing_paths
 from harness.guest.launch import BootKit, connect, make_vm, wait_ready
 from harness.guest.ssh import Guest
 from harness.machine import balloon
-from harness.machine.accel import guest_vcpus_on_mttcg
+from harness.machine.accel import TCG_TEXT_POKE_RACE, guest_vcpus_on_mttcg
 from harness.machine.config import MachineConfig
 from harness.machine.qmp import QMP
 from harness.machine.rss import RssSampler
@@ -35,11 +35,6 @@ BOOT_TIMEOUT_S = 180
 # Under icount a boot executes every instruction on one host thread, about 3x the realtime boot; on a host
 # whose cores are shared with other guests and kernel builds that passed 180 s (measured 2026-11-30).
 ICOUNT_BOOT_TIMEOUT_S = 3 * BOOT_TIMEOUT_S
-# QEMU's TCG, one host thread per vCPU, can run an instruction that another vCPU has just patched back (the
-# kernel's text_poke_bp()): the guest dies at boot with "Oops: int3" at a static-key site, about 1 boot in
-# 30-60 with 2 vCPUs on an idle host; a KVM guest nested in a TCG host (the KVM runner VM) meets it too.  Such a
-# boot is booted once more; the bundle says so.
-TCG_TEXT_POKE_RACE = re.compile(r"Oops: int3\b")
 # What a kernel prints when it caught itself misbehaving: a run that hits one of these is not a clean
 # result, whatever the counters say.
 KERNEL_PROBLEM = re.compile(r"WARNING: CPU: \d+ PID:|BUG:|Bad page (state|map)|Oops|general protection fault|"

@@ -8,11 +8,21 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
 
-from harness.guest.runner_vm import IN_RUNNER_ENV, MARKER, _MarkerReader, in_runner_vm, job_script
+from harness.guest.runner_vm import (
+    IN_RUNNER_ENV,
+    MARKER,
+    RCU_STALL,
+    _ConsoleCounter,
+    _MarkerReader,
+    died_of_patching_race_at_boot,
+    in_runner_vm,
+    job_script,
+)
 from harness.machine.vm import run_dir_owner, run_dir_root, sweep_stale_run_dirs
 from harness.paths import REPO_ROOT
 
@@ -43,11 +53,43 @@ def test_marker_reader_passes_output_on_and_picks_out_the_exit_status(tmp_path):
     assert seen == ["line one\n", "partial line\n"] and reader.exit_code == 7
 
 
+def test_console_counter_counts_whole_new_lines_only(tmp_path):
+    console = tmp_path / "console.log"
+    counter = _ConsoleCounter(console, RCU_STALL)
+    assert counter.count() == 0  # QEMU has not made the file yet
+    console.write_text(f"[ 1.0] boot\n[186.5] {RCU_STALL} on CPUs/tasks:\n[186.6] rcu: \t(detected by 1")
+    assert counter.count() == 1
+    with console.open("a") as f:
+        f.write(f")\n[249.5] {RCU_STALL[:20]}")
+    assert counter.count() == 1  # the second report is not a whole line yet
+    with console.open("a") as f:
+        f.write(f"{RCU_STALL[20:]} on CPUs/tasks:\n")
+    assert counter.count() == 2
+    counter.close()
+
+
+def test_only_a_runner_that_died_of_the_patching_race_before_its_job_is_booted_again(tmp_path):
+    int3 = "[    1.726748] Oops: int3: 0000 [#1] PREEMPT SMP NOPTI\nKernel panic - not syncing: Fatal exception"
+    out = tmp_path / "job.out"
+    out.write_bytes(b"")
+    before_job = _MarkerReader(out, lambda _line: None)
+    before_job.pump(final=True)
+    assert died_of_patching_race_at_boot(before_job, int3)
+    assert not died_of_patching_race_at_boot(before_job, "Kernel panic - not syncing: VFS: Unable to mount root")
+    out.write_bytes(f"{MARKER}ready 2.1@@\nsome output\n".encode())
+    job_started = _MarkerReader(out, lambda _line: None)
+    job_started.pump(final=True)
+    assert not died_of_patching_race_at_boot(job_started, int3)  # the job may have done half its work
+
+
 def kvm_runner(*args, expect_unusable: str | None = None) -> subprocess.CompletedProcess:
     """Run the runner VM; skip (saying why) where this host cannot give it what it needs for another reason
     than `expect_unusable` (a container where virtiofsd cannot share the host's files, say)."""
     proc = subprocess.run([HARNESS, "kvm-runner", *map(str, args)], cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=900)
+    for line in proc.stderr.splitlines():
+        if line.startswith("kvm-runner: ") and "booting it again" in line:
+            warnings.warn(line, stacklevel=2)
     unusable = [line for line in proc.stderr.splitlines() if line.startswith("harness: error: KVM runner VM:")]
     if proc.returncode == 2 and unusable and not (expect_unusable and expect_unusable in unusable[0]):
         pytest.skip(unusable[0].removeprefix("harness: error: "))
