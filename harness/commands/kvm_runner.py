@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from harness.guest.launch import choose_accel
-from harness.guest.runner_vm import OUTER_CPU, RunnerVM
+from harness.guest.runner_vm import OUTER_CPU, RUNNER_CPUS, RunnerVM
 
 
 def size_mib(text: str) -> int:
@@ -60,7 +60,8 @@ def register(sub) -> None:
     p.add_argument("--logs", default="results/kvm/runner", metavar="DIR",
                    help="the runner VM's console log, QEMU and virtiofsd logs (default: %(default)s)")
     p.add_argument("--memory", type=size_mib, default="6G", help="the runner VM's RAM (default: %(default)s)")
-    p.add_argument("--cpus", type=int, default=None, help="its vCPUs (default: the host's cores)")
+    p.add_argument("--cpus", type=int, default=RUNNER_CPUS,
+                   help="its vCPUs (default: %(default)s: with more, the TCG threads' races kill its kernel now and then)")
     p.add_argument("--outer-cpu", default=OUTER_CPU, metavar="MODEL",
                    help="QEMU -cpu of the runner VM (default: %(default)s; it needs svm and npt)")
     p.add_argument("--timeout", type=float, default=3600, help="seconds the job may run (default: %(default)s)")

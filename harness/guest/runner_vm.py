@@ -57,6 +57,7 @@ MARKER = "@@kvm-runner "
 # Variables a job inherits from the host (besides HOME, PATH, TERM); the rest of the environment stays out.
 PASSED_ENV = ("CI", "HARNESS_LOG", "PYTEST_ADDOPTS", "BALLOON_TESTBED_CACHE", "LANG")
 IN_RUNNER_ENV = "BALLOON_TESTBED_KVM_RUNNER"  # set inside the runner VM
+RUNNER_CPUS = 1  # see the module docstring
 BOOT_ATTEMPTS = 3
 RCU_STALL = "rcu: INFO: rcu_preempt detected stalls"
 STALL_REPORTS_LOST = 3  # about 150 s without a grace period (the first report at 21 s, then every 63 s)
@@ -117,13 +118,13 @@ def job_env() -> dict[str, str]:
 class RunnerVM:
     """One runner VM running one job; use `run()`.  QEMU and the virtiofsd daemons never outlive it."""
 
-    def __init__(self, *, shares: list[Path], logdir: Path, memory_mib: int = 6144, cpus: int | None = None,
+    def __init__(self, *, shares: list[Path], logdir: Path, memory_mib: int = 6144, cpus: int = RUNNER_CPUS,
                  cpu: str = OUTER_CPU, on_notice: Callable[[str], None] = lambda _msg: None):
         self.on_notice = on_notice  # what the user should know beside the job's output (a boot done again)
         self.shares = [p.resolve() for p in shares]
         self.logdir = logdir
         self.memory_mib = memory_mib
-        self.cpus = cpus or os.cpu_count() or 1
+        self.cpus = cpus
         self.cpu = cpu
         self._procs: list[subprocess.Popen] = []
 
