@@ -20,6 +20,13 @@ nested paging keeps a stale translation of a page the nested QEMU discarded; no 
 One thread for all vCPUs (`thread=single`) was too slow to tell: the smoke scenario's memdirty timed out and
 the KVM probe's guest went quiet for 30 s.
 
+So the runner has one vCPU (RUNNER_CPUS; --cpus gives more).  On 2026-12-07, with two, the runner's own kernel
+died in each of the 3 runner VMs of one `make test-kvm` (an int3 mid-run; a #GP recursing at a %gs load and a
+stack guard hit, both in the nested QEMU's task) and the nightly smoke cell on `base` reset its nested guest in
+5 of 7 runs.  With one, the next `make test-kvm` passed with nothing repeated, in 15 minutes (17-21 with two,
+repeats included), and the smoke scenario took 155 s against 160 s: on this 2-core host the second outer
+vCPU bought nothing (the nested guest's two vCPUs take turns on the one).
+
 The runner VM is a TCG guest too.  Its own boot can die of TCG's patching race ("Oops: int3", as any MTTCG
 guest's can): that boot, before the job started, is booted again (BOOT_ATTEMPTS in all).  And once its CPU 0
 stopped taking timer interrupts while a nested guest ran: the kernel reported the same RCU stall every 63 s
