@@ -66,6 +66,7 @@ PASSED_ENV = ("CI", "HARNESS_LOG", "PYTEST_ADDOPTS", "BALLOON_TESTBED_CACHE", "L
 IN_RUNNER_ENV = "BALLOON_TESTBED_KVM_RUNNER"  # set inside the runner VM
 RUNNER_CPUS = 1  # see the module docstring
 BOOT_ATTEMPTS = 3
+DIED_AT_BOOT = "the KVM runner VM's kernel died at boot of TCG's patching race"
 RCU_STALL = "rcu: INFO: rcu_preempt detected stalls"
 STALL_REPORTS_LOST = 3  # about 150 s without a grace period (the first report at 21 s, then every 63 s)
 
@@ -256,7 +257,7 @@ class RunnerVM:
         if reader.unusable:
             raise RunnerUnusable(f"KVM runner VM: {reader.unusable}")
         if died_of_patching_race_at_boot(reader, console.read_text(errors="replace")):
-            raise RunnerDiedAtBoot("the KVM runner VM's kernel died at boot of TCG's patching race (Oops: int3)")
+            raise RunnerDiedAtBoot(f"{DIED_AT_BOOT} (Oops: int3)")
         if reader.exit_code is None:
             why = (self.logdir / "qemu.stderr").read_text(errors="replace").strip().splitlines()
             raise HarnessError(f"the KVM runner VM stopped before its job finished (QEMU exit {qemu.returncode}"
@@ -272,56 +273,67 @@ class RunnerVM:
         self._procs.clear()
 
 
-class _ConsoleCounter:
-    """Counts the lines of a growing console log that contain `text`, reading only what was added."""
+class _FollowedFile:
+    """A file another process is writing, read as it grows: the whole lines added since the last look."""
 
-    def __init__(self, path: Path, text: str):
+    def __init__(self, path: Path):
         self.path = path
-        self.text = text.encode()
         self.fh: BinaryIO | None = None
         self.buf = b""
-        self.seen = 0
 
-    def count(self) -> int:
+    def new_lines(self, final: bool = False) -> list[bytes]:
+        """With `final`, also the last line without its newline, and the file is closed."""
         if self.fh is None:
-            if not self.path.exists():
-                return 0
+            if not self.path.exists():  # QEMU has not made it yet
+                return []
             self.fh = self.path.open("rb")
         self.buf += self.fh.read()
         *lines, self.buf = self.buf.split(b"\n")
-        self.seen += sum(self.text in line for line in lines)
-        return self.seen
+        if final:
+            if self.buf:
+                lines.append(self.buf)
+                self.buf = b""
+            self.close()
+        return lines
 
     def close(self) -> None:
         if self.fh is not None:
             self.fh.close()
 
 
+class _ConsoleCounter:
+    """Counts the lines of a growing console log that contain `text`, reading only what was added."""
+
+    def __init__(self, path: Path, text: str):
+        self.file = _FollowedFile(path)
+        self.text = text.encode()
+        self.seen = 0
+
+    def count(self) -> int:
+        self.seen += sum(self.text in line for line in self.file.new_lines())
+        return self.seen
+
+    def close(self) -> None:
+        self.file.close()
+
+
 class _MarkerReader:
     """Follows the job's output file: hands each line on, and picks out the runner's own marker lines."""
 
     def __init__(self, path: Path, on_output: Callable[[str], None]):
-        self.fh = path.open("rb")
+        self.file = _FollowedFile(path)
         self.on_output = on_output
-        self.buf = b""
         self.exit_code: int | None = None
         self.unusable: str | None = None
         self.ready_at: float | None = None
 
     def pump(self, final: bool = False) -> None:
-        self.buf += self.fh.read()
-        *lines, self.buf = self.buf.split(b"\n")
-        if final and self.buf:
-            lines.append(self.buf)
-            self.buf = b""
-        for raw in lines:
+        for raw in self.file.new_lines(final):
             line = raw.decode(errors="replace").rstrip("\r")
             if line.startswith(MARKER) and line.endswith("@@"):
                 self._marker(line[len(MARKER):-2])
             else:
                 self.on_output(line + "\n")
-        if final:
-            self.fh.close()
 
     def _marker(self, text: str) -> None:
         word, _, rest = text.partition(" ")

@@ -12,9 +12,9 @@ import pytest
 from harness.guest import delay_loop
 from harness.guest.launch import choose_accel, make_vm, prepare_boot, wait_ready
 from harness.kernels.spec import parse_kernel_spec
-from harness.machine.accel import TCG_TEXT_POKE_RACE
 from harness.machine.config import MachineConfig
 from harness.machine.vm import GuestDied
+from harness.scenario.steps import retry_boot_after
 
 
 @pytest.fixture
@@ -51,7 +51,7 @@ def boot_and_read(kit, config, accel, logdir: Path) -> tuple[str, str]:
                 guest, _ = wait_ready(vm, kit.keys, 120)
                 return " ".join(vm.argv), guest.run("dmesg").stdout
         except GuestDied as died:
-            if attempt == 2 or not TCG_TEXT_POKE_RACE.search(str(died)):
+            if attempt == 2 or not retry_boot_after(str(died), accel, config, booted=False, aborted=False):
                 raise
             warnings.warn(f"boot died of TCG's patching race, booting again: {died}", stacklevel=1)
     raise AssertionError("unreachable")

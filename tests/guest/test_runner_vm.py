@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.guest.runner_vm import (
+    DIED_AT_BOOT,
     IN_RUNNER_ENV,
     MARKER,
     RCU_STALL,
@@ -88,7 +89,7 @@ def kvm_runner(*args, expect_unusable: str | None = None) -> subprocess.Complete
     proc = subprocess.run([HARNESS, "kvm-runner", *map(str, args)], cwd=REPO_ROOT, capture_output=True, text=True,
                           timeout=900)
     for line in proc.stderr.splitlines():
-        if line.startswith("kvm-runner: ") and "booting it again" in line:
+        if line.startswith(f"kvm-runner: {DIED_AT_BOOT}"):
             warnings.warn(line, stacklevel=2)
     unusable = [line for line in proc.stderr.splitlines() if line.startswith("harness: error: KVM runner VM:")]
     if proc.returncode == 2 and unusable and not (expect_unusable and expect_unusable in unusable[0]):

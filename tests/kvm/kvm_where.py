@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.guest.runner_vm import DIED_AT_BOOT
 from harness.paths import REPO_ROOT
 
 HARNESS = str(Path(sys.executable).parent / "harness")
@@ -26,7 +27,7 @@ RUNNER_LOST = ("harness: error: the KVM runner VM stopped before its job finishe
 NESTED_CRASH = ("run failed: guest kernel failure", "run failed: QEMU exited with code 0",
                 "run failed: guest did not boot within")
 # The runner VM's own boot died and was booted again (harness/guest/runner_vm.py): a warning, not a failure.
-RUNNER_REBOOTED = "kvm-runner: the KVM runner VM's kernel died at boot"
+RUNNER_REBOOTED = f"kvm-runner: {DIED_AT_BOOT}"
 
 
 def first_line(output: str, starts: tuple[str, ...]) -> str | None:
