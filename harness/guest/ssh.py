@@ -6,6 +6,7 @@ import base64
 import hashlib
 import select
 import shlex
+import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -36,6 +37,15 @@ CONNECT_RETRY_S = 0.05  # between refused SSH connections while the guest boots
 OUTPUT_WAIT_S = 0.05  # the longest a running command waits for output before looking again
 
 
+def _nodelay_socket(port: int) -> socket.socket:
+    """A TCP connection to the guest's SSH port without Nagle's algorithm: with it, each small handshake
+    message waited for the ACK of the one before, and the guest acks late; SSH took 0.15 s to log in under
+    TCG, 0.06 s without (measured 2026-12-07, 7 logins each)."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    return sock
+
+
 class Guest:
     def __init__(self, port: int, keys: SshKeys, transcript: Path, alive: Callable[[], None] = lambda: None):
         """`alive` raises when the VM died or its kernel oopsed (VM.check_alive): a command then fails at once
@@ -61,7 +71,7 @@ class Guest:
             try:
                 client.connect(
                     "127.0.0.1", self.port, username="root", pkey=key, look_for_keys=False, allow_agent=False,
-                    timeout=5, banner_timeout=5, auth_timeout=5,
+                    timeout=5, banner_timeout=5, auth_timeout=5, sock=_nodelay_socket(self.port),
                 )
             except (paramiko.SSHException, OSError, EOFError) as exc:
                 last_error = exc
