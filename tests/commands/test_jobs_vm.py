@@ -30,7 +30,7 @@ name: jobs-small
 guest: {memory: 512M, cpus: 1}
 qemu: {timing: icount, balloon: {free_page_reporting: false}}
 kernels: [stock]
-repetitions: 2
+repetitions: 3  # a median of 3: fresh icount boots now and then differ by 1-2 % in one figure (dirty_ms)
 steps:
   - boot
   - memtouch: 64M
@@ -76,8 +76,7 @@ def test_parallel_bundle_has_the_serial_bundles_repetitions_in_the_planned_order
     serial, parallel = serial_and_parallel
     ms, mp = load_bundle(serial).manifest, load_bundle(parallel).manifest
     assert (ms.jobs, mp.jobs) == (1, 2)
-    assert ms.rep_order == mp.rep_order == [{"kernel": "stock", "rep": 1, "from": "boot"},
-                                            {"kernel": "stock", "rep": 2, "from": "boot"}]
+    assert ms.rep_order == mp.rep_order == [{"kernel": "stock", "rep": rep, "from": "boot"} for rep in (1, 2, 3)]
     assert rows(serial) == rows(parallel)
     # The two guests of the parallel run really ran at the same time: rep 2's QEMU started before rep 1 ended.
     started_2 = (parallel / "stock/rep2/qemu-argv.json").stat().st_mtime
