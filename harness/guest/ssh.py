@@ -39,8 +39,8 @@ OUTPUT_WAIT_S = 0.05  # the longest a running command waits for output before lo
 
 def _nodelay_socket(port: int) -> socket.socket:
     """A TCP connection to the guest's SSH port without Nagle's algorithm: with it, each small handshake
-    message waited for the ACK of the one before, and the guest acks late; SSH took 0.15 s to log in under
-    TCG, 0.06 s without (measured 2026-12-07, 7 logins each)."""
+    message waited for the guest's late ACK of the one before.  A login to a booted guest took 0.147 s under
+    TCG with it, 0.059 s without (`relogin` of tools/bench-boot-phases.py; README, "Boot, fourth pass")."""
     sock = socket.create_connection(("127.0.0.1", port), timeout=5)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     return sock
