@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from harness.commands.bench import guest_clock_at_init
 from harness.constants import READY_MARKER
 from harness.guest.launch import choose_accel, connect, make_vm, prepare_boot, wait_ready
 from harness.kernels.spec import STOCK
@@ -60,7 +61,7 @@ def boot(kit, accel: str, rundir: Path) -> dict[str, float]:
     with make_vm(kit, MachineConfig(), accel, rundir) as vm:
         clock_zero, marker = follow_console(vm.serial_log, vm.started_at)
         guest, ready = wait_ready(vm, kit.keys, 60)
-        run_init = float(re.search(r"\[\s*([\d.]+)\] Run /init as init process", guest.run("dmesg").stdout).group(1))
+        run_init = guest_clock_at_init(guest.run("dmesg").stdout)
         again = time.monotonic()
         connect(vm, kit.keys, rundir / "relogin.log")
         relogin = time.monotonic() - again
