@@ -14,8 +14,11 @@ import re
 import shlex
 from dataclasses import dataclass
 
+from harness.machine.qemu_argv import TRACE_BUFFER_KB
+
 TRACING = "/sys/kernel/tracing"
-BUFFER_KB = 4  # per CPU; the kernel rounds it up to a page or two
+BUFFER_KB = TRACE_BUFFER_KB  # per CPU; the kernel rounds it up to a page or two
+ROUNDED_KB_MAX = 2 * BUFFER_KB  # what an instance of BUFFER_KB reads back at most (7 for 4)
 STATS_LINE = re.compile(r"/instances/(?P<name>[^/]+)/per_cpu/cpu\d+/stats:(?P<key>[a-z ]+): (?P<value>\d+)$")
 COUNTED = ("entries", "overrun", "read events")
 UNCOUNTED = ("commit overrun", "dropped events")
@@ -38,9 +41,11 @@ class Count:
 
 def setup_script(counters: list[Counter], prefix: str) -> str:
     """Shell that makes every counter's instance; it stops at the first failure, naming the counter.
-    (Short lines: dropbear refuses a command longer than 9000 bytes.)"""
+    An instance the guest's trace_buf_size already made small is not resized: a resize costs a grace period
+    even to the same size.  (Short lines: dropbear refuses a command longer than 9000 bytes.)"""
     lines = [f"T={TRACING}",
-             f'c() {{ i=$T/instances/$1; mkdir $i && echo {BUFFER_KB} > $i/buffer_size_kb'
+             f'c() {{ i=$T/instances/$1; mkdir $i && read kb _ < $i/buffer_size_kb && {{ [ "$kb" -le {ROUNDED_KB_MAX} ]'
+             f' || echo {BUFFER_KB} > $i/buffer_size_kb; }}'
              ' && echo "$3" > $i/events/$2/filter && echo 1 > $i/events/$2/enable'
              ' || { echo "$2 with filter \'$3\' refused: $(tail -n 3 $T/error_log 2>/dev/null)" >&2; exit 1; }; }']
     lines += [f"c {c.name} {c.event} {shlex.quote(c.filter)}" for c in counters]
