@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import statistics
@@ -72,7 +73,8 @@ def timed_boots(n: int, boot: Callable[[], dict], accel_name: str, config: Machi
         try:
             runs.append(boot())
         except GuestDied as exc:
-            if raced == RACE_BOOTS_MAX or not retry_boot_after(str(exc), accel_name, config, False, False):
+            race = retry_boot_after(str(exc), accel_name, config, booted=False, aborted=False)
+            if raced == RACE_BOOTS_MAX or not race:
                 raise
             raced += 1
             say(f"boot {len(runs) + 1}/{n}: {exc}: TCG's patching race, not a boot time; booting again")
@@ -101,7 +103,7 @@ def cmd_bench_boot(args) -> int:
     for col in ("figure", "min", "median", "max"):
         table.add_column(col, justify="right")
     for key in FIGURES:
-        vals = [r[key] for r in runs if r[key] == r[key]]  # NaN: a kernel log without the line
+        vals = [r[key] for r in runs if not math.isnan(r[key])]  # NaN: a kernel log without the line
         digits = 3 if key == "kernel_to_init_s" else 2
         cells = [f"{v:.{digits}f}" for v in (min(vals), statistics.median(vals), max(vals))] if vals else ["-"] * 3
         table.add_row(key, *cells)
